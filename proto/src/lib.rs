@@ -1,0 +1,43 @@
+//! The KubeEdge cloud↔edge wire model, shared by edgecore and cloudcore.
+//!
+//! Everything here is pure data and parsing: no sockets, files or clocks (the caller passes
+//! the time in). It is byte-compatible with upstream KubeEdge; the section numbers in comments
+//! point at `shared/reference/kubeedge-protocol.md`.
+//!
+//! - [`message`]: the beehive `Message` (header, route, content) and its JSON codec (§1).
+//! - [`route`]: operations, groups and module names as typed values with an `Other` escape (§2.3–2.5).
+//! - [`resource`]: the one parser for resource paths (§2.1).
+//! - [`token`]: the enrollment token `hex(sha256(CA)).<JWT>` (§3.3).
+//! - [`objresp`]: the `{"Object":…,"Err":…}` reply shape and Kubernetes `Status` errors (§4.6).
+//! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
+
+pub mod message;
+pub mod objresp;
+pub mod resource;
+pub mod route;
+pub mod time;
+pub mod token;
+
+pub use message::{DecodeError, Header, Message, Route};
+pub use resource::{ResourceError, ResourceKind, ResourcePath};
+pub use route::{Group, ModuleName, Operation};
+
+/// The default project id upstream edgecore puts in the WebSocket URL (§3.2).
+pub const DEFAULT_PROJECT_ID: &str = "e632aba927ea4ac2b575ec1603d56f10";
+
+/// Namespace token used on the wire for cluster-scoped objects since v1.23 (§2.1).
+pub const NULL_NAMESPACE: &str = "null";
+
+/// Namespace of node leases (§4.1).
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Label without which upstream cloudcore never sends workloads to a node (§4.2).
+pub const EDGE_ROLE_LABEL: &str = "node-role.kubernetes.io/edge";
+
+/// Subject common name an edge certificate must carry for `node`, and its organisation (§3.3).
+pub fn node_common_name(node: &str) -> String {
+    format!("system:node:{node}")
+}
+
+/// Organisation of edge certificates since v1.16 (§3.3).
+pub const NODE_ORGANIZATION: &str = "system:nodes";
