@@ -1,1 +1,258 @@
-//! placeholder
+//! The contract between edgecore's modules (DESIGN.md §2).
+//!
+//! Modules never call each other: they exchange [`BusMessage`]s, typed values that EdgeHub
+//! alone converts to and from wire messages. Each module owns one bounded mailbox; the table of
+//! mailboxes is fixed at start-up ([`Bus::new`]) from the static module table in `edgecore`.
+//!
+//! What happens when a mailbox is full is part of the API:
+//! - modules sending requests to EdgeHub wait ([`Bus::send`]: backpressure);
+//! - EdgeHub delivering to a module never waits ([`Bus::deliver`]): a full mailbox drops the
+//!   message with a warning and counts it, so a slow module can never stall the tunnel. Every
+//!   module's requests are periodic or retried, so a dropped reply is recovered by the next one.
+
+#![forbid(unsafe_code)]
+
+use std::cell::Cell;
+use std::fmt;
+
+pub use proto::objresp::Reply;
+
+/// Capacity of every module mailbox.
+pub const MAILBOX_CAPACITY: usize = 64;
+
+/// The modules edgecore can run. The order is the order of the static module table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModuleId {
+    EdgeHub = 0,
+    Edged = 1,
+}
+
+impl ModuleId {
+    pub const ALL: [ModuleId; 2] = [ModuleId::EdgeHub, ModuleId::Edged];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModuleId::EdgeHub => "edgehub",
+            ModuleId::Edged => "edged",
+        }
+    }
+}
+
+impl fmt::Display for ModuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A module's own number for one of its requests, echoed in the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u32);
+
+/// What a module can ask of the cloud. EdgeHub maps each to exactly one wire message (route and
+/// resource path per the protocol spec §4.1); module code never sees a route string.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CloudRequest {
+    /// `insert null/node/<node>` with a `v1.Node`.
+    RegisterNode { node: serde_json::Value },
+    /// `patch null/nodepatch/<node>` with a strategic-merge patch (sent as a JSON string).
+    PatchNodeStatus { patch: String },
+    /// `query kube-node-lease/lease/<node>`.
+    QueryLease,
+    /// `insert kube-node-lease/lease/<node>` with a `coordination.k8s.io/v1 Lease`.
+    CreateLease { lease: serde_json::Value },
+    /// `update kube-node-lease/lease/<node>`.
+    UpdateLease { lease: serde_json::Value },
+}
+
+/// State of the cloud tunnel, announced by EdgeHub to every module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Up; `local_ip` is this gateway's address on the path to the cloud (the node's InternalIP).
+    Connected { local_ip: std::net::IpAddr },
+    Disconnected,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The cloud answered.
+    Answered {
+        reply: Reply,
+        /// The `resourceversion` header of the answer, if any.
+        resource_version: String,
+    },
+    /// No tunnel: nothing was sent (upstream metamanager fails fast the same way).
+    NotConnected,
+    /// Sent, but no answer arrived in time, or the tunnel dropped first.
+    Lost,
+}
+
+/// Everything that travels on the bus.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BusMessage {
+    /// To EdgeHub: send `request` on behalf of `from`.
+    ToCloud {
+        from: ModuleId,
+        id: RequestId,
+        request: CloudRequest,
+    },
+    /// From EdgeHub: the tunnel went up or down.
+    Link(Link),
+    /// From EdgeHub: request `id` of the receiving module ended.
+    Reply { id: RequestId, outcome: Outcome },
+}
+
+/// A module's receiving end.
+pub struct Mailbox {
+    pub id: ModuleId,
+    rx: smol::channel::Receiver<BusMessage>,
+}
+
+impl Mailbox {
+    /// The next message; `None` once every sender is gone (edgecore is stopping).
+    pub async fn recv(&self) -> Option<BusMessage> {
+        self.rx.recv().await.ok()
+    }
+}
+
+/// The senders of every enabled module's mailbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    senders: Vec<Option<smol::channel::Sender<BusMessage>>>,
+    dropped: std::rc::Rc<Cell<u64>>,
+}
+
+impl Bus {
+    /// Makes a mailbox for each enabled module.
+    pub fn new(enabled: &[ModuleId]) -> (Bus, Vec<Mailbox>) {
+        let mut senders = vec![None; ModuleId::ALL.len()];
+        let mut boxes = Vec::new();
+        for &id in enabled {
+            let (tx, rx) = smol::channel::bounded(MAILBOX_CAPACITY);
+            senders[id as usize] = Some(tx);
+            boxes.push(Mailbox { id, rx });
+        }
+        (
+            Bus {
+                senders,
+                dropped: Default::default(),
+            },
+            boxes,
+        )
+    }
+
+    pub fn is_enabled(&self, id: ModuleId) -> bool {
+        self.senders[id as usize].is_some()
+    }
+
+    /// Sends, waiting while the mailbox is full. Returns false if `to` is disabled or stopped.
+    pub async fn send(&self, to: ModuleId, msg: BusMessage) -> bool {
+        match &self.senders[to as usize] {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Delivers without waiting; a full mailbox drops the message (counted, logged at warn).
+    pub fn deliver(&self, to: ModuleId, msg: BusMessage) {
+        if let Some(tx) = &self.senders[to as usize] {
+            if let Err(smol::channel::TrySendError::Full(m)) = tx.try_send(msg) {
+                self.dropped.set(self.dropped.get() + 1);
+                log::warn!("{to} mailbox full; dropped {m:?}");
+            }
+        }
+    }
+
+    /// Delivers to every enabled module except `from`.
+    pub fn broadcast(&self, from: ModuleId, msg: BusMessage) {
+        for id in ModuleId::ALL {
+            if id != from {
+                self.deliver(id, msg.clone());
+            }
+        }
+    }
+
+    /// Messages dropped by [`Bus::deliver`] so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+}
+
+/// Shutdown signal every task selects on. Triggered once, observed by all clones.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: smol::channel::Receiver<()>,
+}
+
+/// Triggers [`Shutdown`] when [`ShutdownTrigger::trigger`] is called or it is dropped.
+pub struct ShutdownTrigger {
+    tx: Option<smol::channel::Sender<()>>,
+}
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = smol::channel::bounded(1);
+        (ShutdownTrigger { tx: Some(tx) }, Shutdown { rx })
+    }
+
+    /// Resolves once shutdown has been triggered.
+    pub async fn wait(&self) {
+        // Nothing is ever sent: the channel closing is the signal.
+        let _ = self.rx.recv().await;
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.rx.is_closed()
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&mut self) {
+        self.tx.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliver_drops_and_counts_when_full_send_waits() {
+        smol::block_on(async {
+            let (bus, boxes) = Bus::new(&[ModuleId::EdgeHub, ModuleId::Edged]);
+            for _ in 0..MAILBOX_CAPACITY + 3 {
+                bus.deliver(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() }));
+            }
+            assert_eq!(bus.dropped(), 3);
+            let edged = boxes.iter().find(|b| b.id == ModuleId::Edged).unwrap();
+            assert_eq!(edged.recv().await, Some(BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })));
+            // One slot is free again, so a waiting send completes at once.
+            assert!(bus.send(ModuleId::Edged, BusMessage::Link(Link::Disconnected)).await);
+        });
+    }
+
+    #[test]
+    fn disabled_modules_receive_nothing() {
+        smol::block_on(async {
+            let (bus, boxes) = Bus::new(&[ModuleId::EdgeHub]);
+            assert!(!bus.is_enabled(ModuleId::Edged));
+            assert!(!bus.send(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })).await);
+            bus.broadcast(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() }));
+            assert_eq!(boxes.len(), 1);
+            assert_eq!(boxes[0].recv().await, Some(BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })));
+        });
+    }
+
+    #[test]
+    fn shutdown_reaches_every_clone() {
+        smol::block_on(async {
+            let (mut trigger, s) = Shutdown::new();
+            let s2 = s.clone();
+            assert!(!s2.is_triggered());
+            trigger.trigger();
+            s.wait().await;
+            s2.wait().await;
+            assert!(s2.is_triggered());
+        });
+    }
+}

@@ -1,1 +1,319 @@
-//! placeholder
+//! EdgeHub: the only edgecore module that touches the wire (DESIGN.md §2).
+//!
+//! It keeps one mutual-TLS WebSocket tunnel to CloudHub (`wss://<server>/<project>/<node>/events`
+//! with the upstream headers, §3.2), sends the upstream keepalive every heartbeat, turns module
+//! requests into wire messages and answers back into typed replies ([`core`]), and reconnects
+//! with exponential back-off and jitter.
+//!
+//! Dead links are found fast: a WebSocket ping goes out with every keepalive (upstream
+//! cloudcore's gorilla server answers pings), and a link on which nothing arrives for two
+//! heartbeats is dropped and redialled. A write that cannot finish within a heartbeat counts as
+//! dead too. Upstream edgecore has neither check and can sit on a half-open socket for minutes.
+
+#![forbid(unsafe_code)]
+
+pub mod core;
+
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::Message as WsMessage;
+use async_tungstenite::WebSocketStream;
+use bus::{Bus, BusMessage, Link, Mailbox, ModuleId, Outcome, Shutdown};
+use futures_rustls::client::TlsStream;
+use futures_rustls::rustls::ClientConfig;
+use futures_rustls::TlsConnector;
+use rustls_pki_types::ServerName;
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use smol::{Async, Timer};
+
+use crate::core::{Backoff, HubCore, Inbound, Liveness};
+
+/// Largest frame accepted from the cloud. Kubernetes objects are capped near 1.5 MiB by etcd;
+/// 4 MiB leaves room while keeping a hostile frame from eating a 64 MB gateway.
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+
+type Ws = WebSocketStream<TlsStream<Async<TcpStream>>>;
+
+/// EdgeHub settings, resolved by edgecore from its config file and flags.
+#[derive(Clone)]
+pub struct EdgeHubConfig {
+    pub node_name: String,
+    pub project_id: String,
+    /// `host:port` of CloudHub's WebSocket server; the host must match a SAN of its certificate.
+    pub server: String,
+    pub tls: Arc<ClientConfig>,
+    /// Keepalive period (upstream default 15 s).
+    pub heartbeat: Duration,
+    pub connect_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Why a connection attempt or a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("TCP connect to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket handshake: {0}")]
+    Handshake(async_tungstenite::tungstenite::Error),
+    #[error("{0} timed out after {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error("no traffic from the cloud for {0:?}: link is dead")]
+    Dead(Duration),
+    #[error("write stalled for {0:?}: link is dead")]
+    WriteStalled(Duration),
+    #[error("WebSocket: {0}")]
+    Ws(async_tungstenite::tungstenite::Error),
+    #[error("the cloud closed the tunnel")]
+    Closed,
+}
+
+async fn timeout<T>(what: &'static str, d: Duration, f: impl std::future::Future<Output = Result<T, HubError>>) -> Result<T, HubError> {
+    f.or(async {
+        Timer::after(d).await;
+        Err(HubError::Timeout(what, d))
+    })
+    .await
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The host part of `host:port` (without IPv6 brackets).
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map(|(h, _)| h).unwrap_or(server);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Dials the cloud: TCP, TLS (client certificate, server verified against the cloud CA), then
+/// the WebSocket upgrade with upstream's headers. Returns the tunnel and our local address.
+pub async fn connect(cfg: &EdgeHubConfig) -> Result<(Ws, IpAddr), HubError> {
+    // Resolution is synchronous on purpose: smol's async resolver would start a thread pool on
+    // a gateway that usually dials an IP literal anyway.
+    let addr = cfg
+        .server
+        .to_socket_addrs()
+        .map_err(|e| HubError::Resolve(cfg.server.clone(), e.to_string()))?
+        .next()
+        .ok_or_else(|| HubError::Resolve(cfg.server.clone(), "no addresses".into()))?;
+    let tcp = timeout("TCP connect", cfg.connect_timeout, async {
+        Async::<TcpStream>::connect(addr).await.map_err(|e| HubError::Connect(addr, e))
+    })
+    .await?;
+    let _ = tcp.get_ref().set_nodelay(true);
+    let local_ip = tcp.get_ref().local_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let name = ServerName::try_from(host_of(&cfg.server).to_owned())
+        .map_err(|e| HubError::Resolve(cfg.server.clone(), e.to_string()))?;
+    let tls = timeout("TLS handshake", cfg.connect_timeout, async {
+        TlsConnector::from(cfg.tls.clone()).connect(name, tcp).await.map_err(HubError::Tls)
+    })
+    .await?;
+    let url = format!("wss://{}/{}/{}/events", cfg.server, cfg.project_id, cfg.node_name);
+    let mut req = url.into_client_request().map_err(HubError::Handshake)?;
+    let h = req.headers_mut();
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|e| HubError::Resolve(s.to_owned(), e.to_string()));
+    h.insert("node_id", value(&cfg.node_name)?);
+    h.insert("project_id", value(&cfg.project_id)?);
+    h.insert("connectionuse", HeaderValue::from_static("msg"));
+    let ws_cfg = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .write_buffer_size(0);
+    let (ws, _) = timeout("WebSocket handshake", cfg.connect_timeout, async {
+        async_tungstenite::client_async_with_config(req, tls, Some(ws_cfg))
+            .await
+            .map_err(HubError::Handshake)
+    })
+    .await?;
+    Ok((ws, local_ip))
+}
+
+/// Runs EdgeHub until shutdown.
+pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
+    let mut core = HubCore::new(&cfg.node_name);
+    let seed = now_ms() as u64 ^ u64::from(std::process::id());
+    let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max, seed);
+    loop {
+        let attempt = async { Some(connect(&cfg).await) }.or(async {
+            shutdown.wait().await;
+            None
+        });
+        match attempt.await {
+            None => return,
+            Some(Ok((ws, local_ip))) => {
+                log::info!("connected to cloud {} as node {}", cfg.server, cfg.node_name);
+                bus.broadcast(ModuleId::EdgeHub, BusMessage::Link(Link::Connected { local_ip }));
+                let started = Instant::now();
+                let result = session(&cfg, ws, &mut core, &mailbox, &bus, &shutdown).await;
+                bus.broadcast(ModuleId::EdgeHub, BusMessage::Link(Link::Disconnected));
+                for (to, id) in core.drain() {
+                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                }
+                match result {
+                    Ok(()) => {
+                        log::info!("tunnel closed for shutdown");
+                        return;
+                    }
+                    Err(e) => log::warn!("tunnel lost: {e}"),
+                }
+                if started.elapsed() >= cfg.heartbeat {
+                    backoff.reset();
+                }
+            }
+            Some(Err(e)) => log::warn!("cannot reach cloud {}: {e}", cfg.server),
+        }
+        let delay = backoff.next_delay();
+        log::info!("reconnecting in {:.1} s", delay.as_secs_f64());
+        if !wait_offline(delay, &mailbox, &bus, &shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Waits out a back-off delay, failing module requests fast meanwhile. False on shutdown.
+async fn wait_offline(delay: Duration, mailbox: &Mailbox, bus: &Bus, shutdown: &Shutdown) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        enum Ev {
+            Mail(Option<BusMessage>),
+            Done,
+            Stop,
+        }
+        let ev = async { Ev::Mail(mailbox.recv().await) }
+            .or(async {
+                Timer::at(deadline).await;
+                Ev::Done
+            })
+            .or(async {
+                shutdown.wait().await;
+                Ev::Stop
+            })
+            .await;
+        match ev {
+            Ev::Mail(Some(BusMessage::ToCloud { from, id, .. })) => {
+                bus.deliver(from, BusMessage::Reply { id, outcome: Outcome::NotConnected })
+            }
+            Ev::Mail(Some(_)) => {}
+            Ev::Mail(None) | Ev::Stop => return false,
+            Ev::Done => return true,
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, msg: WsMessage, limit: Duration) -> Result<(), HubError> {
+    async { ws.send(msg).await.map_err(HubError::Ws) }
+        .or(async {
+            Timer::after(limit).await;
+            Err(HubError::WriteStalled(limit))
+        })
+        .await
+}
+
+/// One connected session. `Ok` means shutdown was requested and the tunnel closed cleanly.
+async fn session(
+    cfg: &EdgeHubConfig,
+    mut ws: Ws,
+    core: &mut HubCore,
+    mailbox: &Mailbox,
+    bus: &Bus,
+    shutdown: &Shutdown,
+) -> Result<(), HubError> {
+    let mut liveness = Liveness::new(cfg.heartbeat, Instant::now());
+    // Check four times per heartbeat so a dead link is noticed within 2.25 heartbeats at worst.
+    let mut ticker = Timer::interval((cfg.heartbeat / 4).max(Duration::from_millis(50)));
+    let mut next_keepalive = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_keepalive {
+            // Upstream sends the first keepalive immediately on connect (§3.4).
+            send(&mut ws, WsMessage::text(HubCore::keepalive(now_ms()).encode()), cfg.heartbeat).await?;
+            send(&mut ws, WsMessage::Ping(Vec::new().into()), cfg.heartbeat).await?;
+            next_keepalive = now + cfg.heartbeat;
+        }
+        enum Ev {
+            Frame(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
+            Mail(Option<BusMessage>),
+            Tick,
+            Stop,
+        }
+        let ev = async { Ev::Frame(ws.next().await) }
+            .or(async { Ev::Mail(mailbox.recv().await) })
+            .or(async {
+                ticker.next().await;
+                Ev::Tick
+            })
+            .or(async {
+                shutdown.wait().await;
+                Ev::Stop
+            })
+            .await;
+        match ev {
+            Ev::Frame(None) => return Err(HubError::Closed),
+            Ev::Frame(Some(Err(e))) => return Err(HubError::Ws(e)),
+            Ev::Frame(Some(Ok(frame))) => {
+                liveness.received(Instant::now());
+                let bytes: &[u8] = match &frame {
+                    WsMessage::Text(t) => t.as_bytes(),
+                    WsMessage::Binary(b) => b,
+                    WsMessage::Close(_) => return Err(HubError::Closed),
+                    _ => continue, // ping (answered by tungstenite), pong: liveness only
+                };
+                let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        log::warn!("dropping malformed frame from cloud: {e}");
+                        continue;
+                    }
+                };
+                match core.inbound(msg, now_ms()) {
+                    Inbound::Reply { to, id, outcome } => bus.deliver(to, BusMessage::Reply { id, outcome }),
+                    Inbound::Ack(ack) => send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?,
+                    Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
+                }
+            }
+            Ev::Mail(None) | Ev::Stop => {
+                // Clean close: a Close frame, then TLS close_notify, bounded by one heartbeat.
+                let _ = async {
+                    let _ = ws.close(None).await;
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+                .or(async {
+                    Timer::after(cfg.heartbeat.min(Duration::from_secs(2))).await;
+                })
+                .await;
+                return Ok(());
+            }
+            Ev::Mail(Some(BusMessage::ToCloud { from, id, request })) => {
+                let (msg, evicted) = core.request(from, id, request, now_ms(), Instant::now());
+                if let Some((to, id)) = evicted {
+                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                }
+                send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
+            }
+            Ev::Mail(Some(_)) => {}
+            Ev::Tick => {
+                let now = Instant::now();
+                if let Some(silence) = liveness.dead(now) {
+                    return Err(HubError::Dead(silence));
+                }
+                for (to, id) in core.expire(now) {
+                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! EdgeHub's sans-IO core: typed requests to wire messages, wire messages to typed bus
+//! deliveries, the bounded table of requests awaiting an answer, and link liveness.
+//!
+//! The runner in `lib.rs` owns the socket and the clock and feeds this core; everything here
+//! is tested on virtual time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bus::{CloudRequest, ModuleId, Outcome, Reply, RequestId};
+use proto::{Group, Message, ModuleName, Operation, ResourceKind, ResourcePath};
+
+/// Requests awaiting an answer at most. When full, the oldest is given up as [`Outcome::Lost`]:
+/// every request edgecore makes is periodic or retried, so losing the oldest is recoverable,
+/// while an unbounded table is not.
+pub const PENDING_CAPACITY: usize = 128;
+
+/// How long an answer may take (upstream metamanager's remote query timeout, §3.4).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Pending {
+    msg_id: String,
+    from: ModuleId,
+    id: RequestId,
+    deadline: Instant,
+}
+
+/// What to do with a frame from the cloud.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    /// Deliver the answer to the module that asked.
+    Reply {
+        to: ModuleId,
+        id: RequestId,
+        outcome: Outcome,
+    },
+    /// Send this acknowledgement back to the cloud and do nothing else.
+    Ack(Message),
+    /// Nothing to do; the reason is logged at debug.
+    Ignore(&'static str),
+}
+
+/// The protocol state of one edge node's tunnel.
+pub struct HubCore {
+    node: String,
+    pending: VecDeque<Pending>,
+}
+
+impl HubCore {
+    pub fn new(node: &str) -> Self {
+        HubCore {
+            node: node.to_owned(),
+            pending: VecDeque::with_capacity(PENDING_CAPACITY),
+        }
+    }
+
+    /// The upstream keepalive (§1.3 a).
+    pub fn keepalive(now_ms: i64) -> Message {
+        Message::new(
+            ModuleName::WebSocket,
+            Group::Resource,
+            Operation::Keepalive,
+            ResourcePath::KeepaliveNode.to_string(),
+            serde_json::Value::String("ping".into()),
+            now_ms,
+        )
+    }
+
+    /// Turns a module's request into its wire message and remembers it until answered.
+    /// Returns the message and, if the table was full, the request given up to make room.
+    pub fn request(
+        &mut self,
+        from: ModuleId,
+        id: RequestId,
+        req: CloudRequest,
+        now_ms: i64,
+        now: Instant,
+    ) -> (Message, Option<(ModuleId, RequestId)>) {
+        let node = &self.node;
+        let node_path = |kind| ResourcePath::object(proto::NULL_NAMESPACE, kind, node).to_string();
+        let lease_path = ResourcePath::object(proto::LEASE_NAMESPACE, ResourceKind::Lease, node).to_string();
+        // Node and lease traffic is edged's, through metamanager: source `edged`, group `meta`
+        // (§1.3 b, c; golden frames).
+        let (op, resource, content) = match req {
+            CloudRequest::RegisterNode { node } => (Operation::Insert, node_path(ResourceKind::Node), node),
+            CloudRequest::PatchNodeStatus { patch } => (
+                Operation::Patch,
+                node_path(ResourceKind::NodePatch),
+                serde_json::Value::String(patch),
+            ),
+            CloudRequest::QueryLease => (Operation::Query, lease_path, serde_json::Value::Null),
+            CloudRequest::CreateLease { lease } => (Operation::Insert, lease_path, lease),
+            CloudRequest::UpdateLease { lease } => (Operation::Update, lease_path, lease),
+        };
+        let msg = Message::new(ModuleName::Edged, Group::Meta, op, resource, content, now_ms);
+        let evicted = if self.pending.len() >= PENDING_CAPACITY {
+            self.pending.pop_front().map(|p| (p.from, p.id))
+        } else {
+            None
+        };
+        self.pending.push_back(Pending {
+            msg_id: msg.header.msg_id.clone(),
+            from,
+            id,
+            deadline: now + REPLY_TIMEOUT,
+        });
+        (msg, evicted)
+    }
+
+    /// Classifies a message from the cloud (§2.6).
+    pub fn inbound(&mut self, msg: Message, now_ms: i64) -> Inbound {
+        if let Some(parent) = msg.parent_id() {
+            if let Some(pos) = self.pending.iter().position(|p| p.msg_id == parent) {
+                let p = self.pending.remove(pos).expect("position is in range");
+                return Inbound::Reply {
+                    to: p.from,
+                    id: p.id,
+                    outcome: Outcome::Answered {
+                        reply: Reply::from_content(&msg.content),
+                        resource_version: msg.header.resourceversion,
+                    },
+                };
+            }
+            return Inbound::Ignore("answer to a request no longer waiting");
+        }
+        match (&msg.route.group, &msg.route.operation) {
+            (Group::Resource | Group::Func, Operation::Insert | Operation::Update | Operation::Delete) => {
+                match ResourcePath::parse(&msg.route.resource) {
+                    // v1.23+ cloudcore pushes every Node change back to the node and needs an ACK
+                    // or its ACK queue stalls (§3.6, §4.1 step 6). edgecore keeps its own node
+                    // object, so the push is only acknowledged.
+                    Ok(ResourcePath::Object {
+                        kind: ResourceKind::Node,
+                        name: Some(name),
+                        ..
+                    }) if name == self.node => Inbound::Ack(msg.ack(now_ms)),
+                    Ok(_) => Inbound::Ignore("no module for this resource yet"),
+                    Err(_) => Inbound::Ignore("malformed resource path"),
+                }
+            }
+            _ => Inbound::Ignore("no module for this group"),
+        }
+    }
+
+    /// Requests whose answer is overdue, removed from the table.
+    pub fn expire(&mut self, now: Instant) -> Vec<(ModuleId, RequestId)> {
+        let mut out = Vec::new();
+        self.pending.retain(|p| {
+            let live = p.deadline > now;
+            if !live {
+                out.push((p.from, p.id));
+            }
+            live
+        });
+        out
+    }
+
+    /// Every request still waiting: the tunnel dropped, so none will be answered.
+    pub fn drain(&mut self) -> Vec<(ModuleId, RequestId)> {
+        self.pending.drain(..).map(|p| (p.from, p.id)).collect()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Decides when a link is dead: nothing at all (message, pong) received for `2 × heartbeat`.
+/// Upstream never applies a read deadline and can sit on a half-open socket for minutes.
+#[derive(Debug)]
+pub struct Liveness {
+    last_rx: Instant,
+    limit: Duration,
+}
+
+impl Liveness {
+    pub fn new(heartbeat: Duration, now: Instant) -> Self {
+        Liveness {
+            last_rx: now,
+            limit: heartbeat * 2,
+        }
+    }
+
+    pub fn received(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
+    /// `Some(silence)` once the link has been silent past the limit.
+    pub fn dead(&self, now: Instant) -> Option<Duration> {
+        let silent = now.saturating_duration_since(self.last_rx);
+        (silent > self.limit).then_some(silent)
+    }
+}
+
+/// Reconnect delays: exponential from `base` to `max`, each drawn uniformly from its upper
+/// half ("equal jitter"), so a fleet that lost its cloud together does not return in lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration, seed: u64) -> Self {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = exp / 2;
+        half + half.mul_f64(self.rng.f64())
+    }
+
+    /// A connection worked: start again from `base`.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(parent: &str, content: serde_json::Value) -> Message {
+        let mut m = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Response,
+            "null/node/edge0",
+            content,
+            0,
+        );
+        m.header.parent_msg_id = parent.into();
+        m.header.resourceversion = "101".into();
+        m
+    }
+
+    #[test]
+    fn requests_use_upstream_routes() {
+        let mut core = HubCore::new("edge0");
+        let now = Instant::now();
+        let (m, _) = core.request(ModuleId::Edged, RequestId(1), CloudRequest::RegisterNode { node: json!({}) }, 5, now);
+        assert_eq!(
+            (m.route.source.as_str(), m.route.group.as_str(), m.route.operation.as_str(), m.route.resource.as_str()),
+            ("edged", "meta", "insert", "null/node/edge0")
+        );
+        let (m, _) = core.request(ModuleId::Edged, RequestId(2), CloudRequest::PatchNodeStatus { patch: "{}".into() }, 5, now);
+        assert_eq!(m.route.resource, "null/nodepatch/edge0");
+        assert_eq!(m.content, json!("{}"));
+        let (m, _) = core.request(ModuleId::Edged, RequestId(3), CloudRequest::QueryLease, 5, now);
+        assert_eq!((m.route.operation.as_str(), m.route.resource.as_str()), ("query", "kube-node-lease/lease/edge0"));
+        assert!(m.content.is_null());
+        assert_eq!(core.pending_len(), 3);
+    }
+
+    #[test]
+    fn answers_reach_the_requester_once() {
+        let mut core = HubCore::new("edge0");
+        let (m, _) = core.request(ModuleId::Edged, RequestId(7), CloudRequest::QueryLease, 0, Instant::now());
+        let a = answer(&m.header.msg_id, proto::objresp::ok(json!({"kind":"Lease"})));
+        match core.inbound(a.clone(), 0) {
+            Inbound::Reply { to, id, outcome: Outcome::Answered { reply, resource_version } } => {
+                assert_eq!((to, id), (ModuleId::Edged, RequestId(7)));
+                assert_eq!(reply, Reply::Object(json!({"kind":"Lease"})));
+                assert_eq!(resource_version, "101");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(core.inbound(a, 0), Inbound::Ignore("answer to a request no longer waiting"));
+    }
+
+    #[test]
+    fn node_pushes_are_acked_and_other_pushes_ignored() {
+        let mut core = HubCore::new("edge0");
+        let push = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Update, "null/node/edge0", json!({}), 0);
+        match core.inbound(push.clone(), 9) {
+            Inbound::Ack(ack) => {
+                assert_eq!(ack.header.parent_msg_id, push.header.msg_id);
+                assert!(ack.is_ok_content());
+            }
+            other => panic!("{other:?}"),
+        }
+        let other = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Update, "null/node/edge9", json!({}), 0);
+        assert!(matches!(core.inbound(other, 0), Inbound::Ignore(_)));
+        let bad = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Insert, "a//b", json!({}), 0);
+        assert_eq!(core.inbound(bad, 0), Inbound::Ignore("malformed resource path"));
+    }
+
+    #[test]
+    fn pending_table_is_bounded_and_expires() {
+        let mut core = HubCore::new("edge0");
+        let t0 = Instant::now();
+        let mut evicted = Vec::new();
+        for i in 0..(PENDING_CAPACITY as u32 + 2) {
+            let (_, e) = core.request(ModuleId::Edged, RequestId(i), CloudRequest::QueryLease, 0, t0);
+            evicted.extend(e);
+        }
+        assert_eq!(core.pending_len(), PENDING_CAPACITY);
+        assert_eq!(evicted, vec![(ModuleId::Edged, RequestId(0)), (ModuleId::Edged, RequestId(1))]);
+        assert!(core.expire(t0 + REPLY_TIMEOUT - Duration::from_millis(1)).is_empty());
+        assert_eq!(core.expire(t0 + REPLY_TIMEOUT).len(), PENDING_CAPACITY);
+        assert_eq!(core.pending_len(), 0);
+    }
+
+    #[test]
+    fn liveness_trips_after_two_heartbeats_of_silence() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(15), t0);
+        assert_eq!(l.dead(t0 + Duration::from_secs(30)), None);
+        assert!(l.dead(t0 + Duration::from_secs(31)).is_some());
+        l.received(t0 + Duration::from_secs(29));
+        assert_eq!(l.dead(t0 + Duration::from_secs(45)), None);
+    }
+
+    #[test]
+    fn backoff_grows_caps_jitters_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 7);
+        let d: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        for (i, d) in d.iter().enumerate() {
+            let cap = Duration::from_millis(500).saturating_mul(1 << i).min(Duration::from_secs(30));
+            assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
+        }
+        assert!(d[9] >= Duration::from_secs(15));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(500));
+    }
+}
