@@ -41,3 +41,30 @@ pub fn node_common_name(node: &str) -> String {
 
 /// Organisation of edge certificates since v1.16 (§3.3).
 pub const NODE_ORGANIZATION: &str = "system:nodes";
+
+/// Checks a node name is a Kubernetes DNS-1123 subdomain: lower-case letters, digits, `-` and
+/// `.`, starting and ending with a letter or digit, at most 253 bytes.
+pub fn validate_node_name(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("node name {name:?} must be 1 to 253 characters"));
+    }
+    if !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return Err(format!(
+            "node name {name:?} must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_names() {
+        assert!(super::validate_node_name("edge-0.site1").is_ok());
+        for bad in ["", "Edge0", "-edge", "edge-", "ed ge", "edge_0", &"a".repeat(254)] {
+            assert!(super::validate_node_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

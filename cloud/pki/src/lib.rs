@@ -294,26 +294,14 @@ fn csr_common_name(csr_der: &[u8]) -> Option<String> {
     Some(cn)
 }
 
-/// Encodes DER as PEM with the given label.
+/// Encodes DER as PEM with the given label (LF line endings).
 pub fn der_to_pem(der: &[u8], label: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
 }
 
 /// The first PEM block with `label`, decoded.
-pub fn pem_to_der(pem: &str, label: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)? + begin.len();
-    let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
+    pem::parse_many(text).ok()?.into_iter().find(|p| p.tag() == label).map(|p| p.into_contents())
 }
 
 #[cfg(test)]

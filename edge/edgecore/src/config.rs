@@ -1,0 +1,176 @@
+//! edgecore's configuration file (`<data-dir>/edgecore.json`), written by `edgecore join`.
+//!
+//! JSON because edgecore already carries a JSON parser for the wire; unknown keys are an error
+//! so that a typo is reported instead of silently ignored.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// File name of the config inside the data dir.
+pub const CONFIG_FILE: &str = "edgecore.json";
+/// Data dir when none is given.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/edgecore";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_name: String,
+    /// Where certificates and state live; relative paths below are inside it.
+    pub data_dir: PathBuf,
+    pub cloud: CloudConfig,
+    /// Keepalive period; a link silent for two of these is redialled.
+    #[serde(with = "duration_text")]
+    pub heartbeat: Duration,
+    #[serde(with = "duration_text")]
+    pub status_interval: Duration,
+    #[serde(with = "duration_text")]
+    pub lease_interval: Duration,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub modules: Modules,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// CloudHub WebSocket server, `host:port`.
+    pub server: String,
+    /// Certificate server, `host:port`.
+    pub cert_server: String,
+    #[serde(default = "default_project")]
+    pub project_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Modules {
+    #[serde(default = "yes")]
+    pub edged: bool,
+}
+
+impl Default for Modules {
+    fn default() -> Self {
+        Modules { edged: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_project() -> String {
+    proto::DEFAULT_PROJECT_ID.into()
+}
+
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        if d.subsec_millis() == 0 {
+            s.serialize_str(&format!("{}s", d.as_secs()))
+        } else {
+            s.serialize_str(&format!("{}ms", d.as_millis()))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        support::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Paths of the TLS material inside the data dir.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Config {
+    pub fn new(node_name: &str, data_dir: &Path, server: String, cert_server: String) -> Config {
+        Config {
+            node_name: node_name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            cloud: CloudConfig {
+                server,
+                cert_server,
+                project_id: default_project(),
+            },
+            heartbeat: Duration::from_secs(15),
+            status_interval: Duration::from_secs(10),
+            lease_interval: Duration::from_secs(10),
+            log_level: default_log_level(),
+            modules: Modules::default(),
+        }
+    }
+
+    pub fn pki(&self) -> Pki {
+        Pki::in_dir(&self.data_dir)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read(path).with_context(|| {
+            format!("cannot read {} (has this gateway joined a cloud? run `edgecore join` first)", path.display())
+        })?;
+        let cfg: Config = serde_json::from_slice(&text).with_context(|| format!("{} is not a valid edgecore config", path.display()))?;
+        cfg.validate().with_context(|| format!("in {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        proto::validate_node_name(&self.node_name).map_err(anyhow::Error::msg)?;
+        for (what, d) in [("heartbeat", self.heartbeat), ("status_interval", self.status_interval), ("lease_interval", self.lease_interval)] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(600) {
+                bail!("{what} {d:?} must be between 100ms and 10m");
+            }
+        }
+        if self.heartbeat > Duration::from_secs(29) {
+            bail!("heartbeat {:?} must stay under cloudcore's 30 s keepalive timeout", self.heartbeat);
+        }
+        support::parse_level(&self.log_level).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    /// Writes the config atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        crate::write_atomic(path, text.as_bytes(), 0o644)
+    }
+}
+
+impl Pki {
+    pub fn in_dir(data_dir: &Path) -> Pki {
+        let d = data_dir.join("pki");
+        Pki {
+            ca: d.join("ca.crt"),
+            cert: d.join("edge.crt"),
+            key: d.join("edge.key"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_typos() {
+        let c = Config::new("edge0", Path::new("/tmp/x"), "127.0.0.1:10000".into(), "127.0.0.1:10002".into());
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains("\"heartbeat\":\"15s\""));
+        let back: Config = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        let typo = text.replace("\"heartbeat\"", "\"heartbeet\"");
+        assert!(serde_json::from_str::<Config>(&typo).is_err());
+        let mut bad = c.clone();
+        bad.heartbeat = Duration::from_secs(40);
+        assert!(bad.validate().is_err());
+    }
+}

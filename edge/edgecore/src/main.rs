@@ -1,0 +1,214 @@
+//! `edgecore`: the edge agent binary. Parses the command line, then either enrolls with a cloud
+//! (`join`) or runs the static module table on one single-threaded executor (`run`).
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod join;
+mod run;
+mod tls;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use lexopt::prelude::*;
+
+const USAGE: &str = "\
+edgecore: the edge agent of a KubeEdge-compatible edge system
+
+USAGE:
+    edgecore join --cloud <HOST> --token <TOKEN> [--node-name <NAME>] [--data-dir <DIR>]
+    edgecore run [--data-dir <DIR> | --config <FILE>]
+    edgecore --version
+
+COMMANDS:
+    join    Enroll with a cloud: check its CA against the token, get a node certificate
+            and write <data-dir>/edgecore.json. Nothing is written unless every step works.
+    run     Connect to the cloud, register this node and keep it reported Ready.
+            Reconnects on its own; SIGTERM or SIGINT closes the tunnel cleanly.
+
+JOIN OPTIONS:
+    --cloud <HOST>          Address or host name of cloudcore (no port)
+    --token <TOKEN>         Enrollment token from `cloudcore token`
+    --token-file <FILE>     Read the token from a file instead
+    --node-name <NAME>      Node name (default: this machine's host name)
+    --data-dir <DIR>        Where to keep certificates and config [default: /var/lib/edgecore]
+    --ws-port <PORT>        CloudHub WebSocket port [default: 10000]
+    --cert-port <PORT>      CloudHub certificate port [default: 10002]
+    --project-id <ID>       Project id in the tunnel URL [default: upstream's]
+
+RUN OPTIONS:
+    --data-dir <DIR>        Data dir holding edgecore.json [default: /var/lib/edgecore]
+    --config <FILE>         Config file (overrides --data-dir)
+    --heartbeat <DURATION>  Keepalive period, e.g. 15s (overrides the config)
+    --status-interval <D>   Node status period (overrides the config)
+    --lease-interval <D>    Node lease renewal period (overrides the config)
+    --log-level <LEVEL>     error, warn, info, debug or trace (overrides the config)
+
+EXIT CODES:
+    0 success or clean shutdown, 1 runtime failure, 2 bad command line or config
+";
+
+/// A command-line problem: exit code 2 with the message and a pointer to --help.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n\nRun `edgecore --help` for usage.", self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+fn text(v: OsString) -> anyhow::Result<String> {
+    v.into_string().map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
+}
+
+fn duration(v: OsString) -> anyhow::Result<std::time::Duration> {
+    support::parse_duration(&text(v)?).map_err(|e| UsageError(e).into())
+}
+
+/// Writes a file atomically: temporary file with `mode`, fsync, rename, so a crash never leaves
+/// a torn config or key.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .unwrap_or_default()
+}
+
+fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    let (mut cloud, mut token, mut node, mut dir) = (None, None, None, None);
+    let (mut ws_port, mut cert_port, mut project) = (10000u16, 10002u16, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("cloud") => cloud = Some(text(p.value()?)?),
+            Long("token") => token = Some(text(p.value()?)?),
+            Long("token-file") => {
+                let f = PathBuf::from(p.value()?);
+                token = Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read token file {}", f.display()))?);
+            }
+            Long("node-name") => node = Some(text(p.value()?)?),
+            Long("data-dir") => dir = Some(PathBuf::from(p.value()?)),
+            Long("ws-port") => ws_port = p.value()?.parse()?,
+            Long("cert-port") => cert_port = p.value()?.parse()?,
+            Long("project-id") => project = Some(text(p.value()?)?),
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    let Some(cloud) = cloud else { return usage("join needs --cloud <HOST>") };
+    let Some(token) = token else { return usage("join needs --token <TOKEN> or --token-file <FILE>") };
+    let node_name = node.unwrap_or_else(hostname);
+    join::join(join::JoinArgs {
+        cloud,
+        token: token.trim().to_owned(),
+        node_name,
+        data_dir: dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)),
+        ws_port,
+        cert_port,
+        project_id: project,
+    })
+}
+
+fn cmd_run(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    let (mut dir, mut file) = (None, None);
+    let (mut heartbeat, mut status, mut lease, mut level) = (None, None, None, None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data-dir") => dir = Some(PathBuf::from(p.value()?)),
+            Long("config") => file = Some(PathBuf::from(p.value()?)),
+            Long("heartbeat") => heartbeat = Some(duration(p.value()?)?),
+            Long("status-interval") => status = Some(duration(p.value()?)?),
+            Long("lease-interval") => lease = Some(duration(p.value()?)?),
+            Long("log-level") => level = Some(text(p.value()?)?),
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    let path = file.unwrap_or_else(|| dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)).join(config::CONFIG_FILE));
+    let mut cfg = config::Config::load(&path).map_err(|e| UsageError(format!("{e:#}")))?;
+    if let Some(h) = heartbeat {
+        cfg.heartbeat = h;
+    }
+    if let Some(s) = status {
+        cfg.status_interval = s;
+    }
+    if let Some(l) = lease {
+        cfg.lease_interval = l;
+    }
+    if let Some(l) = level {
+        cfg.log_level = l;
+    }
+    cfg.validate().map_err(|e| UsageError(format!("{e:#}")))?;
+    run::run(cfg)
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let mut p = lexopt::Parser::from_env();
+    match p.next()? {
+        Some(Value(cmd)) => match cmd.to_str() {
+            Some("join") => {
+                support::init_logger(log::LevelFilter::Warn);
+                cmd_join(p)
+            }
+            Some("run") => cmd_run(p),
+            _ => usage(format!("unknown command {cmd:?}")),
+        },
+        Some(Long("version")) | Some(Short('V')) => {
+            println!("edgecore {} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+            Ok(())
+        }
+        Some(Long("help")) | Some(Short('h')) => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => usage(other.unexpected().to_string()),
+        None => {
+            eprint!("{USAGE}");
+            bail!(UsageError("a command is needed".into()))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<UsageError>() || e.is::<lexopt::Error>() => {
+            eprintln!("edgecore: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("edgecore: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

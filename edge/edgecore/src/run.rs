@@ -1,0 +1,115 @@
+//! `edgecore run`: the static module table on one single-threaded executor (DESIGN.md §2).
+//!
+//! Each entry names a module, whether the config enables it, and how to start it. Optional
+//! modules are compiled out with their cargo feature; nothing registers itself at start-up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context;
+use bus::{Bus, Mailbox, ModuleId, Shutdown};
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use smol::LocalExecutor;
+
+use crate::config::Config;
+
+/// How long modules get to finish after SIGTERM before edgecore exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+type ModuleFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// One row of the module table.
+struct ModuleSpec {
+    id: ModuleId,
+    enabled: fn(&Config) -> bool,
+    start: fn(&Config, Mailbox, Bus, Shutdown) -> anyhow::Result<ModuleFuture>,
+}
+
+const MODULES: &[ModuleSpec] = &[
+    ModuleSpec {
+        id: ModuleId::EdgeHub,
+        enabled: |_| true,
+        start: start_edgehub,
+    },
+    #[cfg(feature = "edged")]
+    ModuleSpec {
+        id: ModuleId::Edged,
+        enabled: |c| c.modules.edged,
+        start: start_edged,
+    },
+];
+
+fn start_edgehub(cfg: &Config, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) -> anyhow::Result<ModuleFuture> {
+    let hub = edgehub::EdgeHubConfig {
+        node_name: cfg.node_name.clone(),
+        project_id: cfg.cloud.project_id.clone(),
+        server: cfg.cloud.server.clone(),
+        tls: crate::tls::tunnel_config(&cfg.pki())?,
+        heartbeat: cfg.heartbeat,
+        connect_timeout: Duration::from_secs(10).max(cfg.heartbeat),
+        backoff_base: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(30),
+    };
+    Ok(Box::pin(edgehub::run(hub, mailbox, bus, shutdown)))
+}
+
+#[cfg(feature = "edged")]
+fn start_edged(cfg: &Config, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) -> anyhow::Result<ModuleFuture> {
+    let edged = edged::EdgedConfig {
+        node_name: cfg.node_name.clone(),
+        status_interval: cfg.status_interval,
+        lease_interval: cfg.lease_interval,
+        data_dir: cfg.data_dir.clone(),
+    };
+    Ok(Box::pin(edged::run(edged, mailbox, bus, shutdown)))
+}
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    support::init_logger(support::parse_level(&cfg.log_level).map_err(anyhow::Error::msg)?);
+    let enabled: Vec<&ModuleSpec> = MODULES.iter().filter(|m| (m.enabled)(&cfg)).collect();
+    let ids: Vec<ModuleId> = enabled.iter().map(|m| m.id).collect();
+    let (bus, mailboxes) = Bus::new(&ids);
+    let (mut trigger, shutdown) = Shutdown::new();
+    let mut futures = Vec::new();
+    for (spec, mailbox) in enabled.iter().zip(mailboxes) {
+        let fut = (spec.start)(&cfg, mailbox, bus.clone(), shutdown.clone())
+            .with_context(|| format!("cannot start module {}", spec.id))?;
+        futures.push((spec.id, fut));
+    }
+    drop(bus);
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .context("cannot install signal handlers")?;
+    log::info!(
+        "edgecore {} starting node {} with modules: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.node_name,
+        ids.iter().map(|i| i.name()).collect::<Vec<_>>().join(", ")
+    );
+
+    let ex = LocalExecutor::new();
+    smol::block_on(ex.run(async {
+        let tasks: Vec<_> = futures.into_iter().map(|(id, f)| (id, ex.spawn(f))).collect();
+        if let Some(Ok(sig)) = signals.next().await {
+            log::info!("received {sig:?}; shutting down");
+        }
+        trigger.trigger();
+        let all = async {
+            for (_, t) in tasks {
+                t.await;
+            }
+            true
+        };
+        let done = all
+            .or(async {
+                smol::Timer::after(SHUTDOWN_GRACE).await;
+                false
+            })
+            .await;
+        if !done {
+            log::warn!("modules did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+    }));
+    Ok(())
+}
