@@ -1,1 +1,156 @@
-//! placeholder
+//! CloudHub: cloudcore's side of the edge tunnel (§3 of the protocol spec).
+//!
+//! - [`server`]: WebSocket over mutual TLS on port 10000, one session per node.
+//! - [`certserver`]: the enrollment endpoint on port 10002.
+//! - [`dispatch`]: what each message from an edge does (sans-IO).
+//! - [`nodes`]: the registry of nodes and leases, and readiness (sans-IO).
+//! - [`http`]: the little HTTP/1.1 both the certificate endpoint and the admin API need.
+//!
+//! Everything runs on one single-threaded smol executor; shared state is `Rc<RefCell<…>>`.
+
+#![forbid(unsafe_code)]
+
+pub mod certserver;
+pub mod dispatch;
+pub mod http;
+pub mod nodes;
+pub mod server;
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::rustls::crypto::ring;
+use futures_rustls::rustls::server::WebPkiClientVerifier;
+use futures_rustls::rustls::{RootCertStore, ServerConfig};
+use futures_rustls::TlsAcceptor;
+use smol::{Async, LocalExecutor};
+
+pub use nodes::NodeRegistry;
+pub use server::Sessions;
+
+/// CloudHub settings.
+#[derive(Clone, Debug)]
+pub struct CloudHubConfig {
+    /// Address both listeners bind to.
+    pub bind: std::net::IpAddr,
+    /// WebSocket port (upstream 10000); 0 picks a free one.
+    pub ws_port: u16,
+    /// Certificate port (upstream 10002); 0 picks a free one.
+    pub cert_port: u16,
+    /// IP addresses and DNS names put in the server certificate; edges dial one of these.
+    pub advertise: Vec<String>,
+    /// A session with no keepalive for this long is closed (upstream 30 s).
+    pub keepalive_timeout: Duration,
+    /// At most this many nodes registered and connected (upstream `NodeLimit`, 500).
+    pub node_limit: usize,
+    /// A node silent for this long reads NotReady (kube-controller-manager's 40 s).
+    pub node_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+}
+
+/// Shared state of a running CloudHub.
+pub struct Hub {
+    pub cfg: CloudHubConfig,
+    pub ca: pki::Ca,
+    pub registry: RefCell<NodeRegistry>,
+    pub sessions: Sessions,
+}
+
+/// CloudHub with its listeners bound, ready to [`Bound::run`].
+pub struct Bound {
+    pub hub: Rc<Hub>,
+    ws: Async<TcpListener>,
+    cert: Async<TcpListener>,
+    ws_tls: TlsAcceptor,
+    cert_tls: TlsAcceptor,
+}
+
+fn listen(addr: SocketAddr) -> Result<Async<TcpListener>, HubError> {
+    Async::<TcpListener>::bind(addr).map_err(|e| HubError::Bind(addr, e))
+}
+
+/// Builds TLS from the CA and binds both listeners.
+pub fn bind(cfg: CloudHubConfig, ca: pki::Ca) -> Result<Bound, HubError> {
+    let provider = Arc::new(ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).map_err(|e| HubError::Tls(e.to_string()))?;
+    let roots = Arc::new(roots);
+    let tls = |client_cert_required: bool| -> Result<TlsAcceptor, HubError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
+        let verifier = if client_cert_required { verifier } else { verifier.allow_unauthenticated() };
+        let verifier = verifier.build().map_err(|e| HubError::Tls(e.to_string()))?;
+        let (chain, key) = ca.issue_server_cert(&cfg.advertise)?;
+        let sc = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HubError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| HubError::Tls(e.to_string()))?;
+        Ok(TlsAcceptor::from(Arc::new(sc)))
+    };
+    let ws_tls = tls(true)?;
+    let cert_tls = tls(false)?;
+    let ws = listen(SocketAddr::new(cfg.bind, cfg.ws_port))?;
+    let cert = listen(SocketAddr::new(cfg.bind, cfg.cert_port))?;
+    let hub = Rc::new(Hub {
+        registry: RefCell::new(NodeRegistry::new(cfg.node_limit)),
+        sessions: Sessions::default(),
+        cfg,
+        ca,
+    });
+    Ok(Bound { hub, ws, cert, ws_tls, cert_tls })
+}
+
+impl Bound {
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws.get_ref().local_addr().expect("bound listener has an address")
+    }
+
+    pub fn cert_addr(&self) -> SocketAddr {
+        self.cert.get_ref().local_addr().expect("bound listener has an address")
+    }
+
+    /// Accepts connections forever, each served by its own task on `ex`.
+    pub async fn run(self, ex: Rc<LocalExecutor<'static>>) {
+        let Bound { hub, ws, cert, ws_tls, cert_tls } = self;
+        let ws_loop = {
+            let (hub, ex) = (hub.clone(), ex.clone());
+            async move {
+                loop {
+                    match ws.accept().await {
+                        Ok((tcp, _)) => ex.spawn(server::handle(hub.clone(), ws_tls.clone(), tcp)).detach(),
+                        Err(e) => accept_error(e).await,
+                    }
+                }
+            }
+        };
+        let cert_loop = async move {
+            loop {
+                match cert.accept().await {
+                    Ok((tcp, _)) => ex.spawn(certserver::handle(hub.clone(), cert_tls.clone(), tcp)).detach(),
+                    Err(e) => accept_error(e).await,
+                }
+            }
+        };
+        smol::future::zip(ws_loop, cert_loop).await;
+    }
+}
+
+/// Accept can fail transiently (out of file descriptors): log and back off a little instead
+/// of spinning.
+async fn accept_error(e: std::io::Error) {
+    log::warn!("accept failed: {e}");
+    smol::Timer::after(Duration::from_millis(100)).await;
+}

@@ -1,0 +1,140 @@
+//! A minimal async HTTP/1.1 server side: read one bounded request, write one response, close.
+//! Used by the certificate endpoint and cloudcore's admin API, which need nothing more.
+
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest request head accepted.
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request body over {0} bytes")]
+    TooLarge(usize),
+}
+
+/// One parsed request.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A header by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The bearer token of an `Authorization: Bearer …` header.
+    pub fn bearer(&self) -> Option<&str> {
+        let v = self.header("authorization")?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+}
+
+/// Reads one request with a body of at most `max_body` bytes.
+pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S, max_body: usize) -> Result<Request, RequestError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(RequestError::Malformed("connection closed mid-request".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf).map_err(|e| RequestError::Malformed(e.to_string()))? {
+            httparse::Status::Partial => {
+                if buf.len() > MAX_HEAD_BYTES {
+                    return Err(RequestError::TooLarge(MAX_HEAD_BYTES));
+                }
+            }
+            httparse::Status::Complete(head) => {
+                let headers: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let len = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.trim().parse::<usize>().map_err(|_| RequestError::Malformed("bad Content-Length".into())))
+                    .transpose()?
+                    .unwrap_or(0);
+                if len > max_body {
+                    return Err(RequestError::TooLarge(max_body));
+                }
+                let method = req.method.unwrap_or("").to_owned();
+                let path = req.path.unwrap_or("").to_owned();
+                let mut body = buf[head..].to_vec();
+                while body.len() < len {
+                    let n = s.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(RequestError::Malformed("connection closed mid-body".into()));
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                body.truncate(len);
+                return Ok(Request { method, path, headers, body });
+            }
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        _ => "Status",
+    }
+}
+
+/// Writes a complete response and flushes it.
+pub async fn write_response<S: AsyncWrite + Unpin>(s: &mut S, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    s.flush().await?;
+    s.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_head_and_body_and_bounds_both() {
+        smol::block_on(async {
+            let raw = b"GET /edge.crt HTTP/1.1\r\nNodeName: e\r\nAuthorization: Bearer abc\r\nContent-Length: 3\r\n\r\nxyz".to_vec();
+            let r = read_request(&mut smol::io::Cursor::new(raw), 10).await.unwrap();
+            assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/edge.crt"));
+            assert_eq!(r.header("nodename"), Some("e"));
+            assert_eq!(r.bearer(), Some("abc"));
+            assert_eq!(r.body, b"xyz");
+            let big = b"GET / HTTP/1.1\r\nContent-Length: 11\r\n\r\n".to_vec();
+            assert!(matches!(read_request(&mut smol::io::Cursor::new(big), 10).await, Err(RequestError::TooLarge(10))));
+            let cut = b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab".to_vec();
+            assert!(read_request(&mut smol::io::Cursor::new(cut), 10).await.is_err());
+            let junk = b"\x16\x03\x01garbage\r\n\r\n".to_vec();
+            assert!(matches!(read_request(&mut smol::io::Cursor::new(junk), 10).await, Err(RequestError::Malformed(_))));
+        });
+    }
+}

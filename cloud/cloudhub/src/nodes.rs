@@ -1,0 +1,356 @@
+//! The node registry: Node and Lease objects as the edge reported them, plus when each node was
+//! last heard from. Sans-IO: every call takes the time.
+//!
+//! Readiness is decided here, as kube-controller-manager's node lifecycle controller would: a
+//! node is Ready while anything (keepalive, lease, status) arrived within the grace period
+//! (40 s by default); past it the Ready condition reads False with reason `NodeStatusUnknown`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use proto::objresp;
+use serde_json::{json, Map, Value};
+
+/// What a failed registry operation tells the edge, as a Kubernetes `Status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusError(pub Value);
+
+struct NodeRecord {
+    node: Value,
+    lease: Option<Value>,
+    last_heard: SystemTime,
+}
+
+/// All registered nodes, bounded by `limit` (upstream `NodeLimit`, 500 by default).
+pub struct NodeRegistry {
+    nodes: BTreeMap<String, NodeRecord>,
+    next_rv: u64,
+    limit: usize,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Strategic-merge patch as far as node status needs it: objects merge recursively, `null`
+/// deletes, lists of objects with a `type` key (conditions, addresses) merge by that key, other
+/// lists are replaced, `$`-directives are ignored.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let t = target.as_object_mut().expect("made an object above");
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                t.remove(k);
+            }
+            Value::Object(_) => strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v),
+            Value::Array(items) if items.iter().all(|i| i.get("type").is_some_and(Value::is_string)) && !items.is_empty() => {
+                let list = t.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
+                if !list.is_array() {
+                    *list = Value::Array(vec![]);
+                }
+                let list = list.as_array_mut().expect("made an array above");
+                for item in items {
+                    match list.iter_mut().find(|e| e.get("type") == item.get("type")) {
+                        Some(existing) => strategic_merge(existing, item),
+                        None => list.push(item.clone()),
+                    }
+                }
+            }
+            other => {
+                t.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+impl NodeRegistry {
+    pub fn new(limit: usize) -> Self {
+        NodeRegistry {
+            nodes: BTreeMap::new(),
+            next_rv: 100,
+            limit,
+        }
+    }
+
+    fn bump(&mut self) -> String {
+        self.next_rv += 1;
+        self.next_rv.to_string()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.nodes.contains_key(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Anything arrived from `name`.
+    pub fn heard_from(&mut self, name: &str, now: SystemTime) {
+        if let Some(r) = self.nodes.get_mut(name) {
+            r.last_heard = now;
+        }
+    }
+
+    /// `insert null/node/<name>`: create, or take the edge's new report if it exists (an edge
+    /// re-registers on every connect; upstream answers AlreadyExists and kubelet then reads the
+    /// node, which comes to the same).
+    pub fn register(&mut self, name: &str, mut node: Value, now: SystemTime) -> Result<Value, StatusError> {
+        if node.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) != Some(name) {
+            return Err(StatusError(objresp::status(
+                400,
+                "BadRequest",
+                &format!("node object's metadata.name must be {name:?}, the connected node"),
+                json!({ "name": name, "kind": "nodes" }),
+            )));
+        }
+        if !self.nodes.contains_key(name) && self.nodes.len() >= self.limit {
+            return Err(StatusError(objresp::status(
+                429,
+                "TooManyRequests",
+                &format!("node limit of {} reached", self.limit),
+                json!({ "name": name, "kind": "nodes" }),
+            )));
+        }
+        let rv = self.bump();
+        let (uid, created) = match self.nodes.get(name) {
+            Some(r) => (
+                r.node["metadata"]["uid"].clone(),
+                r.node["metadata"]["creationTimestamp"].clone(),
+            ),
+            None => (json!(proto::message::new_msg_id()), json!(proto::time::rfc3339(unix(now)))),
+        };
+        node["kind"] = json!("Node");
+        node["apiVersion"] = json!("v1");
+        let meta = &mut node["metadata"];
+        meta["uid"] = uid;
+        meta["creationTimestamp"] = created;
+        meta["resourceVersion"] = json!(rv);
+        let lease = self.nodes.remove(name).and_then(|r| r.lease);
+        self.nodes.insert(
+            name.to_owned(),
+            NodeRecord {
+                node: node.clone(),
+                lease,
+                last_heard: now,
+            },
+        );
+        Ok(node)
+    }
+
+    fn not_found_node(name: &str) -> StatusError {
+        StatusError(objresp::not_found("nodes", "", name))
+    }
+
+    /// `patch null/nodepatch/<name>`: apply the edge's strategic-merge patch.
+    pub fn patch(&mut self, name: &str, patch: &[u8], now: SystemTime) -> Result<Value, StatusError> {
+        let patch: Value = serde_json::from_slice(patch).map_err(|e| {
+            StatusError(objresp::status(400, "BadRequest", &format!("node patch is not JSON: {e}"), json!({ "name": name, "kind": "nodes" })))
+        })?;
+        if !self.nodes.contains_key(name) {
+            return Err(Self::not_found_node(name));
+        }
+        let rv = self.bump();
+        let r = self.nodes.get_mut(name).expect("checked above");
+        strategic_merge(&mut r.node, &patch);
+        r.node["metadata"]["resourceVersion"] = json!(rv);
+        r.last_heard = now;
+        Ok(r.node.clone())
+    }
+
+    pub fn lease(&self, name: &str) -> Result<Value, StatusError> {
+        self.nodes
+            .get(name)
+            .and_then(|r| r.lease.clone())
+            .ok_or_else(|| StatusError(objresp::not_found("leases", "coordination.k8s.io", name)))
+    }
+
+    /// `insert` (`create = true`) or `update` of `kube-node-lease/lease/<name>`, with
+    /// resourceVersion checks as the apiserver does them.
+    pub fn write_lease(&mut self, name: &str, mut lease: Value, create: bool, now: SystemTime) -> Result<Value, StatusError> {
+        let Some(existing) = self.nodes.get(name).map(|r| r.lease.clone()) else {
+            return Err(Self::not_found_node(name));
+        };
+        let details = json!({ "name": name, "group": "coordination.k8s.io", "kind": "leases" });
+        match (&existing, create) {
+            (Some(_), true) => {
+                return Err(StatusError(objresp::status(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"), details)));
+            }
+            (None, false) => return Err(StatusError(objresp::not_found("leases", "coordination.k8s.io", name))),
+            (Some(old), false) => {
+                let sent = lease["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                let have = old["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                if !sent.is_empty() && sent != have {
+                    return Err(StatusError(objresp::status(
+                        409,
+                        "Conflict",
+                        &format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                        details,
+                    )));
+                }
+                lease["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                lease["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+            }
+            (None, true) => {
+                lease["metadata"]["uid"] = json!(proto::message::new_msg_id());
+                lease["metadata"]["creationTimestamp"] = json!(proto::time::rfc3339(unix(now)));
+            }
+        }
+        let rv = self.bump();
+        lease["kind"] = json!("Lease");
+        lease["apiVersion"] = json!("coordination.k8s.io/v1");
+        lease["metadata"]["namespace"] = json!(proto::LEASE_NAMESPACE);
+        lease["metadata"]["name"] = json!(name);
+        lease["metadata"]["resourceVersion"] = json!(rv);
+        let r = self.nodes.get_mut(name).expect("checked above");
+        r.lease = Some(lease.clone());
+        r.last_heard = now;
+        Ok(lease)
+    }
+
+    /// The node as `get` shows it, with readiness judged at `now`.
+    fn view(&self, r: &NodeRecord, now: SystemTime, grace: Duration) -> Value {
+        let mut node = r.node.clone();
+        let silent = now.duration_since(r.last_heard).unwrap_or_default();
+        if silent > grace {
+            let since = proto::time::rfc3339(unix(r.last_heard + grace));
+            let heard = proto::time::rfc3339(unix(r.last_heard));
+            let not_ready = json!({
+                "type": "Ready",
+                "status": "False",
+                "reason": "NodeStatusUnknown",
+                "message": format!("edgecore stopped posting node status ({}s ago)", silent.as_secs()),
+                "lastHeartbeatTime": heard,
+                "lastTransitionTime": since,
+            });
+            strategic_merge(&mut node, &json!({ "status": { "conditions": [not_ready] } }));
+        }
+        node
+    }
+
+    /// A Kubernetes `NodeList` of every node.
+    pub fn list(&self, now: SystemTime, grace: Duration) -> Value {
+        let items: Vec<Value> = self.nodes.values().map(|r| self.view(r, now, grace)).collect();
+        json!({
+            "kind": "NodeList",
+            "apiVersion": "v1",
+            "metadata": { "resourceVersion": self.next_rv.to_string() },
+            "items": items,
+        })
+    }
+
+    /// One node, if registered.
+    pub fn get(&self, name: &str, now: SystemTime, grace: Duration) -> Option<Value> {
+        self.nodes.get(name).map(|r| self.view(r, now, grace))
+    }
+}
+
+/// Whether a node object's Ready condition is True.
+pub fn is_ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Value {
+        json!({ "metadata": { "name": name }, "status": { "conditions": [
+            { "type": "MemoryPressure", "status": "False" },
+            { "type": "Ready", "status": "True", "lastHeartbeatTime": "t0" }
+        ] } })
+    }
+
+    const GRACE: Duration = Duration::from_secs(40);
+
+    #[test]
+    fn register_assigns_identity_and_keeps_it_on_reregister() {
+        let mut r = NodeRegistry::new(10);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let a = r.register("edge0", node("edge0"), t).unwrap();
+        let uid = a["metadata"]["uid"].clone();
+        assert!(uid.is_string());
+        assert_eq!(a["kind"], "Node");
+        let b = r.register("edge0", node("edge0"), t + Duration::from_secs(5)).unwrap();
+        assert_eq!(b["metadata"]["uid"], uid);
+        assert_ne!(b["metadata"]["resourceVersion"], a["metadata"]["resourceVersion"]);
+        assert!(r.register("edge0", node("other"), t).is_err(), "name must match the session");
+    }
+
+    #[test]
+    fn node_limit_is_enforced() {
+        let mut r = NodeRegistry::new(1);
+        let t = SystemTime::now();
+        r.register("a", node("a"), t).unwrap();
+        let e = r.register("b", node("b"), t).unwrap_err();
+        assert_eq!(e.0["code"], 429);
+        assert!(r.register("a", node("a"), t).is_ok(), "re-registering an existing node is fine");
+    }
+
+    #[test]
+    fn patches_merge_conditions_by_type() {
+        let mut r = NodeRegistry::new(10);
+        let t = SystemTime::now();
+        r.register("e", node("e"), t).unwrap();
+        let p = br#"{"status":{"$setElementOrder/conditions":[{"type":"MemoryPressure"},{"type":"Ready"}],"conditions":[{"type":"Ready","lastHeartbeatTime":"t1"},{"type":"DiskPressure","status":"False"}]}}"#;
+        let n = r.patch("e", p, t).unwrap();
+        let conds = n["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 3);
+        assert_eq!(conds[1]["lastHeartbeatTime"], "t1");
+        assert_eq!(conds[1]["status"], "True", "fields not in the patch survive");
+        assert!(r.patch("e", b"not json", t).is_err());
+        assert_eq!(r.patch("zz", b"{}", t).unwrap_err().0["reason"], "NotFound");
+    }
+
+    #[test]
+    fn readiness_follows_heartbeats() {
+        let mut r = NodeRegistry::new(10);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        r.register("e", node("e"), t).unwrap();
+        assert!(is_ready(&r.get("e", t + GRACE, GRACE).unwrap()));
+        let stale = r.get("e", t + GRACE + Duration::from_secs(1), GRACE).unwrap();
+        assert!(!is_ready(&stale));
+        let ready = stale["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+        assert_eq!(ready["reason"], "NodeStatusUnknown");
+        r.heard_from("e", t + GRACE);
+        assert!(is_ready(&r.get("e", t + GRACE + Duration::from_secs(1), GRACE).unwrap()));
+        let list = r.list(t, GRACE);
+        assert_eq!(list["kind"], "NodeList");
+        assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lease_lifecycle_with_conflicts() {
+        let mut r = NodeRegistry::new(10);
+        let t = SystemTime::now();
+        r.register("e", node("e"), t).unwrap();
+        assert_eq!(r.lease("e").unwrap_err().0["reason"], "NotFound");
+        assert_eq!(r.write_lease("e", json!({"metadata":{}}), false, t).unwrap_err().0["reason"], "NotFound");
+        let l = r.write_lease("e", json!({"metadata":{},"spec":{}}), true, t).unwrap();
+        assert_eq!(r.write_lease("e", l.clone(), true, t).unwrap_err().0["reason"], "AlreadyExists");
+        let l2 = r.write_lease("e", l.clone(), false, t).unwrap();
+        assert_eq!(l2["metadata"]["uid"], l["metadata"]["uid"]);
+        let stale = r.write_lease("e", l, false, t).unwrap_err();
+        assert_eq!(stale.0["reason"], "Conflict");
+        assert_eq!(r.lease("e").unwrap(), l2);
+        assert_eq!(r.write_lease("nobody", json!({}), true, t).unwrap_err().0["reason"], "NotFound");
+    }
+}

@@ -1,0 +1,265 @@
+//! CloudHub's WebSocket server (§3.2): mutual TLS, the upstream handshake headers, one session
+//! per node, keepalive timeout.
+//!
+//! A connection is accepted only if its client certificate (already verified against the CA by
+//! rustls) names the node in its `node_id` header: `CN=system:node:<node_id>`. A second
+//! connection for a node replaces the first, as upstream's session manager does.
+
+use std::cell::RefCell;
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::StatusCode;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::Message as WsMessage;
+use futures_rustls::TlsAcceptor;
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use smol::Async;
+
+use crate::dispatch::{self, Effect};
+use crate::Hub;
+
+/// Largest frame accepted from an edge.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn reject(status: StatusCode, why: String) -> ErrorResponse {
+    let mut r = ErrorResponse::new(Some(why));
+    *r.status_mut() = status;
+    r
+}
+
+/// Checks the upgrade request against the certificate's node name (§3.2 headers).
+fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, ErrorResponse> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some(node) = header("node_id") else {
+        return Err(reject(StatusCode::BAD_REQUEST, "missing node_id header".into()));
+    };
+    if let Err(e) = proto::validate_node_name(&node) {
+        return Err(reject(StatusCode::BAD_REQUEST, e));
+    }
+    // Upstream serves nothing on a connection without `ConnectionUse: msg`; we accept a missing
+    // header as msg and refuse other uses we do not implement.
+    match header("connectionuse").as_deref() {
+        None | Some("msg") => {}
+        Some(other) => return Err(reject(StatusCode::BAD_REQUEST, format!("ConnectionUse {other:?} is not supported"))),
+    }
+    match cert_node {
+        Some(c) if c == node => Ok(node),
+        Some(c) => Err(reject(
+            StatusCode::FORBIDDEN,
+            format!("client certificate is for node {c:?}, not {node:?}"),
+        )),
+        None => Err(reject(
+            StatusCode::FORBIDDEN,
+            "client certificate does not name a node (CN=system:node:<name>)".into(),
+        )),
+    }
+}
+
+/// Serves one connection until it ends.
+pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) {
+    let peer = tcp.get_ref().peer_addr().ok();
+    let _ = tcp.get_ref().set_nodelay(true);
+    let accepted = async {
+        let tls = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let cert_node = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| pki::common_name(c))
+            .and_then(|cn| cn.strip_prefix("system:node:").map(str::to_owned));
+        let node = RefCell::new(None);
+        let callback = |req: &Request, resp: Response| {
+            let n = check_request(req, cert_node.as_deref())?;
+            *node.borrow_mut() = Some(n);
+            Ok(resp)
+        };
+        let cfg = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES))
+            .write_buffer_size(0);
+        let ws = async_tungstenite::accept_hdr_async_with_config(tls, callback, Some(cfg))
+            .await
+            .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        let node = node.into_inner().ok_or("no node id")?;
+        Ok::<_, String>((ws, node))
+    }
+    .or(async {
+        smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+        Err("handshake timed out".to_owned())
+    })
+    .await;
+    let (mut ws, node) = match accepted {
+        Ok(x) => x,
+        Err(e) => {
+            log::info!("connection from {peer:?} refused: {e}");
+            return;
+        }
+    };
+    let Some((session_id, kill)) = hub.sessions.open(&node, hub.cfg.node_limit) else {
+        log::warn!("node {node} refused: session limit {} reached", hub.cfg.node_limit);
+        let _ = ws.close(None).await;
+        return;
+    };
+    log::info!("node {node} connected from {peer:?}");
+    let reason = session(&hub, &mut ws, &node, &kill).await;
+    hub.sessions.close(&node, session_id);
+    log::info!("node {node} disconnected: {reason}");
+    let _ = ws.close(None).or(async {
+        smol::Timer::after(Duration::from_secs(1)).await;
+        Ok(())
+    }).await;
+}
+
+async fn session<S>(hub: &Hub, ws: &mut async_tungstenite::WebSocketStream<S>, node: &str, kill: &smol::channel::Receiver<()>) -> String
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
+    let timeout = hub.cfg.keepalive_timeout;
+    let mut last_keepalive = Instant::now();
+    let mut ticker = smol::Timer::interval((timeout / 10).max(Duration::from_millis(50)));
+    loop {
+        enum Ev {
+            Frame(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
+            Tick,
+            Kill,
+        }
+        let ev = async { Ev::Frame(ws.next().await) }
+            .or(async {
+                ticker.next().await;
+                Ev::Tick
+            })
+            .or(async {
+                let _ = kill.recv().await;
+                Ev::Kill
+            })
+            .await;
+        match ev {
+            Ev::Kill => return "replaced by a newer connection, or shutting down".into(),
+            Ev::Tick => {
+                // Upstream resets this timer only on keepalive messages (§3.4).
+                if last_keepalive.elapsed() > timeout {
+                    return format!("no keepalive for {timeout:?}");
+                }
+            }
+            Ev::Frame(None) => return "connection closed".into(),
+            Ev::Frame(Some(Err(e))) => return format!("read error: {e}"),
+            Ev::Frame(Some(Ok(frame))) => {
+                let bytes: &[u8] = match &frame {
+                    WsMessage::Text(t) => t.as_bytes(),
+                    WsMessage::Binary(b) => b,
+                    WsMessage::Close(_) => return "closed by the edge".into(),
+                    _ => continue,
+                };
+                let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        log::warn!("node {node}: dropping malformed frame: {e}");
+                        continue;
+                    }
+                };
+                let (effect, reply) = dispatch::upstream(&mut hub.registry.borrow_mut(), node, &msg, SystemTime::now());
+                if effect == Effect::Keepalive {
+                    last_keepalive = Instant::now();
+                }
+                if let Some(r) = reply {
+                    if let Err(e) = ws.send(WsMessage::text(r.encode())).await {
+                        return format!("write error: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live sessions: one per node, bounded by the node limit.
+#[derive(Default)]
+pub struct Sessions {
+    inner: RefCell<SessionTable>,
+}
+
+#[derive(Default)]
+struct SessionTable {
+    next_id: u64,
+    by_node: std::collections::HashMap<String, (u64, smol::channel::Sender<()>)>,
+}
+
+impl Sessions {
+    /// Opens a session for `node`, ending any older one. `None` when at the limit.
+    fn open(&self, node: &str, limit: usize) -> Option<(u64, smol::channel::Receiver<()>)> {
+        let mut t = self.inner.borrow_mut();
+        if !t.by_node.contains_key(node) && t.by_node.len() >= limit {
+            return None;
+        }
+        t.next_id += 1;
+        let id = t.next_id;
+        let (tx, rx) = smol::channel::bounded(1);
+        // Dropping the old sender closes its channel: the old session sees Kill.
+        t.by_node.insert(node.to_owned(), (id, tx));
+        Some((id, rx))
+    }
+
+    fn close(&self, node: &str, id: u64) {
+        let mut t = self.inner.borrow_mut();
+        if t.by_node.get(node).is_some_and(|(i, _)| *i == id) {
+            t.by_node.remove(node);
+        }
+    }
+
+    /// Whether `node` has a live session.
+    pub fn is_connected(&self, node: &str) -> bool {
+        self.inner.borrow().by_node.contains_key(node)
+    }
+
+    /// Ends every session (shutdown).
+    pub fn close_all(&self) {
+        self.inner.borrow_mut().by_node.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request {
+        let mut b = Request::builder().uri("/e632/edge0/events");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn handshake_checks_headers_against_certificate() {
+        let ok = req(&[("Node_id", "edge0"), ("Project_id", "p"), ("Connectionuse", "msg")]);
+        assert_eq!(check_request(&ok, Some("edge0")).unwrap(), "edge0");
+        assert_eq!(check_request(&ok, Some("edge1")).unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(check_request(&ok, None).unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(check_request(&req(&[]), Some("edge0")).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let stream = req(&[("node_id", "edge0"), ("ConnectionUse", "str")]);
+        assert_eq!(check_request(&stream, Some("edge0")).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        let missing_use = req(&[("node_id", "edge0")]);
+        assert!(check_request(&missing_use, Some("edge0")).is_ok());
+    }
+
+    #[test]
+    fn newer_session_replaces_older_and_limit_holds() {
+        smol::block_on(async {
+            let s = Sessions::default();
+            let (id1, rx1) = s.open("a", 2).unwrap();
+            let (id2, _rx2) = s.open("a", 2).unwrap();
+            assert!(rx1.recv().await.is_err(), "old session is told to end");
+            s.close("a", id1); // the old session's cleanup must not remove the new one
+            assert!(s.is_connected("a"));
+            let _b = s.open("b", 2).unwrap();
+            assert!(s.open("c", 2).is_none());
+            s.close("a", id2);
+            assert!(!s.is_connected("a"));
+        });
+    }
+}
