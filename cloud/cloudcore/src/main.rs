@@ -1,0 +1,235 @@
+//! `cloudcore`: the cloud side. `serve` runs CloudHub, the certificate endpoint and the admin
+//! API on one single-threaded executor; the other commands are the operator's CLI.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod cli;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use lexopt::prelude::*;
+use smol::stream::StreamExt;
+use smol::{Async, LocalExecutor};
+
+const USAGE: &str = "\
+cloudcore: the cloud side of a KubeEdge-compatible edge system
+
+USAGE:
+    cloudcore serve [OPTIONS]
+    cloudcore token [--data-dir <DIR>] [--ttl <DURATION>]
+    cloudcore get nodes [NAME] [-o json|wide] [--data-dir <DIR>]
+    cloudcore --version
+
+COMMANDS:
+    serve   Run CloudHub (edge tunnel, port 10000), the certificate endpoint (10002) and
+            the admin API (loopback). Makes the CA in <data-dir>/pki on first start.
+    token   Print an enrollment token for `edgecore join` (works without a running server).
+    get     Show nodes from a running cloudcore, as a table or a Kubernetes NodeList.
+
+SERVE OPTIONS:
+    --data-dir <DIR>              State directory [default: /var/lib/cloudcore]
+    --bind <IP>                   Address for the edge-facing ports [default: 0.0.0.0]
+    --ws-port <PORT>              CloudHub WebSocket port [default: 10000]
+    --cert-port <PORT>            Certificate port [default: 10002]
+    --admin-bind <IP:PORT>        Admin API address [default: 127.0.0.1:10010]
+    --advertise-address <ADDR>    IP or DNS name edges use to reach this cloud; put in the
+                                  server certificate. Repeatable [default: 127.0.0.1, localhost]
+    --keepalive-timeout <D>       Drop a session without keepalive for this long [default: 30s]
+    --node-grace-period <D>       Report a silent node NotReady after this long [default: 40s]
+    --node-limit <N>              Most nodes served [default: 500]
+    --log-level <LEVEL>           error, warn, info, debug or trace [default: info]
+    Ports may be 0 to pick free ones; the chosen addresses go to <data-dir>/cloudcore.addr.
+
+TOKEN OPTIONS:
+    --ttl <DURATION>              How long the token is valid [default: 24h]
+
+GET OPTIONS:
+    -o, --output json|wide        Kubernetes NodeList JSON, or a wider table
+    --data-dir <DIR>              Find the running cloudcore through its data dir
+    --server <IP:PORT>            Or name its admin address (credential still read from the data dir)
+
+EXIT CODES:
+    0 success, 1 runtime failure, 2 bad command line
+";
+
+#[derive(Debug)]
+struct UsageError(String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n\nRun `cloudcore --help` for usage.", self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+fn text(v: OsString) -> anyhow::Result<String> {
+    v.into_string().map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
+}
+
+fn duration(v: OsString) -> anyhow::Result<Duration> {
+    support::parse_duration(&text(v)?).map_err(|e| UsageError(e).into())
+}
+
+fn parsed<T: std::str::FromStr>(v: OsString, what: &str) -> anyhow::Result<T> {
+    let s = text(v)?;
+    s.parse().map_err(|_| UsageError(format!("{s:?} is not a valid {what}")).into())
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudcore";
+
+/// Writes an owner-only file atomically.
+pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_ca(data_dir: &Path) -> anyhow::Result<pki::Ca> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    Ok(pki::Ca::load_or_create(&data_dir.join("pki"))?)
+}
+
+fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut cfg = cloudhub::CloudHubConfig {
+        bind: IpAddr::from([0, 0, 0, 0]),
+        ws_port: 10000,
+        cert_port: 10002,
+        advertise: Vec::new(),
+        keepalive_timeout: Duration::from_secs(30),
+        node_limit: 500,
+        node_grace: Duration::from_secs(40),
+    };
+    let mut admin_bind: SocketAddr = "127.0.0.1:10010".parse().expect("valid literal");
+    let mut level = log::LevelFilter::Info;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data-dir") => data_dir = PathBuf::from(p.value()?),
+            Long("bind") => cfg.bind = parsed(p.value()?, "IP address")?,
+            Long("ws-port") => cfg.ws_port = parsed(p.value()?, "port")?,
+            Long("cert-port") => cfg.cert_port = parsed(p.value()?, "port")?,
+            Long("admin-bind") => admin_bind = parsed(p.value()?, "IP:PORT address")?,
+            Long("advertise-address") => cfg.advertise.push(text(p.value()?)?),
+            Long("keepalive-timeout") => cfg.keepalive_timeout = duration(p.value()?)?,
+            Long("node-grace-period") => cfg.node_grace = duration(p.value()?)?,
+            Long("node-limit") => cfg.node_limit = parsed(p.value()?, "number")?,
+            Long("log-level") => level = support::parse_level(&text(p.value()?)?).map_err(UsageError)?,
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    if cfg.advertise.is_empty() {
+        cfg.advertise = vec!["127.0.0.1".into(), "localhost".into()];
+    }
+    support::init_logger(level);
+    let ca = load_ca(&data_dir)?;
+    let token = Rc::new(admin::load_or_create_token(&data_dir)?);
+    let bound = cloudhub::bind(cfg.clone(), ca)?;
+    let admin_listener = Async::<TcpListener>::bind(admin_bind).with_context(|| format!("cannot listen on {admin_bind}"))?;
+    let addrs = admin::Addrs {
+        ws: bound.ws_addr(),
+        cert: bound.cert_addr(),
+        admin: admin_listener.get_ref().local_addr()?,
+    };
+    addrs.write(&data_dir)?;
+    log::info!(
+        "cloudcore {} serving: tunnel wss://{} certificates https://{} admin http://{} (advertised as {})",
+        env!("CARGO_PKG_VERSION"),
+        addrs.ws,
+        addrs.cert,
+        addrs.admin,
+        cfg.advertise.join(", ")
+    );
+    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+    let ex = Rc::new(LocalExecutor::new());
+    let hub = bound.hub.clone();
+    ex.spawn(bound.run(ex.clone())).detach();
+    ex.spawn(admin::serve(hub.clone(), admin_listener, token, ex.clone())).detach();
+    smol::block_on(ex.run(async {
+        if let Some(Ok(sig)) = signals.next().await {
+            log::info!("received {sig:?}; shutting down");
+        }
+    }));
+    hub.sessions.close_all();
+    let _ = std::fs::remove_file(data_dir.join(admin::ADDR_FILE));
+    Ok(())
+}
+
+fn cmd_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut ttl = Duration::from_secs(pki::DEFAULT_TOKEN_TTL_SECS as u64);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data-dir") => data_dir = PathBuf::from(p.value()?),
+            Long("ttl") => ttl = duration(p.value()?)?,
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    let ca = load_ca(&data_dir)?;
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs() as i64;
+    println!("{}", ca.issue_token(now + ttl.as_secs() as i64));
+    Ok(())
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let mut p = lexopt::Parser::from_env();
+    match p.next()? {
+        Some(Value(cmd)) => match cmd.to_str() {
+            Some("serve") => cmd_serve(p),
+            Some("token") => cmd_token(p),
+            Some("get") => cli::cmd_get(p),
+            _ => usage(format!("unknown command {cmd:?}")),
+        },
+        Some(Long("version")) | Some(Short('V')) => {
+            println!("cloudcore {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(Long("help")) | Some(Short('h')) => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => usage(other.unexpected().to_string()),
+        None => usage("a command is needed"),
+    }
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<UsageError>() || e.is::<lexopt::Error>() => {
+            eprintln!("cloudcore: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("cloudcore: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
