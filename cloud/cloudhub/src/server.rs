@@ -73,20 +73,30 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             .and_then(|c| c.first())
             .and_then(|c| pki::common_name(c))
             .and_then(|cn| cn.strip_prefix("system:node:").map(str::to_owned));
-        let node = RefCell::new(None);
-        let callback = |req: &Request, resp: Response| {
-            let n = check_request(req, cert_node.as_deref())?;
-            *node.borrow_mut() = Some(n);
-            Ok(resp)
+        // The callback's verdict: the node on success, the refusal's reason otherwise (the
+        // handshake error itself only carries the status code).
+        let verdict = RefCell::new(Err(String::new()));
+        let callback = |req: &Request, resp: Response| match check_request(req, cert_node.as_deref()) {
+            Ok(n) => {
+                *verdict.borrow_mut() = Ok(n);
+                Ok(resp)
+            }
+            Err(e) => {
+                *verdict.borrow_mut() = Err(e.body().clone().unwrap_or_default());
+                Err(e)
+            }
         };
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES))
             .write_buffer_size(0);
-        let ws = async_tungstenite::accept_hdr_async_with_config(tls, callback, Some(cfg))
-            .await
-            .map_err(|e| format!("WebSocket handshake: {e}"))?;
-        let node = node.into_inner().ok_or("no node id")?;
+        let ws = async_tungstenite::accept_hdr_async_with_config(tls, callback, Some(cfg)).await;
+        let verdict = verdict.into_inner();
+        let ws = ws.map_err(|e| match &verdict {
+            Err(why) if !why.is_empty() => why.clone(),
+            _ => format!("WebSocket handshake: {e}"),
+        })?;
+        let node = verdict?;
         Ok::<_, String>((ws, node))
     }
     .or(async {
