@@ -27,7 +27,11 @@ pub fn bin(name: &str) -> PathBuf {
         dir.pop();
     }
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` before the e2e tests", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` before the e2e tests",
+        p.display()
+    );
     p
 }
 
@@ -37,7 +41,11 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let p = std::env::temp_dir().join(format!(
+            "e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -61,7 +69,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -81,7 +92,19 @@ impl Proc {
             .spawn()
             .expect("spawn process");
         let log = Arc::new(Mutex::new(String::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -105,7 +128,9 @@ impl Proc {
 
     /// Waits until the output contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
-        wait_for(&format!("log line {needle:?}"), timeout, || self.log().contains(needle).then_some(()))
+        wait_for(&format!("log line {needle:?}"), timeout, || {
+            self.log().contains(needle).then_some(())
+        })
     }
 
     pub fn signal(&self, sig: rustix::process::Signal) {
@@ -116,8 +141,10 @@ impl Proc {
     /// Waits for exit and returns the status code (None if killed by a signal).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = &mut self.child;
-        wait_for("process exit", timeout, || child.try_wait().expect("try_wait"))
-            .code()
+        wait_for("process exit", timeout, || {
+            child.try_wait().expect("try_wait")
+        })
+        .code()
     }
 }
 
@@ -145,40 +172,75 @@ impl Cloud {
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Cloud {
         let _ = std::fs::remove_file(dir.path().join("cloudcore.addr"));
         let mut cmd = Command::new(bin("cloudcore"));
-        cmd.args(["serve", "--bind", "127.0.0.1", "--ws-port", "0", "--cert-port", "0", "--admin-bind", "127.0.0.1:0", "--log-level", "debug", "--data-dir"])
-            .arg(dir.path())
-            .args(extra);
+        cmd.args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--ws-port",
+            "0",
+            "--cert-port",
+            "0",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--log-level",
+            "debug",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .args(extra);
         let proc = Proc::spawn(cmd);
         let addr_file = dir.path().join("cloudcore.addr");
         let addrs: Value = wait_for("cloudcore to listen", Duration::from_secs(20), || {
             serde_json::from_slice(&std::fs::read(&addr_file).ok()?).ok()
         });
         let parse = |k: &str| addrs[k].as_str().unwrap().parse().unwrap();
-        Cloud { ws: parse("ws"), cert: parse("cert"), proc, dir }
+        Cloud {
+            ws: parse("ws"),
+            cert: parse("cert"),
+            proc,
+            dir,
+        }
     }
 
     pub fn token(&self) -> String {
         let out = self.cli(&["token"]);
-        assert!(out.status.success(), "cloudcore token failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "cloudcore token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     /// Runs a cloudcore CLI command against this cloud's data dir.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("cloudcore")).args(args).arg("--data-dir").arg(self.dir.path()).output().expect("run cloudcore")
+        Command::new(bin("cloudcore"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run cloudcore")
     }
 
     /// `cloudcore get nodes -o json`.
     pub fn nodes(&self) -> Value {
         let out = self.cli(&["get", "nodes", "-o", "json"]);
-        assert!(out.status.success(), "get nodes failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "get nodes failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("NodeList JSON")
     }
 
     /// Ready condition status of `node` ("True"/"False"), None if not registered.
     pub fn ready(&self, node: &str) -> Option<String> {
         let list = self.nodes();
-        let n = list["items"].as_array()?.iter().find(|n| n["metadata"]["name"] == node)?.clone();
+        let n = list["items"]
+            .as_array()?
+            .iter()
+            .find(|n| n["metadata"]["name"] == node)?
+            .clone();
         n["status"]["conditions"]
             .as_array()?
             .iter()
@@ -188,7 +250,9 @@ impl Cloud {
 
     pub fn wait_ready(&self, node: &str, want: bool, timeout: Duration) {
         let want = if want { "True" } else { "False" };
-        wait_for(&format!("node {node} Ready={want}"), timeout, || (self.ready(node).as_deref() == Some(want)).then_some(()))
+        wait_for(&format!("node {node} Ready={want}"), timeout, || {
+            (self.ready(node).as_deref() == Some(want)).then_some(())
+        })
     }
 }
 
@@ -200,14 +264,30 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(name: &str) -> Edge {
-        Edge { dir: TempDir::new(name), name: name.to_owned() }
+        Edge {
+            dir: TempDir::new(name),
+            name: name.to_owned(),
+        }
     }
 
     /// `edgecore join` against `cloud` with `token`.
     pub fn join(&self, cloud: &Cloud, token: &str) -> Output {
         Command::new(bin("edgecore"))
-            .args(["join", "--cloud", "127.0.0.1", "--token", token, "--node-name", &self.name])
-            .args(["--ws-port", &cloud.ws.port().to_string(), "--cert-port", &cloud.cert.port().to_string()])
+            .args([
+                "join",
+                "--cloud",
+                "127.0.0.1",
+                "--token",
+                token,
+                "--node-name",
+                &self.name,
+            ])
+            .args([
+                "--ws-port",
+                &cloud.ws.port().to_string(),
+                "--cert-port",
+                &cloud.cert.port().to_string(),
+            ])
             .arg("--data-dir")
             .arg(self.dir.path())
             .output()
@@ -216,7 +296,11 @@ impl Edge {
 
     pub fn join_ok(&self, cloud: &Cloud) {
         let out = self.join(cloud, &cloud.token());
-        assert!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -226,8 +310,19 @@ impl Edge {
     /// `edgecore run` with fast timers so tests take seconds, not minutes.
     pub fn run(&self, heartbeat: &str) -> Proc {
         let mut cmd = Command::new(bin("edgecore"));
-        cmd.args(["run", "--heartbeat", heartbeat, "--status-interval", heartbeat, "--lease-interval", heartbeat, "--log-level", "debug", "--data-dir"])
-            .arg(self.dir.path());
+        cmd.args([
+            "run",
+            "--heartbeat",
+            heartbeat,
+            "--status-interval",
+            heartbeat,
+            "--lease-interval",
+            heartbeat,
+            "--log-level",
+            "debug",
+            "--data-dir",
+        ])
+        .arg(self.dir.path());
         Proc::spawn(cmd)
     }
 }

@@ -35,7 +35,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, hole: Arc<AtomicBool>, stop: Arc
                     break;
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
@@ -59,7 +63,9 @@ impl Proxy {
             match listener.accept() {
                 Ok((client, _)) => {
                     let _ = client.set_nonblocking(false);
-                    let Ok(server) = TcpStream::connect(target) else { continue };
+                    let Ok(server) = TcpStream::connect(target) else {
+                        continue;
+                    };
                     let hole = Arc::new(AtomicBool::new(false));
                     h.lock().unwrap().push(hole.clone());
                     a.fetch_add(1, Ordering::SeqCst);
@@ -71,7 +77,12 @@ impl Proxy {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         });
-        Proxy { addr, accepted, holes, stop }
+        Proxy {
+            addr,
+            accepted,
+            holes,
+            stop,
+        }
     }
 
     /// Connections accepted so far.

@@ -63,7 +63,15 @@ mod tests {
     #[test]
     fn node_names() {
         assert!(super::validate_node_name("edge-0.site1").is_ok());
-        for bad in ["", "Edge0", "-edge", "edge-", "ed ge", "edge_0", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "Edge0",
+            "-edge",
+            "edge-",
+            "ed ge",
+            "edge_0",
+            &"a".repeat(254),
+        ] {
             assert!(super::validate_node_name(bad).is_err(), "{bad:?}");
         }
     }

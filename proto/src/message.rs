@@ -262,16 +262,21 @@ mod tests {
 
     #[test]
     fn trailing_newline_and_binary_payloads_are_accepted() {
-        let m = Message::decode(b"{\"header\":{\"msg_id\":\"a\"},\"route\":{},\"content\":null}\n", 1024)
-            .unwrap();
+        let m = Message::decode(
+            b"{\"header\":{\"msg_id\":\"a\"},\"route\":{},\"content\":null}\n",
+            1024,
+        )
+        .unwrap();
         assert_eq!(m.header.msg_id, "a");
         assert!(m.content.is_null());
     }
 
     #[test]
     fn content_bytes_follows_get_content_data() {
-        let mut m = Message::default();
-        m.content = json!("{\"status\":{}}");
+        let mut m = Message {
+            content: json!("{\"status\":{}}"),
+            ..Message::default()
+        };
         assert_eq!(m.content_bytes(), b"{\"status\":{}}");
         m.content = json!({"a": 1});
         assert_eq!(m.content_bytes(), b"{\"a\":1}");

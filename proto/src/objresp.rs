@@ -36,7 +36,12 @@ pub fn not_found(plural: &str, group: &str, name: &str) -> Value {
     if !group.is_empty() {
         details["group"] = json!(group);
     }
-    status(404, "NotFound", &format!("{what} \"{name}\" not found"), details)
+    status(
+        404,
+        "NotFound",
+        &format!("{what} \"{name}\" not found"),
+        details,
+    )
 }
 
 /// What an `ObjectResp` (or a bare object / `ErrStatus`) reply says.
@@ -45,7 +50,11 @@ pub enum Reply {
     /// Success with the returned object (`Value::Null` when the peer sent none).
     Object(Value),
     /// A Kubernetes `Status` failure.
-    Failed { code: u16, reason: String, message: String },
+    Failed {
+        code: u16,
+        reason: String,
+        message: String,
+    },
     /// The plain `"OK"` answer.
     Ok,
     /// Any other string: upstream's error strings.
@@ -72,8 +81,16 @@ impl Reply {
     fn failed(st: &Value) -> Reply {
         Reply::Failed {
             code: st.get("code").and_then(Value::as_u64).unwrap_or(500) as u16,
-            reason: st.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
-            message: st.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+            reason: st
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            message: st
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         }
     }
 
@@ -89,15 +106,26 @@ mod tests {
     #[test]
     fn reads_every_reply_shape() {
         assert_eq!(Reply::from_content(&json!("OK")), Reply::Ok);
-        assert_eq!(Reply::from_content(&json!("boom")), Reply::Text("boom".into()));
+        assert_eq!(
+            Reply::from_content(&json!("boom")),
+            Reply::Text("boom".into())
+        );
         assert_eq!(
             Reply::from_content(&ok(json!({"a":1}))),
             Reply::Object(json!({"a":1}))
         );
         let nf = Reply::from_content(&err(not_found("leases", "coordination.k8s.io", "edge0")));
         assert!(nf.is_not_found());
-        assert!(matches!(nf, Reply::Failed { code: 404, ref message, .. } if message == "leases.coordination.k8s.io \"edge0\" not found"));
-        assert!(Reply::from_content(&json!({"ErrStatus": {"reason": "NotFound", "code": 404}})).is_not_found());
-        assert_eq!(Reply::from_content(&json!({"kind":"ConfigMap"})), Reply::Object(json!({"kind":"ConfigMap"})));
+        assert!(
+            matches!(nf, Reply::Failed { code: 404, ref message, .. } if message == "leases.coordination.k8s.io \"edge0\" not found")
+        );
+        assert!(
+            Reply::from_content(&json!({"ErrStatus": {"reason": "NotFound", "code": 404}}))
+                .is_not_found()
+        );
+        assert_eq!(
+            Reply::from_content(&json!({"kind":"ConfigMap"})),
+            Reply::Object(json!({"kind":"ConfigMap"}))
+        );
     }
 }

@@ -254,12 +254,30 @@ mod tests {
     #[test]
     fn rejects_malformed_paths() {
         assert_eq!(ResourcePath::parse(""), Err(ResourceError::Empty));
-        assert!(matches!(ResourcePath::parse("a//b"), Err(ResourceError::EmptySegment(_))));
-        assert!(matches!(ResourcePath::parse("/a/b"), Err(ResourceError::EmptySegment(_))));
-        assert!(matches!(ResourcePath::parse("a/b/c/d"), Err(ResourceError::Segments(_, 4))));
-        assert!(matches!(ResourcePath::parse("pod"), Err(ResourceError::Segments(_, 1))));
-        assert!(matches!(ResourcePath::parse("a/b c/d"), Err(ResourceError::BadCharacter(_))));
+        assert!(matches!(
+            ResourcePath::parse("a//b"),
+            Err(ResourceError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("/a/b"),
+            Err(ResourceError::EmptySegment(_))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("a/b/c/d"),
+            Err(ResourceError::Segments(_, 4))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("pod"),
+            Err(ResourceError::Segments(_, 1))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("a/b c/d"),
+            Err(ResourceError::BadCharacter(_))
+        ));
         let long = "a/b/".to_owned() + &"x".repeat(MAX_RESOURCE_LEN);
-        assert!(matches!(ResourcePath::parse(&long), Err(ResourceError::TooLong(_))));
+        assert!(matches!(
+            ResourcePath::parse(&long),
+            Err(ResourceError::TooLong(_))
+        ));
     }
 }

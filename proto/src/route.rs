@@ -136,7 +136,10 @@ mod tests {
             assert_eq!(Operation::from(s).as_str(), s);
         }
         assert_eq!(Operation::from("insert"), Operation::Insert);
-        assert_eq!(Operation::from("prepull"), Operation::Other("prepull".into()));
+        assert_eq!(
+            Operation::from("prepull"),
+            Operation::Other("prepull".into())
+        );
         assert_eq!(Group::from("meta"), Group::Meta);
         assert_eq!(ModuleName::from("websocket"), ModuleName::WebSocket);
         assert!(Operation::from("pong").is_viaduct_control());

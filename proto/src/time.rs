@@ -27,7 +27,13 @@ pub fn rfc3339_micros(unix_micros: i64) -> String {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` into Unix seconds (fraction dropped).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -74,9 +80,15 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_718_006_410), "2024-06-10T08:00:10Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_micros(1_718_006_410_676_656), "2024-06-10T08:00:10.676656Z");
+        assert_eq!(
+            rfc3339_micros(1_718_006_410_676_656),
+            "2024-06-10T08:00:10.676656Z"
+        );
         assert_eq!(parse_rfc3339("2024-06-10T08:00:10Z"), Some(1_718_006_410));
-        assert_eq!(parse_rfc3339("2026-11-27T22:25:46.676656Z"), Some(1_795_818_346));
+        assert_eq!(
+            parse_rfc3339("2026-11-27T22:25:46.676656Z"),
+            Some(1_795_818_346)
+        );
         assert_eq!(parse_rfc3339("2024-13-10T08:00:10Z"), None);
         assert_eq!(parse_rfc3339("garbage"), None);
         for t in [0, 1, 86_399, 1_795_818_346, 4_102_444_800] {

@@ -17,7 +17,11 @@ pub struct EnrollToken {
 impl fmt::Debug for EnrollToken {
     // The JWT is a credential: keep it out of logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EnrollToken {{ ca_sha256: {}, jwt: <redacted> }}", hex(&self.ca_sha256))
+        write!(
+            f,
+            "EnrollToken {{ ca_sha256: {}, jwt: <redacted> }}",
+            hex(&self.ca_sha256)
+        )
     }
 }
 
@@ -42,8 +46,7 @@ impl EnrollToken {
         let ca_sha256 = unhex32(parts[0]).ok_or(TokenError::CaHash)?;
         let b64url = |p: &str| {
             !p.is_empty()
-                && p
-                    .bytes()
+                && p.bytes()
                     .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'=')
         };
         if !parts[1..].iter().all(|p| b64url(p)) {

@@ -12,7 +12,10 @@ fn frames() -> Vec<(String, Value)> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("golden line is JSON");
-            (v["direction"].as_str().unwrap().to_owned(), v["frame"].clone())
+            (
+                v["direction"].as_str().unwrap().to_owned(),
+                v["frame"].clone(),
+            )
         })
         .collect()
 }
@@ -50,21 +53,38 @@ fn golden_edge_frames_have_the_shapes_our_edge_produces() {
         .filter(|(d, _)| d == "edge-to-cloud")
         .map(|(_, f)| serde_json::from_value(f).unwrap())
         .collect();
-    let keepalive = edge.iter().find(|m| m.route.operation == Operation::Keepalive).unwrap();
+    let keepalive = edge
+        .iter()
+        .find(|m| m.route.operation == Operation::Keepalive)
+        .unwrap();
     assert_eq!(keepalive.route.source, ModuleName::WebSocket);
     assert_eq!(keepalive.route.group, Group::Resource);
     assert_eq!(keepalive.route.resource, "node");
     assert_eq!(keepalive.content, Value::String("ping".into()));
     let register = edge
         .iter()
-        .find(|m| m.route.operation == Operation::Insert && m.route.resource.starts_with("null/node/"))
+        .find(|m| {
+            m.route.operation == Operation::Insert && m.route.resource.starts_with("null/node/")
+        })
         .unwrap();
     assert_eq!(register.route.source, ModuleName::Edged);
     assert_eq!(register.route.group, Group::Meta);
-    assert_eq!(register.content["metadata"]["labels"][proto::EDGE_ROLE_LABEL], "");
-    let patch = edge.iter().find(|m| m.route.operation == Operation::Patch).unwrap();
-    assert!(patch.content.is_string(), "node patches travel as a JSON string");
-    for ack in edge.iter().filter(|m| m.route.operation == Operation::Response) {
+    assert_eq!(
+        register.content["metadata"]["labels"][proto::EDGE_ROLE_LABEL],
+        ""
+    );
+    let patch = edge
+        .iter()
+        .find(|m| m.route.operation == Operation::Patch)
+        .unwrap();
+    assert!(
+        patch.content.is_string(),
+        "node patches travel as a JSON string"
+    );
+    for ack in edge
+        .iter()
+        .filter(|m| m.route.operation == Operation::Response)
+    {
         assert!(ack.is_ok_content());
         assert!(ack.parent_id().is_some());
     }

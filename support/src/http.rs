@@ -34,7 +34,10 @@ pub fn exchange<S: Read + Write>(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -63,7 +66,9 @@ pub fn exchange<S: Read + Write>(
             return Ok(resp);
         }
     }
-    complete(&buf)?.ok_or_else(|| HttpError::Malformed("connection closed before the response was complete".into()))
+    complete(&buf)?.ok_or_else(|| {
+        HttpError::Malformed("connection closed before the response was complete".into())
+    })
 }
 
 /// Parses `buf` if it holds a whole response (by Content-Length, or everything if absent and
@@ -71,7 +76,10 @@ pub fn exchange<S: Read + Write>(
 fn complete(buf: &[u8]) -> Result<Option<Response>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(buf).map_err(|e| HttpError::Malformed(e.to_string()))? {
+    let head_len = match resp
+        .parse(buf)
+        .map_err(|e| HttpError::Malformed(e.to_string()))?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Ok(None),
     };
@@ -80,12 +88,24 @@ fn complete(buf: &[u8]) -> Result<Option<Response>, HttpError> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
     let body = &buf[head_len..];
     match len {
-        Some(n) if body.len() >= n => Ok(Some(Response { status, body: body[..n].to_vec() })),
+        Some(n) if body.len() >= n => Ok(Some(Response {
+            status,
+            body: body[..n].to_vec(),
+        })),
         Some(_) => Ok(None),
-        None => Ok(Some(Response { status, body: body.to_vec() })),
+        None => Ok(Some(Response {
+            status,
+            body: body.to_vec(),
+        })),
     }
 }
 
@@ -114,8 +134,21 @@ mod tests {
 
     #[test]
     fn request_and_response() {
-        let mut p = Pipe { input: Cursor::new(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\nbadEXTRA".to_vec()), output: vec![] };
-        let r = exchange(&mut p, "GET", "h", "/edge.crt", &[("NodeName", "e")], b"csr").unwrap();
+        let mut p = Pipe {
+            input: Cursor::new(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 3\r\n\r\nbadEXTRA".to_vec(),
+            ),
+            output: vec![],
+        };
+        let r = exchange(
+            &mut p,
+            "GET",
+            "h",
+            "/edge.crt",
+            &[("NodeName", "e")],
+            b"csr",
+        )
+        .unwrap();
         assert_eq!(r.status, 401);
         assert_eq!(r.body, b"bad");
         let sent = String::from_utf8(p.output).unwrap();
@@ -126,9 +159,18 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_responses_are_errors() {
-        let mut p = Pipe { input: Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec()), output: vec![] };
+        let mut p = Pipe {
+            input: Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec()),
+            output: vec![],
+        };
         assert!(exchange(&mut p, "GET", "h", "/", &[], b"").is_err());
-        let mut p = Pipe { input: Cursor::new(b"\x00\x01garbage\r\n\r\n".to_vec()), output: vec![] };
-        assert!(matches!(exchange(&mut p, "GET", "h", "/", &[], b""), Err(HttpError::Malformed(_))));
+        let mut p = Pipe {
+            input: Cursor::new(b"\x00\x01garbage\r\n\r\n".to_vec()),
+            output: vec![],
+        };
+        assert!(matches!(
+            exchange(&mut p, "GET", "h", "/", &[], b""),
+            Err(HttpError::Malformed(_))
+        ));
     }
 }

@@ -28,7 +28,12 @@ impl log::Log for StderrLogger {
             .unwrap_or(0);
         let target = r.target().split("::").next().unwrap_or("");
         // One write per line so concurrent lines never interleave.
-        let line = format!("{} {:<5} {target}: {}\n", proto::time::rfc3339(secs), r.level(), r.args());
+        let line = format!(
+            "{} {:<5} {target}: {}\n",
+            proto::time::rfc3339(secs),
+            r.level(),
+            r.args()
+        );
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
 
@@ -37,7 +42,8 @@ impl log::Log for StderrLogger {
 
 /// Parses a log level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).
 pub fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
-    s.parse().map_err(|_| format!("unknown log level {s:?}; use error, warn, info, debug, trace or off"))
+    s.parse()
+        .map_err(|_| format!("unknown log level {s:?}; use error, warn, info, debug, trace or off"))
 }
 
 /// Installs the stderr logger. Calling it twice keeps the first.
@@ -50,18 +56,26 @@ pub fn init_logger(level: log::LevelFilter) {
 /// Parses `500ms`, `15s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 15s, 2m, 1h)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 15s, 2m, 1h)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return Err(format!("{s:?} has unknown unit {unit:?} (use ms, s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has unknown unit {unit:?} (use ms, s, m, h or d)"
+            ))
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -36,7 +36,12 @@ pub fn load_or_create_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-pub async fn serve(hub: Rc<Hub>, listener: Async<TcpListener>, token: Rc<String>, ex: Rc<LocalExecutor<'static>>) {
+pub async fn serve(
+    hub: Rc<Hub>,
+    listener: Async<TcpListener>,
+    token: Rc<String>,
+    ex: Rc<LocalExecutor<'static>>,
+) {
     loop {
         let Ok((mut tcp, _)) = listener.accept().await else {
             smol::Timer::after(Duration::from_millis(100)).await;
@@ -49,7 +54,13 @@ pub async fn serve(hub: Rc<Hub>, listener: Async<TcpListener>, token: Rc<String>
                     Ok(req) => route(&hub, &token, &req),
                     Err(e) => (400, serde_json::json!({ "error": e.to_string() })),
                 };
-                write_response(&mut tcp, status, "application/json", body.to_string().as_bytes()).await
+                write_response(
+                    &mut tcp,
+                    status,
+                    "application/json",
+                    body.to_string().as_bytes(),
+                )
+                .await
             };
             let _ = work
                 .or(async {
@@ -69,9 +80,17 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
     }
     // Constant-time comparison: the credential guards the whole admin API.
     let given = req.bearer().unwrap_or("");
-    let ok = given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0;
+    let ok = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
     if !ok {
-        return (401, json!({ "error": "missing or wrong admin credential (see <data-dir>/admin.token)" }));
+        return (
+            401,
+            json!({ "error": "missing or wrong admin credential (see <data-dir>/admin.token)" }),
+        );
     }
     if req.method != "GET" {
         return (405, json!({ "error": "only GET is served" }));
@@ -80,11 +99,21 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
     let grace = hub.cfg.node_grace;
     match req.path.strip_prefix("/api/v1/nodes") {
         Some("") | Some("/") => (200, hub.registry.borrow().list(now, grace)),
-        Some(rest) => match hub.registry.borrow().get(rest.trim_start_matches('/'), now, grace) {
+        Some(rest) => match hub
+            .registry
+            .borrow()
+            .get(rest.trim_start_matches('/'), now, grace)
+        {
             Some(n) => (200, n),
-            None => (404, json!({ "error": format!("node {:?} not found", rest.trim_start_matches('/')) })),
+            None => (
+                404,
+                json!({ "error": format!("node {:?} not found", rest.trim_start_matches('/')) }),
+            ),
         },
-        None => (404, json!({ "error": format!("no such endpoint {}", req.path) })),
+        None => (
+            404,
+            json!({ "error": format!("no such endpoint {}", req.path) }),
+        ),
     }
 }
 
@@ -103,9 +132,14 @@ impl Addrs {
 
     pub fn read_admin(data_dir: &Path) -> anyhow::Result<SocketAddr> {
         let path = data_dir.join(ADDR_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {} (is cloudcore serve running with this --data-dir?)", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (is cloudcore serve running with this --data-dir?)",
+                path.display()
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is corrupt", path.display()))?;
         v["admin"]
             .as_str()
             .and_then(|s| s.parse().ok())

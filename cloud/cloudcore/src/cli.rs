@@ -31,7 +31,12 @@ pub fn cmd_get(mut p: lexopt::Parser) -> anyhow::Result<()> {
                 output = match crate::text(p.value()?)?.as_str() {
                     "json" => Output::Json,
                     "wide" => Output::Wide,
-                    other => return Err(UsageError(format!("unknown output format {other:?}; use json or wide")).into()),
+                    other => {
+                        return Err(UsageError(format!(
+                            "unknown output format {other:?}; use json or wide"
+                        ))
+                        .into())
+                    }
                 }
             }
             Long("help") | Short('h') => {
@@ -44,7 +49,11 @@ pub fn cmd_get(mut p: lexopt::Parser) -> anyhow::Result<()> {
     }
     let kind = positional.first().map(String::as_str);
     if !matches!(kind, Some("nodes" | "node" | "no")) {
-        return Err(UsageError(format!("get needs a kind; known: nodes (got {:?})", kind.unwrap_or(""))).into());
+        return Err(UsageError(format!(
+            "get needs a kind; known: nodes (got {:?})",
+            kind.unwrap_or("")
+        ))
+        .into());
     }
     let name = positional.get(1);
     let addr = match server {
@@ -66,17 +75,29 @@ pub fn cmd_get(mut p: lexopt::Parser) -> anyhow::Result<()> {
         Some(_) => vec![body],
         None => body["items"].as_array().cloned().unwrap_or_default(),
     };
-    print!("{}", node_table(&items, output == Output::Wide, SystemTime::now()));
+    print!(
+        "{}",
+        node_table(&items, output == Output::Wide, SystemTime::now())
+    );
     Ok(())
 }
 
 fn admin_get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Value> {
-    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach cloudcore's admin API at {addr}; is `cloudcore serve` running?"))?;
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
+        format!("cannot reach cloudcore's admin API at {addr}; is `cloudcore serve` running?")
+    })?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = format!("Bearer {token}");
-    let resp = support::http::exchange(&mut tcp, "GET", &addr.to_string(), path, &[("Authorization", &auth)], b"")?;
-    let body: Value = serde_json::from_slice(&resp.body).context("admin API answered with invalid JSON")?;
+    let resp = support::http::exchange(
+        &mut tcp,
+        "GET",
+        &addr.to_string(),
+        path,
+        &[("Authorization", &auth)],
+        b"",
+    )?;
+    let body: Value =
+        serde_json::from_slice(&resp.body).context("admin API answered with invalid JSON")?;
     if resp.status != 200 {
         bail!("{}", body["error"].as_str().unwrap_or("admin API error"));
     }
@@ -93,7 +114,11 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
         h.into_iter().map(str::to_owned).collect::<Vec<_>>()
     }];
     for n in items {
-        let status = if cloudhub::nodes::is_ready(n) { "Ready" } else { "NotReady" };
+        let status = if cloudhub::nodes::is_ready(n) {
+            "Ready"
+        } else {
+            "NotReady"
+        };
         let mut roles: Vec<&str> = n["metadata"]["labels"]
             .as_object()
             .into_iter()
@@ -101,15 +126,26 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
             .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
             .collect();
         roles.sort();
-        let created = n["metadata"]["creationTimestamp"].as_str().and_then(proto::time::parse_rfc3339);
-        let now_s = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-        let age = created.map(|c| support::human_age(Duration::from_secs((now_s - c).max(0) as u64))).unwrap_or_else(|| "<unknown>".into());
+        let created = n["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(proto::time::parse_rfc3339);
+        let now_s = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let age = created
+            .map(|c| support::human_age(Duration::from_secs((now_s - c).max(0) as u64)))
+            .unwrap_or_else(|| "<unknown>".into());
         let info = &n["status"]["nodeInfo"];
         let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
         let mut row = vec![
             s(&n["metadata"]["name"]),
             status.to_owned(),
-            if roles.is_empty() { "<none>".into() } else { roles.join(",") },
+            if roles.is_empty() {
+                "<none>".into()
+            } else {
+                roles.join(",")
+            },
             age,
             s(&info["kubeletVersion"]),
         ];
@@ -121,14 +157,25 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
                 .find(|a| a["type"] == "InternalIP")
                 .map(|a| s(&a["address"]))
                 .unwrap_or_default();
-            row.extend([ip, s(&info["osImage"]), s(&info["kernelVersion"]), s(&info["architecture"])]);
+            row.extend([
+                ip,
+                s(&info["osImage"]),
+                s(&info["kernelVersion"]),
+                s(&info["architecture"]),
+            ]);
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("   ").trim_end());
         out.push('\n');
     }
@@ -152,7 +199,12 @@ mod tests {
         let t = node_table(std::slice::from_ref(&n), false, now);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("NAME"));
-        assert!(lines[1].contains("edge0") && lines[1].contains("Ready") && lines[1].contains("agent,edge") && lines[1].contains("5m"));
+        assert!(
+            lines[1].contains("edge0")
+                && lines[1].contains("Ready")
+                && lines[1].contains("agent,edge")
+                && lines[1].contains("5m")
+        );
         let mut down = n.clone();
         down["status"]["conditions"][0]["status"] = json!("False");
         assert!(node_table(&[down], false, now).contains("NotReady"));

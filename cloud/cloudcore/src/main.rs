@@ -73,7 +73,8 @@ fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
 }
 
 fn text(v: OsString) -> anyhow::Result<String> {
-    v.into_string().map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
+    v.into_string()
+        .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
 }
 
 fn duration(v: OsString) -> anyhow::Result<Duration> {
@@ -82,7 +83,8 @@ fn duration(v: OsString) -> anyhow::Result<Duration> {
 
 fn parsed<T: std::str::FromStr>(v: OsString, what: &str) -> anyhow::Result<T> {
     let s = text(v)?;
-    s.parse().map_err(|_| UsageError(format!("{s:?} is not a valid {what}")).into())
+    s.parse()
+        .map_err(|_| UsageError(format!("{s:?} is not a valid {what}")).into())
 }
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudcore";
@@ -105,7 +107,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 }
 
 fn load_ca(data_dir: &Path) -> anyhow::Result<pki::Ca> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
     Ok(pki::Ca::load_or_create(&data_dir.join("pki"))?)
 }
 
@@ -133,7 +136,9 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("keepalive-timeout") => cfg.keepalive_timeout = duration(p.value()?)?,
             Long("node-grace-period") => cfg.node_grace = duration(p.value()?)?,
             Long("node-limit") => cfg.node_limit = parsed(p.value()?, "number")?,
-            Long("log-level") => level = support::parse_level(&text(p.value()?)?).map_err(UsageError)?,
+            Long("log-level") => {
+                level = support::parse_level(&text(p.value()?)?).map_err(UsageError)?
+            }
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -148,7 +153,8 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let ca = load_ca(&data_dir)?;
     let token = Rc::new(admin::load_or_create_token(&data_dir)?);
     let bound = cloudhub::bind(cfg.clone(), ca)?;
-    let admin_listener = Async::<TcpListener>::bind(admin_bind).with_context(|| format!("cannot listen on {admin_bind}"))?;
+    let admin_listener = Async::<TcpListener>::bind(admin_bind)
+        .with_context(|| format!("cannot listen on {admin_bind}"))?;
     let addrs = admin::Addrs {
         ws: bound.ws_addr(),
         cert: bound.cert_addr(),
@@ -163,11 +169,13 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         addrs.admin,
         cfg.advertise.join(", ")
     );
-    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
     let ex = Rc::new(LocalExecutor::new());
     let hub = bound.hub.clone();
     ex.spawn(bound.run(ex.clone())).detach();
-    ex.spawn(admin::serve(hub.clone(), admin_listener, token, ex.clone())).detach();
+    ex.spawn(admin::serve(hub.clone(), admin_listener, token, ex.clone()))
+        .detach();
     smol::block_on(ex.run(async {
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("received {sig:?}; shutting down");
@@ -193,7 +201,9 @@ fn cmd_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
         }
     }
     let ca = load_ca(&data_dir)?;
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?.as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs() as i64;
     println!("{}", ca.issue_token(now + ttl.as_secs() as i64));
     Ok(())
 }

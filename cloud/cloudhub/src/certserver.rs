@@ -36,13 +36,19 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             Err(e) => (400, "text/plain", e.to_string().into_bytes()),
         };
         if status != 200 {
-            log::info!("certificate request from {peer:?} refused ({status}): {}", String::from_utf8_lossy(&body));
+            log::info!(
+                "certificate request from {peer:?} refused ({status}): {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         write_response(&mut tls, status, ctype, &body).await
     };
     let timed = work.or(async {
         smol::Timer::after(CONN_TIMEOUT).await;
-        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "certificate request timed out"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "certificate request timed out",
+        ))
     });
     if let Err(e) = timed.await {
         log::debug!("certificate connection from {peer:?}: {e}");
@@ -80,7 +86,10 @@ fn route(hub: &Hub, req: &Request, client_cn: Option<&str>) -> (u16, &'static st
     let by_cert = client_cn == Some(proto::node_common_name(node).as_str());
     if !by_cert {
         let Some(jwt) = req.bearer() else {
-            return text(401, "no enrollment token: send Authorization: Bearer <token>");
+            return text(
+                401,
+                "no enrollment token: send Authorization: Bearer <token>",
+            );
         };
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

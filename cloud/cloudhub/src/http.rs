@@ -28,7 +28,10 @@ pub struct Request {
 impl Request {
     /// A header by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The bearer token of an `Authorization: Bearer …` header.
@@ -40,18 +43,26 @@ impl Request {
 }
 
 /// Reads one request with a body of at most `max_body` bytes.
-pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S, max_body: usize) -> Result<Request, RequestError> {
+pub async fn read_request<S: AsyncRead + Unpin>(
+    s: &mut S,
+    max_body: usize,
+) -> Result<Request, RequestError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
         let n = s.read(&mut chunk).await?;
         if n == 0 {
-            return Err(RequestError::Malformed("connection closed mid-request".into()));
+            return Err(RequestError::Malformed(
+                "connection closed mid-request".into(),
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf).map_err(|e| RequestError::Malformed(e.to_string()))? {
+        match req
+            .parse(&buf)
+            .map_err(|e| RequestError::Malformed(e.to_string()))?
+        {
             httparse::Status::Partial => {
                 if buf.len() > MAX_HEAD_BYTES {
                     return Err(RequestError::TooLarge(MAX_HEAD_BYTES));
@@ -61,12 +72,21 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S, max_body: usize) -> R
                 let headers: Vec<(String, String)> = req
                     .headers
                     .iter()
-                    .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
                     .collect();
                 let len = headers
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.trim().parse::<usize>().map_err(|_| RequestError::Malformed("bad Content-Length".into())))
+                    .map(|(_, v)| {
+                        v.trim()
+                            .parse::<usize>()
+                            .map_err(|_| RequestError::Malformed("bad Content-Length".into()))
+                    })
                     .transpose()?
                     .unwrap_or(0);
                 if len > max_body {
@@ -83,7 +103,12 @@ pub async fn read_request<S: AsyncRead + Unpin>(s: &mut S, max_body: usize) -> R
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Request { method, path, headers, body });
+                return Ok(Request {
+                    method,
+                    path,
+                    headers,
+                    body,
+                });
             }
         }
     }
@@ -104,7 +129,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes a complete response and flushes it.
-pub async fn write_response<S: AsyncWrite + Unpin>(s: &mut S, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+pub async fn write_response<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         reason(status),
@@ -124,17 +154,27 @@ mod tests {
     fn reads_head_and_body_and_bounds_both() {
         smol::block_on(async {
             let raw = b"GET /edge.crt HTTP/1.1\r\nNodeName: e\r\nAuthorization: Bearer abc\r\nContent-Length: 3\r\n\r\nxyz".to_vec();
-            let r = read_request(&mut smol::io::Cursor::new(raw), 10).await.unwrap();
+            let r = read_request(&mut smol::io::Cursor::new(raw), 10)
+                .await
+                .unwrap();
             assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/edge.crt"));
             assert_eq!(r.header("nodename"), Some("e"));
             assert_eq!(r.bearer(), Some("abc"));
             assert_eq!(r.body, b"xyz");
             let big = b"GET / HTTP/1.1\r\nContent-Length: 11\r\n\r\n".to_vec();
-            assert!(matches!(read_request(&mut smol::io::Cursor::new(big), 10).await, Err(RequestError::TooLarge(10))));
+            assert!(matches!(
+                read_request(&mut smol::io::Cursor::new(big), 10).await,
+                Err(RequestError::TooLarge(10))
+            ));
             let cut = b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab".to_vec();
-            assert!(read_request(&mut smol::io::Cursor::new(cut), 10).await.is_err());
+            assert!(read_request(&mut smol::io::Cursor::new(cut), 10)
+                .await
+                .is_err());
             let junk = b"\x16\x03\x01garbage\r\n\r\n".to_vec();
-            assert!(matches!(read_request(&mut smol::io::Cursor::new(junk), 10).await, Err(RequestError::Malformed(_))));
+            assert!(matches!(
+                read_request(&mut smol::io::Cursor::new(junk), 10).await,
+                Err(RequestError::Malformed(_))
+            ));
         });
     }
 }

@@ -85,11 +85,17 @@ fn listen(addr: SocketAddr) -> Result<Async<TcpListener>, HubError> {
 pub fn bind(cfg: CloudHubConfig, ca: pki::Ca) -> Result<Bound, HubError> {
     let provider = Arc::new(ring::default_provider());
     let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).map_err(|e| HubError::Tls(e.to_string()))?;
+    roots
+        .add(ca.cert_der().clone())
+        .map_err(|e| HubError::Tls(e.to_string()))?;
     let roots = Arc::new(roots);
     let tls = |client_cert_required: bool| -> Result<TlsAcceptor, HubError> {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-        let verifier = if client_cert_required { verifier } else { verifier.allow_unauthenticated() };
+        let verifier = if client_cert_required {
+            verifier
+        } else {
+            verifier.allow_unauthenticated()
+        };
         let verifier = verifier.build().map_err(|e| HubError::Tls(e.to_string()))?;
         let (chain, key) = ca.issue_server_cert(&cfg.advertise)?;
         let sc = ServerConfig::builder_with_provider(provider.clone())
@@ -110,27 +116,47 @@ pub fn bind(cfg: CloudHubConfig, ca: pki::Ca) -> Result<Bound, HubError> {
         cfg,
         ca,
     });
-    Ok(Bound { hub, ws, cert, ws_tls, cert_tls })
+    Ok(Bound {
+        hub,
+        ws,
+        cert,
+        ws_tls,
+        cert_tls,
+    })
 }
 
 impl Bound {
     pub fn ws_addr(&self) -> SocketAddr {
-        self.ws.get_ref().local_addr().expect("bound listener has an address")
+        self.ws
+            .get_ref()
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn cert_addr(&self) -> SocketAddr {
-        self.cert.get_ref().local_addr().expect("bound listener has an address")
+        self.cert
+            .get_ref()
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// Accepts connections forever, each served by its own task on `ex`.
     pub async fn run(self, ex: Rc<LocalExecutor<'static>>) {
-        let Bound { hub, ws, cert, ws_tls, cert_tls } = self;
+        let Bound {
+            hub,
+            ws,
+            cert,
+            ws_tls,
+            cert_tls,
+        } = self;
         let ws_loop = {
             let (hub, ex) = (hub.clone(), ex.clone());
             async move {
                 loop {
                     match ws.accept().await {
-                        Ok((tcp, _)) => ex.spawn(server::handle(hub.clone(), ws_tls.clone(), tcp)).detach(),
+                        Ok((tcp, _)) => ex
+                            .spawn(server::handle(hub.clone(), ws_tls.clone(), tcp))
+                            .detach(),
                         Err(e) => accept_error(e).await,
                     }
                 }
@@ -139,7 +165,9 @@ impl Bound {
         let cert_loop = async move {
             loop {
                 match cert.accept().await {
-                    Ok((tcp, _)) => ex.spawn(certserver::handle(hub.clone(), cert_tls.clone(), tcp)).detach(),
+                    Ok((tcp, _)) => ex
+                        .spawn(certserver::handle(hub.clone(), cert_tls.clone(), tcp))
+                        .detach(),
                     Err(e) => accept_error(e).await,
                 }
             }

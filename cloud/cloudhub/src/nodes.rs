@@ -29,7 +29,9 @@ pub struct NodeRegistry {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Strategic-merge patch as far as node status needs it: objects merge recursively, `null`
@@ -53,7 +55,12 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                 t.remove(k);
             }
             Value::Object(_) => strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v),
-            Value::Array(items) if items.iter().all(|i| i.get("type").is_some_and(Value::is_string)) && !items.is_empty() => {
+            Value::Array(items)
+                if items
+                    .iter()
+                    .all(|i| i.get("type").is_some_and(Value::is_string))
+                    && !items.is_empty() =>
+            {
                 let list = t.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
                 if !list.is_array() {
                     *list = Value::Array(vec![]);
@@ -109,8 +116,18 @@ impl NodeRegistry {
     /// `insert null/node/<name>`: create, or take the edge's new report if it exists (an edge
     /// re-registers on every connect; upstream answers AlreadyExists and kubelet then reads the
     /// node, which comes to the same).
-    pub fn register(&mut self, name: &str, mut node: Value, now: SystemTime) -> Result<Value, StatusError> {
-        if node.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str) != Some(name) {
+    pub fn register(
+        &mut self,
+        name: &str,
+        mut node: Value,
+        now: SystemTime,
+    ) -> Result<Value, StatusError> {
+        if node
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            != Some(name)
+        {
             return Err(StatusError(objresp::status(
                 400,
                 "BadRequest",
@@ -132,7 +149,10 @@ impl NodeRegistry {
                 r.node["metadata"]["uid"].clone(),
                 r.node["metadata"]["creationTimestamp"].clone(),
             ),
-            None => (json!(proto::message::new_msg_id()), json!(proto::time::rfc3339(unix(now)))),
+            None => (
+                json!(proto::message::new_msg_id()),
+                json!(proto::time::rfc3339(unix(now))),
+            ),
         };
         node["kind"] = json!("Node");
         node["apiVersion"] = json!("v1");
@@ -157,9 +177,19 @@ impl NodeRegistry {
     }
 
     /// `patch null/nodepatch/<name>`: apply the edge's strategic-merge patch.
-    pub fn patch(&mut self, name: &str, patch: &[u8], now: SystemTime) -> Result<Value, StatusError> {
+    pub fn patch(
+        &mut self,
+        name: &str,
+        patch: &[u8],
+        now: SystemTime,
+    ) -> Result<Value, StatusError> {
         let patch: Value = serde_json::from_slice(patch).map_err(|e| {
-            StatusError(objresp::status(400, "BadRequest", &format!("node patch is not JSON: {e}"), json!({ "name": name, "kind": "nodes" })))
+            StatusError(objresp::status(
+                400,
+                "BadRequest",
+                &format!("node patch is not JSON: {e}"),
+                json!({ "name": name, "kind": "nodes" }),
+            ))
         })?;
         if !self.nodes.contains_key(name) {
             return Err(Self::not_found_node(name));
@@ -181,16 +211,33 @@ impl NodeRegistry {
 
     /// `insert` (`create = true`) or `update` of `kube-node-lease/lease/<name>`, with
     /// resourceVersion checks as the apiserver does them.
-    pub fn write_lease(&mut self, name: &str, mut lease: Value, create: bool, now: SystemTime) -> Result<Value, StatusError> {
+    pub fn write_lease(
+        &mut self,
+        name: &str,
+        mut lease: Value,
+        create: bool,
+        now: SystemTime,
+    ) -> Result<Value, StatusError> {
         let Some(existing) = self.nodes.get(name).map(|r| r.lease.clone()) else {
             return Err(Self::not_found_node(name));
         };
         let details = json!({ "name": name, "group": "coordination.k8s.io", "kind": "leases" });
         match (&existing, create) {
             (Some(_), true) => {
-                return Err(StatusError(objresp::status(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"), details)));
+                return Err(StatusError(objresp::status(
+                    409,
+                    "AlreadyExists",
+                    &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                    details,
+                )));
             }
-            (None, false) => return Err(StatusError(objresp::not_found("leases", "coordination.k8s.io", name))),
+            (None, false) => {
+                return Err(StatusError(objresp::not_found(
+                    "leases",
+                    "coordination.k8s.io",
+                    name,
+                )))
+            }
             (Some(old), false) => {
                 let sent = lease["metadata"]["resourceVersion"].as_str().unwrap_or("");
                 let have = old["metadata"]["resourceVersion"].as_str().unwrap_or("");
@@ -203,7 +250,8 @@ impl NodeRegistry {
                     )));
                 }
                 lease["metadata"]["uid"] = old["metadata"]["uid"].clone();
-                lease["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                lease["metadata"]["creationTimestamp"] =
+                    old["metadata"]["creationTimestamp"].clone();
             }
             (None, true) => {
                 lease["metadata"]["uid"] = json!(proto::message::new_msg_id());
@@ -237,14 +285,21 @@ impl NodeRegistry {
                 "lastHeartbeatTime": heard,
                 "lastTransitionTime": since,
             });
-            strategic_merge(&mut node, &json!({ "status": { "conditions": [not_ready] } }));
+            strategic_merge(
+                &mut node,
+                &json!({ "status": { "conditions": [not_ready] } }),
+            );
         }
         node
     }
 
     /// A Kubernetes `NodeList` of every node.
     pub fn list(&self, now: SystemTime, grace: Duration) -> Value {
-        let items: Vec<Value> = self.nodes.values().map(|r| self.view(r, now, grace)).collect();
+        let items: Vec<Value> = self
+            .nodes
+            .values()
+            .map(|r| self.view(r, now, grace))
+            .collect();
         json!({
             "kind": "NodeList",
             "apiVersion": "v1",
@@ -289,10 +344,18 @@ mod tests {
         let uid = a["metadata"]["uid"].clone();
         assert!(uid.is_string());
         assert_eq!(a["kind"], "Node");
-        let b = r.register("edge0", node("edge0"), t + Duration::from_secs(5)).unwrap();
+        let b = r
+            .register("edge0", node("edge0"), t + Duration::from_secs(5))
+            .unwrap();
         assert_eq!(b["metadata"]["uid"], uid);
-        assert_ne!(b["metadata"]["resourceVersion"], a["metadata"]["resourceVersion"]);
-        assert!(r.register("edge0", node("other"), t).is_err(), "name must match the session");
+        assert_ne!(
+            b["metadata"]["resourceVersion"],
+            a["metadata"]["resourceVersion"]
+        );
+        assert!(
+            r.register("edge0", node("other"), t).is_err(),
+            "name must match the session"
+        );
     }
 
     #[test]
@@ -302,7 +365,10 @@ mod tests {
         r.register("a", node("a"), t).unwrap();
         let e = r.register("b", node("b"), t).unwrap_err();
         assert_eq!(e.0["code"], 429);
-        assert!(r.register("a", node("a"), t).is_ok(), "re-registering an existing node is fine");
+        assert!(
+            r.register("a", node("a"), t).is_ok(),
+            "re-registering an existing node is fine"
+        );
     }
 
     #[test]
@@ -315,7 +381,10 @@ mod tests {
         let conds = n["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 3);
         assert_eq!(conds[1]["lastHeartbeatTime"], "t1");
-        assert_eq!(conds[1]["status"], "True", "fields not in the patch survive");
+        assert_eq!(
+            conds[1]["status"], "True",
+            "fields not in the patch survive"
+        );
         assert!(r.patch("e", b"not json", t).is_err());
         assert_eq!(r.patch("zz", b"{}", t).unwrap_err().0["reason"], "NotFound");
     }
@@ -326,12 +395,23 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         r.register("e", node("e"), t).unwrap();
         assert!(is_ready(&r.get("e", t + GRACE, GRACE).unwrap()));
-        let stale = r.get("e", t + GRACE + Duration::from_secs(1), GRACE).unwrap();
+        let stale = r
+            .get("e", t + GRACE + Duration::from_secs(1), GRACE)
+            .unwrap();
         assert!(!is_ready(&stale));
-        let ready = stale["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+        let ready = stale["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()
+            .clone();
         assert_eq!(ready["reason"], "NodeStatusUnknown");
         r.heard_from("e", t + GRACE);
-        assert!(is_ready(&r.get("e", t + GRACE + Duration::from_secs(1), GRACE).unwrap()));
+        assert!(is_ready(
+            &r.get("e", t + GRACE + Duration::from_secs(1), GRACE)
+                .unwrap()
+        ));
         let list = r.list(t, GRACE);
         assert_eq!(list["kind"], "NodeList");
         assert_eq!(list["items"].as_array().unwrap().len(), 1);
@@ -343,14 +423,27 @@ mod tests {
         let t = SystemTime::now();
         r.register("e", node("e"), t).unwrap();
         assert_eq!(r.lease("e").unwrap_err().0["reason"], "NotFound");
-        assert_eq!(r.write_lease("e", json!({"metadata":{}}), false, t).unwrap_err().0["reason"], "NotFound");
-        let l = r.write_lease("e", json!({"metadata":{},"spec":{}}), true, t).unwrap();
-        assert_eq!(r.write_lease("e", l.clone(), true, t).unwrap_err().0["reason"], "AlreadyExists");
+        assert_eq!(
+            r.write_lease("e", json!({"metadata":{}}), false, t)
+                .unwrap_err()
+                .0["reason"],
+            "NotFound"
+        );
+        let l = r
+            .write_lease("e", json!({"metadata":{},"spec":{}}), true, t)
+            .unwrap();
+        assert_eq!(
+            r.write_lease("e", l.clone(), true, t).unwrap_err().0["reason"],
+            "AlreadyExists"
+        );
         let l2 = r.write_lease("e", l.clone(), false, t).unwrap();
         assert_eq!(l2["metadata"]["uid"], l["metadata"]["uid"]);
         let stale = r.write_lease("e", l, false, t).unwrap_err();
         assert_eq!(stale.0["reason"], "Conflict");
         assert_eq!(r.lease("e").unwrap(), l2);
-        assert_eq!(r.write_lease("nobody", json!({}), true, t).unwrap_err().0["reason"], "NotFound");
+        assert_eq!(
+            r.write_lease("nobody", json!({}), true, t).unwrap_err().0["reason"],
+            "NotFound"
+        );
     }
 }

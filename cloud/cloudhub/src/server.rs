@@ -26,17 +26,26 @@ use crate::Hub;
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn reject(status: StatusCode, why: String) -> ErrorResponse {
-    let mut r = ErrorResponse::new(Some(why));
-    *r.status_mut() = status;
-    r
+/// A refused upgrade: the HTTP status and the reason sent as the body.
+type Refusal = (StatusCode, String);
+
+fn reject(status: StatusCode, why: String) -> Refusal {
+    (status, why)
 }
 
 /// Checks the upgrade request against the certificate's node name (§3.2 headers).
-fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, ErrorResponse> {
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, Refusal> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let Some(node) = header("node_id") else {
-        return Err(reject(StatusCode::BAD_REQUEST, "missing node_id header".into()));
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "missing node_id header".into(),
+        ));
     };
     if let Err(e) = proto::validate_node_name(&node) {
         return Err(reject(StatusCode::BAD_REQUEST, e));
@@ -45,7 +54,12 @@ fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, Error
     // header as msg and refuse other uses we do not implement.
     match header("connectionuse").as_deref() {
         None | Some("msg") => {}
-        Some(other) => return Err(reject(StatusCode::BAD_REQUEST, format!("ConnectionUse {other:?} is not supported"))),
+        Some(other) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!("ConnectionUse {other:?} is not supported"),
+            ))
+        }
     }
     match cert_node {
         Some(c) if c == node => Ok(node),
@@ -61,11 +75,16 @@ fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, Error
 }
 
 /// Serves one connection until it ends.
+// The handshake callback's error type is tungstenite's, large but not ours to change.
+#[allow(clippy::result_large_err)]
 pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) {
     let peer = tcp.get_ref().peer_addr().ok();
     let _ = tcp.get_ref().set_nodelay(true);
     let accepted = async {
-        let tls = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
         let cert_node = tls
             .get_ref()
             .1
@@ -76,16 +95,19 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         // The callback's verdict: the node on success, the refusal's reason otherwise (the
         // handshake error itself only carries the status code).
         let verdict = RefCell::new(Err(String::new()));
-        let callback = |req: &Request, resp: Response| match check_request(req, cert_node.as_deref()) {
-            Ok(n) => {
-                *verdict.borrow_mut() = Ok(n);
-                Ok(resp)
-            }
-            Err(e) => {
-                *verdict.borrow_mut() = Err(e.body().clone().unwrap_or_default());
-                Err(e)
-            }
-        };
+        let callback =
+            |req: &Request, resp: Response| match check_request(req, cert_node.as_deref()) {
+                Ok(n) => {
+                    *verdict.borrow_mut() = Ok(n);
+                    Ok(resp)
+                }
+                Err((status, why)) => {
+                    *verdict.borrow_mut() = Err(why.clone());
+                    let mut r = ErrorResponse::new(Some(why));
+                    *r.status_mut() = status;
+                    Err(r)
+                }
+            };
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -112,7 +134,10 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         }
     };
     let Some((session_id, kill)) = hub.sessions.open(&node, hub.cfg.node_limit) else {
-        log::warn!("node {node} refused: session limit {} reached", hub.cfg.node_limit);
+        log::warn!(
+            "node {node} refused: session limit {} reached",
+            hub.cfg.node_limit
+        );
         let _ = ws.close(None).await;
         return;
     };
@@ -120,13 +145,21 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
     let reason = session(&hub, &mut ws, &node, &kill).await;
     hub.sessions.close(&node, session_id);
     log::info!("node {node} disconnected: {reason}");
-    let _ = ws.close(None).or(async {
-        smol::Timer::after(Duration::from_secs(1)).await;
-        Ok(())
-    }).await;
+    let _ = ws
+        .close(None)
+        .or(async {
+            smol::Timer::after(Duration::from_secs(1)).await;
+            Ok(())
+        })
+        .await;
 }
 
-async fn session<S>(hub: &Hub, ws: &mut async_tungstenite::WebSocketStream<S>, node: &str, kill: &smol::channel::Receiver<()>) -> String
+async fn session<S>(
+    hub: &Hub,
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    node: &str,
+    kill: &smol::channel::Receiver<()>,
+) -> String
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
@@ -173,7 +206,12 @@ where
                         continue;
                     }
                 };
-                let (effect, reply) = dispatch::upstream(&mut hub.registry.borrow_mut(), node, &msg, SystemTime::now());
+                let (effect, reply) = dispatch::upstream(
+                    &mut hub.registry.borrow_mut(),
+                    node,
+                    &msg,
+                    SystemTime::now(),
+                );
                 if effect == Effect::Keepalive {
                     last_keepalive = Instant::now();
                 }
@@ -246,13 +284,29 @@ mod tests {
 
     #[test]
     fn handshake_checks_headers_against_certificate() {
-        let ok = req(&[("Node_id", "edge0"), ("Project_id", "p"), ("Connectionuse", "msg")]);
+        let ok = req(&[
+            ("Node_id", "edge0"),
+            ("Project_id", "p"),
+            ("Connectionuse", "msg"),
+        ]);
         assert_eq!(check_request(&ok, Some("edge0")).unwrap(), "edge0");
-        assert_eq!(check_request(&ok, Some("edge1")).unwrap_err().status(), StatusCode::FORBIDDEN);
-        assert_eq!(check_request(&ok, None).unwrap_err().status(), StatusCode::FORBIDDEN);
-        assert_eq!(check_request(&req(&[]), Some("edge0")).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check_request(&ok, Some("edge1")).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            check_request(&ok, None).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            check_request(&req(&[]), Some("edge0")).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
         let stream = req(&[("node_id", "edge0"), ("ConnectionUse", "str")]);
-        assert_eq!(check_request(&stream, Some("edge0")).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            check_request(&stream, Some("edge0")).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
         let missing_use = req(&[("node_id", "edge0")]);
         assert!(check_request(&missing_use, Some("edge0")).is_ok());
     }

@@ -121,7 +121,9 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "KubeEdge");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "KubeEdge");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -150,10 +152,12 @@ impl Ca {
         let key_pem = fs::read_to_string(key).map_err(io_err(key))?;
         let key_pair = KeyPair::from_pem(&key_pem).map_err(|e| corrupt(key, e.to_string()))?;
         let crt_pem = fs::read_to_string(crt).map_err(io_err(crt))?;
-        let cert_der = pem_to_der(&crt_pem, "CERTIFICATE").ok_or_else(|| corrupt(crt, "no CERTIFICATE block".into()))?;
+        let cert_der = pem_to_der(&crt_pem, "CERTIFICATE")
+            .ok_or_else(|| corrupt(crt, "no CERTIFICATE block".into()))?;
         let cert_der = CertificateDer::from(cert_der);
         let key_der = key_pair.serialize_der();
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key_pair).map_err(|e| corrupt(crt, e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key_pair)
+            .map_err(|e| corrupt(crt, e.to_string()))?;
         Ok(Ca {
             cert_der,
             key_der,
@@ -190,32 +194,41 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "KubeEdge");
-        params.distinguished_name.push(DnType::OrganizationName, "KubeEdge");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "KubeEdge");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "KubeEdge");
         for n in names {
             params.subject_alt_names.push(match n.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(n.clone().try_into()?),
             });
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(EDGE_CERT_DAYS);
         let cert = params.signed_by(&key, &self.issuer)?;
-        let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| PkiError::Corrupt {
-            path: PathBuf::from("<generated server key>"),
-            reason: e.to_string(),
-        })?;
+        let key_der =
+            PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| PkiError::Corrupt {
+                path: PathBuf::from("<generated server key>"),
+                reason: e.to_string(),
+            })?;
         Ok((vec![cert.der().clone(), self.cert_der.clone()], key_der))
     }
 
     /// Signs an edge's CSR (DER) for `node`, as upstream's `/edge.crt` does: the subject is
     /// copied from the CSR, EKU ClientAuth, valid for [`EDGE_CERT_DAYS`].
     pub fn sign_node_csr(&self, csr_der: &[u8], node: &str) -> Result<Vec<u8>, SignError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(|_| SignError::BadCsr)?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|_| SignError::BadCsr)?;
         let expected = proto::node_common_name(node);
         let found = csr_common_name(csr_der).unwrap_or_default();
         if found != expected {
@@ -227,7 +240,10 @@ impl Ca {
         }
         let mut params = csr.params;
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.subject_alt_names.clear();
         let now = time::OffsetDateTime::now_utc();
@@ -261,13 +277,24 @@ impl Ca {
             (Some(s), Some(i)) => (s, i),
             _ => return Err(TokenRejected::Malformed),
         };
-        let sig = B64.decode(sig.trim_end_matches('=')).map_err(|_| TokenRejected::Malformed)?;
+        let sig = B64
+            .decode(sig.trim_end_matches('='))
+            .map_err(|_| TokenRejected::Malformed)?;
         ring::hmac::verify(&self.hmac_key(), signing_input.as_bytes(), &sig)
             .map_err(|_| TokenRejected::BadSignature)?;
-        let claims = signing_input.split('.').nth(1).ok_or(TokenRejected::Malformed)?;
-        let claims = B64.decode(claims.trim_end_matches('=')).map_err(|_| TokenRejected::Malformed)?;
-        let claims: serde_json::Value = serde_json::from_slice(&claims).map_err(|_| TokenRejected::Malformed)?;
-        let exp = claims.get("exp").and_then(serde_json::Value::as_i64).ok_or(TokenRejected::Malformed)?;
+        let claims = signing_input
+            .split('.')
+            .nth(1)
+            .ok_or(TokenRejected::Malformed)?;
+        let claims = B64
+            .decode(claims.trim_end_matches('='))
+            .map_err(|_| TokenRejected::Malformed)?;
+        let claims: serde_json::Value =
+            serde_json::from_slice(&claims).map_err(|_| TokenRejected::Malformed)?;
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or(TokenRejected::Malformed)?;
         if now_unix >= exp {
             return Err(TokenRejected::Expired(now_unix - exp));
         }
@@ -283,25 +310,46 @@ impl Ca {
 /// The subject common name of a DER certificate, if it has one.
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
     Some(cn)
 }
 
 fn csr_common_name(csr_der: &[u8]) -> Option<String> {
     use x509_parser::prelude::FromDer;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
-    let cn = csr.certification_request_info.subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr_der).ok()?;
+    let cn = csr
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
     Some(cn)
 }
 
 /// Encodes DER as PEM with the given label (LF line endings).
 pub fn der_to_pem(der: &[u8], label: &str) -> String {
-    pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// The first PEM block with `label`, decoded.
 pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
-    pem::parse_many(text).ok()?.into_iter().find(|p| p.tag() == label).map(|p| p.into_contents())
+    pem::parse_many(text)
+        .ok()?
+        .into_iter()
+        .find(|p| p.tag() == label)
+        .map(|p| p.into_contents())
 }
 
 #[cfg(test)]
@@ -319,7 +367,8 @@ mod tests {
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, cn);
-        p.distinguished_name.push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
+        p.distinguished_name
+            .push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
         p.serialize_request(&key).unwrap().der().to_vec()
     }
 
@@ -330,7 +379,9 @@ mod tests {
         let b = Ca::load_or_create(&d).unwrap();
         assert_eq!(a.cert_der(), b.cert_der());
         assert_eq!(common_name(a.cert_der()).as_deref(), Some("KubeEdge"));
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(d.join("ca.key")).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(d.join("ca.key")).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o077, 0, "CA key must be owner-only");
         // A token from one load verifies on the other: the HMAC key survived the round trip.
         let t = a.issue_token(i64::MAX);
@@ -342,7 +393,10 @@ mod tests {
         let d = tmp("half");
         Ca::load_or_create(&d).unwrap();
         fs::remove_file(d.join("ca.key")).unwrap();
-        assert!(matches!(Ca::load_or_create(&d), Err(PkiError::Corrupt { .. })));
+        assert!(matches!(
+            Ca::load_or_create(&d),
+            Err(PkiError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -354,7 +408,10 @@ mod tests {
         assert_eq!(ca.verify_jwt(&t.jwt, 999), Ok(()));
         assert_eq!(ca.verify_jwt(&t.jwt, 1010), Err(TokenRejected::Expired(10)));
         let other = Ca::load_or_create(&tmp("tok-other")).unwrap();
-        assert_eq!(other.verify_jwt(&t.jwt, 0), Err(TokenRejected::BadSignature));
+        assert_eq!(
+            other.verify_jwt(&t.jwt, 0),
+            Err(TokenRejected::BadSignature)
+        );
         assert_eq!(ca.verify_jwt("garbage", 0), Err(TokenRejected::Malformed));
         let mut tampered = t.jwt.clone();
         tampered.insert(40, 'A');
@@ -367,13 +424,18 @@ mod tests {
     #[test]
     fn signs_only_the_csr_of_the_named_node() {
         let ca = Ca::load_or_create(&tmp("sign")).unwrap();
-        let der = ca.sign_node_csr(&csr_for("system:node:edge0"), "edge0").unwrap();
+        let der = ca
+            .sign_node_csr(&csr_for("system:node:edge0"), "edge0")
+            .unwrap();
         assert_eq!(common_name(&der).as_deref(), Some("system:node:edge0"));
         assert!(matches!(
             ca.sign_node_csr(&csr_for("system:node:edge1"), "edge0"),
             Err(SignError::WrongNode { .. })
         ));
-        assert_eq!(ca.sign_node_csr(b"not a csr", "edge0"), Err(SignError::BadCsr));
+        assert_eq!(
+            ca.sign_node_csr(b"not a csr", "edge0"),
+            Err(SignError::BadCsr)
+        );
     }
 
     #[test]

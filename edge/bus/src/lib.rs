@@ -68,7 +68,9 @@ pub enum CloudRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link {
     /// Up; `local_ip` is this gateway's address on the path to the cloud (the node's InternalIP).
-    Connected { local_ip: std::net::IpAddr },
+    Connected {
+        local_ip: std::net::IpAddr,
+    },
     Disconnected,
 }
 
@@ -221,13 +223,26 @@ mod tests {
         smol::block_on(async {
             let (bus, boxes) = Bus::new(&[ModuleId::EdgeHub, ModuleId::Edged]);
             for _ in 0..MAILBOX_CAPACITY + 3 {
-                bus.deliver(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() }));
+                bus.deliver(
+                    ModuleId::Edged,
+                    BusMessage::Link(Link::Connected {
+                        local_ip: [127, 0, 0, 1].into(),
+                    }),
+                );
             }
             assert_eq!(bus.dropped(), 3);
             let edged = boxes.iter().find(|b| b.id == ModuleId::Edged).unwrap();
-            assert_eq!(edged.recv().await, Some(BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })));
+            assert_eq!(
+                edged.recv().await,
+                Some(BusMessage::Link(Link::Connected {
+                    local_ip: [127, 0, 0, 1].into()
+                }))
+            );
             // One slot is free again, so a waiting send completes at once.
-            assert!(bus.send(ModuleId::Edged, BusMessage::Link(Link::Disconnected)).await);
+            assert!(
+                bus.send(ModuleId::Edged, BusMessage::Link(Link::Disconnected))
+                    .await
+            );
         });
     }
 
@@ -236,10 +251,28 @@ mod tests {
         smol::block_on(async {
             let (bus, boxes) = Bus::new(&[ModuleId::EdgeHub]);
             assert!(!bus.is_enabled(ModuleId::Edged));
-            assert!(!bus.send(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })).await);
-            bus.broadcast(ModuleId::Edged, BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() }));
+            assert!(
+                !bus.send(
+                    ModuleId::Edged,
+                    BusMessage::Link(Link::Connected {
+                        local_ip: [127, 0, 0, 1].into()
+                    })
+                )
+                .await
+            );
+            bus.broadcast(
+                ModuleId::Edged,
+                BusMessage::Link(Link::Connected {
+                    local_ip: [127, 0, 0, 1].into(),
+                }),
+            );
             assert_eq!(boxes.len(), 1);
-            assert_eq!(boxes[0].recv().await, Some(BusMessage::Link(Link::Connected { local_ip: [127, 0, 0, 1].into() })));
+            assert_eq!(
+                boxes[0].recv().await,
+                Some(BusMessage::Link(Link::Connected {
+                    local_ip: [127, 0, 0, 1].into()
+                }))
+            );
         });
     }
 

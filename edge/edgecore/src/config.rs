@@ -117,22 +117,34 @@ impl Config {
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read(path).with_context(|| {
-            format!("cannot read {} (has this gateway joined a cloud? run `edgecore join` first)", path.display())
+            format!(
+                "cannot read {} (has this gateway joined a cloud? run `edgecore join` first)",
+                path.display()
+            )
         })?;
-        let cfg: Config = serde_json::from_slice(&text).with_context(|| format!("{} is not a valid edgecore config", path.display()))?;
-        cfg.validate().with_context(|| format!("in {}", path.display()))?;
+        let cfg: Config = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not a valid edgecore config", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("in {}", path.display()))?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         proto::validate_node_name(&self.node_name).map_err(anyhow::Error::msg)?;
-        for (what, d) in [("heartbeat", self.heartbeat), ("status_interval", self.status_interval), ("lease_interval", self.lease_interval)] {
+        for (what, d) in [
+            ("heartbeat", self.heartbeat),
+            ("status_interval", self.status_interval),
+            ("lease_interval", self.lease_interval),
+        ] {
             if d < Duration::from_millis(100) || d > Duration::from_secs(600) {
                 bail!("{what} {d:?} must be between 100ms and 10m");
             }
         }
         if self.heartbeat > Duration::from_secs(29) {
-            bail!("heartbeat {:?} must stay under cloudcore's 30 s keepalive timeout", self.heartbeat);
+            bail!(
+                "heartbeat {:?} must stay under cloudcore's 30 s keepalive timeout",
+                self.heartbeat
+            );
         }
         support::parse_level(&self.log_level).map_err(anyhow::Error::msg)?;
         Ok(())
@@ -162,7 +174,12 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_typos() {
-        let c = Config::new("edge0", Path::new("/tmp/x"), "127.0.0.1:10000".into(), "127.0.0.1:10002".into());
+        let c = Config::new(
+            "edge0",
+            Path::new("/tmp/x"),
+            "127.0.0.1:10000".into(),
+            "127.0.0.1:10002".into(),
+        );
         let text = serde_json::to_string(&c).unwrap();
         assert!(text.contains("\"heartbeat\":\"15s\""));
         let back: Config = serde_json::from_str(&text).unwrap();

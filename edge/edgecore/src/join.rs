@@ -46,14 +46,23 @@ fn https_get(
         .with_context(|| format!("cannot resolve {host}"))?
         .next()
         .with_context(|| format!("{host} has no address"))?;
-    let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT).with_context(|| format!("cannot connect to {addr}"))?;
+    let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .with_context(|| format!("cannot connect to {addr}"))?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
-    let name = ServerName::try_from(host.to_owned()).with_context(|| format!("{host} is not a valid server name"))?;
+    let name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host} is not a valid server name"))?;
     let conn = ClientConnection::new(tls, name)?;
     let mut stream = StreamOwned::new(conn, tcp);
-    support::http::exchange(&mut stream, "GET", &format!("{host}:{port}"), path, headers, body)
-        .with_context(|| format!("https://{host}:{port}{path}"))
+    support::http::exchange(
+        &mut stream,
+        "GET",
+        &format!("{host}:{port}"),
+        path,
+        headers,
+        body,
+    )
+    .with_context(|| format!("https://{host}:{port}{path}"))
 }
 
 fn host_port(host: &str, port: u16) -> String {
@@ -66,7 +75,8 @@ fn host_port(host: &str, port: u16) -> String {
 
 pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     proto::validate_node_name(&args.node_name).map_err(anyhow::Error::msg)?;
-    let token = EnrollToken::parse(&args.token).context("the token is not a cloudcore enrollment token")?;
+    let token =
+        EnrollToken::parse(&args.token).context("the token is not a cloudcore enrollment token")?;
     let host = args.cloud.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         bail!("--cloud needs the cloud's address");
@@ -75,10 +85,24 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
         bail!("--cloud takes a host name or address without a port; use --ws-port and --cert-port for ports");
     }
 
-    eprintln!("fetching the cloud CA from https://{}/ca.crt", host_port(host, args.cert_port));
-    let resp = https_get(crate::tls::fetch_ca_config()?, host, args.cert_port, "/ca.crt", &[], b"")?;
+    eprintln!(
+        "fetching the cloud CA from https://{}/ca.crt",
+        host_port(host, args.cert_port)
+    );
+    let resp = https_get(
+        crate::tls::fetch_ca_config()?,
+        host,
+        args.cert_port,
+        "/ca.crt",
+        &[],
+        b"",
+    )?;
     if resp.status != 200 {
-        bail!("the cloud answered /ca.crt with HTTP {}: {}", resp.status, String::from_utf8_lossy(&resp.body));
+        bail!(
+            "the cloud answered /ca.crt with HTTP {}: {}",
+            resp.status,
+            String::from_utf8_lossy(&resp.body)
+        );
     }
     let ca_der = resp.body;
     let got = ring::digest::digest(&ring::digest::SHA256, &ca_der);
@@ -90,13 +114,20 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
             hex(got.as_ref())
         );
     }
-    eprintln!("CA verified against the token (sha256 {})", hex(&token.ca_sha256[..8]));
+    eprintln!(
+        "CA verified against the token (sha256 {})",
+        hex(&token.ca_sha256[..8])
+    );
 
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, proto::node_common_name(&args.node_name));
-    params.distinguished_name.push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, proto::node_common_name(&args.node_name));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
     let csr = params.serialize_request(&key)?;
 
     eprintln!("requesting a certificate for node {}", args.node_name);
@@ -112,8 +143,14 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     )?;
     match resp.status {
         200 => {}
-        401 | 403 => bail!("the cloud refused enrollment: {}", String::from_utf8_lossy(&resp.body).trim()),
-        s => bail!("the cloud answered /edge.crt with HTTP {s}: {}", String::from_utf8_lossy(&resp.body).trim()),
+        401 | 403 => bail!(
+            "the cloud refused enrollment: {}",
+            String::from_utf8_lossy(&resp.body).trim()
+        ),
+        s => bail!(
+            "the cloud answered /edge.crt with HTTP {s}: {}",
+            String::from_utf8_lossy(&resp.body).trim()
+        ),
     }
     let cert_der = resp.body;
 
@@ -139,11 +176,21 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     }
     let path = data_dir.join(CONFIG_FILE);
     cfg.save(&path)?;
-    eprintln!("joined: node {} enrolled; config written to {}", args.node_name, path.display());
-    eprintln!("start it with: edgecore run --data-dir {}", data_dir.display());
+    eprintln!(
+        "joined: node {} enrolled; config written to {}",
+        args.node_name,
+        path.display()
+    );
+    eprintln!(
+        "start it with: edgecore run --data-dir {}",
+        data_dir.display()
+    );
     Ok(())
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    pem::encode_config(&pem::Pem::new(label, der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF))
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }

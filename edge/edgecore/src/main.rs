@@ -67,7 +67,8 @@ fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
 }
 
 fn text(v: OsString) -> anyhow::Result<String> {
-    v.into_string().map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
+    v.into_string()
+        .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
 }
 
 fn duration(v: OsString) -> anyhow::Result<std::time::Duration> {
@@ -108,7 +109,10 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("token") => token = Some(text(p.value()?)?),
             Long("token-file") => {
                 let f = PathBuf::from(p.value()?);
-                token = Some(std::fs::read_to_string(&f).with_context(|| format!("cannot read token file {}", f.display()))?);
+                token = Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read token file {}", f.display()))?,
+                );
             }
             Long("node-name") => node = Some(text(p.value()?)?),
             Long("data-dir") => dir = Some(PathBuf::from(p.value()?)),
@@ -122,8 +126,12 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
             _ => return Err(UsageError(arg.unexpected().to_string()).into()),
         }
     }
-    let Some(cloud) = cloud else { return usage("join needs --cloud <HOST>") };
-    let Some(token) = token else { return usage("join needs --token <TOKEN> or --token-file <FILE>") };
+    let Some(cloud) = cloud else {
+        return usage("join needs --cloud <HOST>");
+    };
+    let Some(token) = token else {
+        return usage("join needs --token <TOKEN> or --token-file <FILE>");
+    };
     let node_name = node.unwrap_or_else(hostname);
     join::join(join::JoinArgs {
         cloud,
@@ -154,7 +162,10 @@ fn cmd_run(mut p: lexopt::Parser) -> anyhow::Result<()> {
             _ => return Err(UsageError(arg.unexpected().to_string()).into()),
         }
     }
-    let path = file.unwrap_or_else(|| dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)).join(config::CONFIG_FILE));
+    let path = file.unwrap_or_else(|| {
+        dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR))
+            .join(config::CONFIG_FILE)
+    });
     let mut cfg = config::Config::load(&path).map_err(|e| UsageError(format!("{e:#}")))?;
     if let Some(h) = heartbeat {
         cfg.heartbeat = h;
@@ -184,7 +195,11 @@ fn real_main() -> anyhow::Result<()> {
             _ => usage(format!("unknown command {cmd:?}")),
         },
         Some(Long("version")) | Some(Short('V')) => {
-            println!("edgecore {} ({})", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH);
+            println!(
+                "edgecore {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH
+            );
             Ok(())
         }
         Some(Long("help")) | Some(Short('h')) => {

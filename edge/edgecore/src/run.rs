@@ -41,7 +41,12 @@ const MODULES: &[ModuleSpec] = &[
     },
 ];
 
-fn start_edgehub(cfg: &Config, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) -> anyhow::Result<ModuleFuture> {
+fn start_edgehub(
+    cfg: &Config,
+    mailbox: Mailbox,
+    bus: Bus,
+    shutdown: Shutdown,
+) -> anyhow::Result<ModuleFuture> {
     let hub = edgehub::EdgeHubConfig {
         node_name: cfg.node_name.clone(),
         project_id: cfg.cloud.project_id.clone(),
@@ -56,7 +61,12 @@ fn start_edgehub(cfg: &Config, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) -
 }
 
 #[cfg(feature = "edged")]
-fn start_edged(cfg: &Config, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) -> anyhow::Result<ModuleFuture> {
+fn start_edged(
+    cfg: &Config,
+    mailbox: Mailbox,
+    bus: Bus,
+    shutdown: Shutdown,
+) -> anyhow::Result<ModuleFuture> {
     let edged = edged::EdgedConfig {
         node_name: cfg.node_name.clone(),
         status_interval: cfg.status_interval,
@@ -79,8 +89,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         futures.push((spec.id, fut));
     }
     drop(bus);
-    let mut signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .context("cannot install signal handlers")?;
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .context("cannot install signal handlers")?;
     log::info!(
         "edgecore {} starting node {} with modules: {}",
         env!("CARGO_PKG_VERSION"),
@@ -90,7 +101,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(async {
-        let tasks: Vec<_> = futures.into_iter().map(|(id, f)| (id, ex.spawn(f))).collect();
+        let tasks: Vec<_> = futures
+            .into_iter()
+            .map(|(id, f)| (id, ex.spawn(f)))
+            .collect();
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("received {sig:?}; shutting down");
         }

@@ -3,8 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use futures_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use futures_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use futures_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use futures_rustls::rustls::crypto::{
+    ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider,
+};
 use futures_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use futures_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -18,19 +22,23 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Trust exactly the cloud CA.
 pub fn roots(ca_der: CertificateDer<'static>) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca_der).context("the cloud CA certificate is not usable as a trust anchor")?;
+    roots
+        .add(ca_der)
+        .context("the cloud CA certificate is not usable as a trust anchor")?;
     Ok(roots)
 }
 
 /// The tunnel's TLS: server verified against the cloud CA (host name included), our
 /// certificate presented. No ALPN: upstream's server would pick h2, which WebSocket can't use.
 pub fn tunnel_config(pki: &Pki) -> anyhow::Result<Arc<ClientConfig>> {
-    let ca = CertificateDer::from_pem_file(&pki.ca).with_context(|| format!("reading cloud CA {}", pki.ca.display()))?;
+    let ca = CertificateDer::from_pem_file(&pki.ca)
+        .with_context(|| format!("reading cloud CA {}", pki.ca.display()))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.cert)
         .with_context(|| format!("reading {}", pki.cert.display()))?
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not a PEM certificate", pki.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&pki.key).with_context(|| format!("reading key {}", pki.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&pki.key)
+        .with_context(|| format!("reading key {}", pki.key.display()))?;
     let cfg = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(ca)?)
@@ -82,7 +90,12 @@ impl ServerCertVerifier for TrustOnFirstFetch {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, futures_rustls::rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -91,7 +104,12 @@ impl ServerCertVerifier for TrustOnFirstFetch {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, futures_rustls::rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -16,7 +16,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use bus::{Bus, BusMessage, CloudRequest, Link, Mailbox, ModuleId, Outcome, Reply, RequestId, Shutdown};
+use bus::{
+    Bus, BusMessage, CloudRequest, Link, Mailbox, ModuleId, Outcome, Reply, RequestId, Shutdown,
+};
 use serde_json::Value;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
@@ -73,7 +75,13 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    pub fn new(name: &str, facts: NodeFacts, status_interval: Duration, lease_interval: Duration, now: Instant) -> Self {
+    pub fn new(
+        name: &str,
+        facts: NodeFacts,
+        status_interval: Duration,
+        lease_interval: Duration,
+        now: Instant,
+    ) -> Self {
         NodeAgent {
             name: name.to_owned(),
             facts,
@@ -110,7 +118,10 @@ impl NodeAgent {
     fn conditions(&mut self, pressure: &Pressure, now_rfc: &str) -> [Condition; 4] {
         let conds = node::conditions(pressure);
         for (i, c) in conds.iter().enumerate() {
-            let changed = self.last_conditions.as_ref().is_none_or(|old| old[i].status != c.status);
+            let changed = self
+                .last_conditions
+                .as_ref()
+                .is_none_or(|old| old[i].status != c.status);
             if changed {
                 self.transitions[i] = now_rfc.to_owned();
             }
@@ -120,7 +131,13 @@ impl NodeAgent {
     }
 
     /// The tunnel went up or down.
-    pub fn on_link(&mut self, link: Link, now: Instant, wall: SystemTime, pressure: &Pressure) -> Vec<(RequestId, CloudRequest)> {
+    pub fn on_link(
+        &mut self,
+        link: Link,
+        now: Instant,
+        wall: SystemTime,
+        pressure: &Pressure,
+    ) -> Vec<(RequestId, CloudRequest)> {
         let mut out = Vec::new();
         match link {
             Link::Connected { local_ip } => {
@@ -140,11 +157,23 @@ impl NodeAgent {
         out
     }
 
-    fn register(&mut self, wall: SystemTime, pressure: &Pressure, out: &mut Vec<(RequestId, CloudRequest)>) {
+    fn register(
+        &mut self,
+        wall: SystemTime,
+        pressure: &Pressure,
+        out: &mut Vec<(RequestId, CloudRequest)>,
+    ) {
         let Some(ip) = self.link else { return };
         let now_rfc = rfc3339(wall);
         let conds = self.conditions(pressure, &now_rfc);
-        let node = node::node_object(&self.name, &self.facts, ip, &conds, &self.transitions, &now_rfc);
+        let node = node::node_object(
+            &self.name,
+            &self.facts,
+            ip,
+            &conds,
+            &self.transitions,
+            &now_rfc,
+        );
         self.ask(Asked::Register, CloudRequest::RegisterNode { node }, out);
     }
 
@@ -164,7 +193,12 @@ impl NodeAgent {
     }
 
     /// A request ended.
-    pub fn on_reply(&mut self, id: RequestId, outcome: Outcome, wall: SystemTime) -> Vec<(RequestId, CloudRequest)> {
+    pub fn on_reply(
+        &mut self,
+        id: RequestId,
+        outcome: Outcome,
+        wall: SystemTime,
+    ) -> Vec<(RequestId, CloudRequest)> {
         let mut out = Vec::new();
         let Some(pos) = self.in_flight.iter().position(|(i, _)| *i == id) else {
             return out; // from before a reconnect
@@ -203,14 +237,21 @@ impl NodeAgent {
                 log::debug!("lease request answered {r:?}; re-reading the lease");
                 self.lease = LeaseState::Unknown;
             }
-            (Asked::Status, Reply::Failed { message, .. }) => log::warn!("node status patch refused: {message}"),
+            (Asked::Status, Reply::Failed { message, .. }) => {
+                log::warn!("node status patch refused: {message}")
+            }
             (Asked::Status, _) => {}
         }
         out
     }
 
     /// Periodic work due at `now`.
-    pub fn on_tick(&mut self, now: Instant, wall: SystemTime, pressure: &Pressure) -> Vec<(RequestId, CloudRequest)> {
+    pub fn on_tick(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        pressure: &Pressure,
+    ) -> Vec<(RequestId, CloudRequest)> {
         let mut out = Vec::new();
         if self.link.is_none() {
             return out;
@@ -227,7 +268,11 @@ impl NodeAgent {
             let now_rfc = rfc3339(wall);
             let conds = self.conditions(pressure, &now_rfc);
             let patch = node::status_patch(&conds, &self.transitions, &now_rfc);
-            self.ask(Asked::Status, CloudRequest::PatchNodeStatus { patch }, &mut out);
+            self.ask(
+                Asked::Status,
+                CloudRequest::PatchNodeStatus { patch },
+                &mut out,
+            );
         }
         if now >= self.next_lease {
             self.next_lease = now + self.lease_interval;
@@ -238,7 +283,9 @@ impl NodeAgent {
 }
 
 fn unix_micros(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -248,7 +295,13 @@ fn rfc3339(t: SystemTime) -> String {
 /// Runs Edged until shutdown.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let facts = sysinfo::read_facts(&cfg.data_dir);
-    let mut agent = NodeAgent::new(&cfg.node_name, facts, cfg.status_interval, cfg.lease_interval, Instant::now());
+    let mut agent = NodeAgent::new(
+        &cfg.node_name,
+        facts,
+        cfg.status_interval,
+        cfg.lease_interval,
+        Instant::now(),
+    );
     let period = (cfg.status_interval.min(cfg.lease_interval) / 4).max(Duration::from_millis(50));
     let mut ticker = smol::Timer::interval(period);
     loop {
@@ -271,7 +324,9 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         let wall = SystemTime::now();
         let requests = match ev {
             Ev::Mail(None) | Ev::Stop => return,
-            Ev::Mail(Some(BusMessage::Link(link))) => agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
+            Ev::Mail(Some(BusMessage::Link(link))) => {
+                agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir))
+            }
             Ev::Mail(Some(BusMessage::Reply { id, outcome })) => agent.on_reply(id, outcome, wall),
             Ev::Mail(Some(other)) => {
                 log::debug!("edged ignores {other:?}");
@@ -280,7 +335,11 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
             Ev::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
         };
         for (id, request) in requests {
-            let msg = BusMessage::ToCloud { from: ModuleId::Edged, id, request };
+            let msg = BusMessage::ToCloud {
+                from: ModuleId::Edged,
+                id,
+                request,
+            };
             if !bus.send(ModuleId::EdgeHub, msg).await {
                 return;
             }
@@ -296,11 +355,16 @@ mod tests {
     const S: Duration = Duration::from_secs(10);
 
     fn answered(reply: Reply) -> Outcome {
-        Outcome::Answered { reply, resource_version: String::new() }
+        Outcome::Answered {
+            reply,
+            resource_version: String::new(),
+        }
     }
 
     fn up() -> Link {
-        Link::Connected { local_ip: [10, 0, 0, 2].into() }
+        Link::Connected {
+            local_ip: [10, 0, 0, 2].into(),
+        }
     }
 
     #[test]
@@ -309,13 +373,27 @@ mod tests {
         let w = SystemTime::now();
         let p = Pressure::default();
         let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
-        assert!(a.on_tick(t0, w, &p).is_empty(), "nothing while disconnected");
+        assert!(
+            a.on_tick(t0, w, &p).is_empty(),
+            "nothing while disconnected"
+        );
         let reqs = a.on_link(up(), t0, w, &p);
-        assert!(matches!(reqs.as_slice(), [(_, CloudRequest::RegisterNode { .. })]));
-        let reqs = a.on_reply(reqs[0].0, answered(Reply::Object(json!({"metadata":{"uid":"u1"}}))), w);
+        assert!(matches!(
+            reqs.as_slice(),
+            [(_, CloudRequest::RegisterNode { .. })]
+        ));
+        let reqs = a.on_reply(
+            reqs[0].0,
+            answered(Reply::Object(json!({"metadata":{"uid":"u1"}}))),
+            w,
+        );
         assert!(a.is_registered());
         assert!(matches!(reqs.as_slice(), [(_, CloudRequest::QueryLease)]));
-        let nf = Reply::Failed { code: 404, reason: "NotFound".into(), message: String::new() };
+        let nf = Reply::Failed {
+            code: 404,
+            reason: "NotFound".into(),
+            message: String::new(),
+        };
         let reqs = a.on_reply(reqs[0].0, answered(nf), w);
         let lease = match reqs.as_slice() {
             [(_, CloudRequest::CreateLease { lease })] => lease.clone(),
@@ -324,13 +402,17 @@ mod tests {
         assert_eq!(lease["metadata"]["ownerReferences"][0]["uid"], "u1");
         let mut stored = lease.clone();
         stored["metadata"]["resourceVersion"] = json!("5");
-        assert!(a.on_reply(reqs[0].0, answered(Reply::Object(stored)), w).is_empty());
+        assert!(a
+            .on_reply(reqs[0].0, answered(Reply::Object(stored)), w)
+            .is_empty());
         // Before the interval nothing is due; at it, a status patch and a lease update.
         assert!(a.on_tick(t0 + S / 2, w, &p).is_empty());
         let reqs = a.on_tick(t0 + S, w, &p);
         assert!(matches!(reqs[0].1, CloudRequest::PatchNodeStatus { .. }));
         match &reqs[1].1 {
-            CloudRequest::UpdateLease { lease } => assert_eq!(lease["metadata"]["resourceVersion"], "5"),
+            CloudRequest::UpdateLease { lease } => {
+                assert_eq!(lease["metadata"]["resourceVersion"], "5")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -345,8 +427,15 @@ mod tests {
         assert!(a.on_reply(reqs[0].0, Outcome::Lost, w).is_empty());
         assert!(!a.is_registered());
         let reqs = a.on_tick(t0 + S, w, &p);
-        assert!(matches!(reqs.as_slice(), [(_, CloudRequest::RegisterNode { .. })]), "{reqs:?}");
-        let exists = Reply::Failed { code: 409, reason: "AlreadyExists".into(), message: String::new() };
+        assert!(
+            matches!(reqs.as_slice(), [(_, CloudRequest::RegisterNode { .. })]),
+            "{reqs:?}"
+        );
+        let exists = Reply::Failed {
+            code: 409,
+            reason: "AlreadyExists".into(),
+            message: String::new(),
+        };
         a.on_reply(reqs[0].0, answered(exists), w);
         assert!(a.is_registered());
     }
@@ -360,8 +449,16 @@ mod tests {
         let first = a.on_link(up(), t0, w, &p);
         a.on_link(Link::Disconnected, t0, w, &p);
         let again = a.on_link(up(), t0, w, &p);
-        assert!(matches!(again.as_slice(), [(_, CloudRequest::RegisterNode { .. })]));
-        assert!(a.on_reply(first[0].0, answered(Reply::Object(json!({}))), w).is_empty());
-        assert!(!a.is_registered(), "a reply from the old session must not count");
+        assert!(matches!(
+            again.as_slice(),
+            [(_, CloudRequest::RegisterNode { .. })]
+        ));
+        assert!(a
+            .on_reply(first[0].0, answered(Reply::Object(json!({}))), w)
+            .is_empty());
+        assert!(
+            !a.is_registered(),
+            "a reply from the old session must not count"
+        );
     }
 }

@@ -19,7 +19,10 @@ pub const LEASE_DURATION_SECS: u64 = 40;
 /// What this edgecore calls itself in `nodeInfo.kubeletVersion`: the Kubernetes and KubeEdge
 /// versions whose protocol it speaks, then its own.
 pub fn kubelet_version() -> String {
-    format!("v1.32.10-kubeedge-v1.23.0+edgecore.{}", env!("CARGO_PKG_VERSION"))
+    format!(
+        "v1.32.10-kubeedge-v1.23.0+edgecore.{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A node condition's status and why.
@@ -41,14 +44,30 @@ pub fn conditions(p: &Pressure) -> [Condition; 4] {
         Condition {
             kind: "MemoryPressure",
             status: mem,
-            reason: if mem { "KubeletHasInsufficientMemory" } else { "KubeletHasSufficientMemory" },
-            message: if mem { "kubelet has insufficient memory available" } else { "kubelet has sufficient memory available" },
+            reason: if mem {
+                "KubeletHasInsufficientMemory"
+            } else {
+                "KubeletHasSufficientMemory"
+            },
+            message: if mem {
+                "kubelet has insufficient memory available"
+            } else {
+                "kubelet has sufficient memory available"
+            },
         },
         Condition {
             kind: "DiskPressure",
             status: disk,
-            reason: if disk { "KubeletHasDiskPressure" } else { "KubeletHasNoDiskPressure" },
-            message: if disk { "kubelet has disk pressure" } else { "kubelet has no disk pressure" },
+            reason: if disk {
+                "KubeletHasDiskPressure"
+            } else {
+                "KubeletHasNoDiskPressure"
+            },
+            message: if disk {
+                "kubelet has disk pressure"
+            } else {
+                "kubelet has no disk pressure"
+            },
         },
         Condition {
             kind: "PIDPressure",
@@ -152,7 +171,12 @@ pub fn status_patch(conds: &[Condition; 4], transitions: &[String; 4], now: &str
 
 /// A `coordination.k8s.io/v1 Lease` renewed at `renew_time`; `previous` (the last object the
 /// cloud returned) keeps its metadata, resourceVersion included, as kubelet does.
-pub fn lease(name: &str, node_uid: Option<&str>, previous: Option<&Value>, renew_time: &str) -> Value {
+pub fn lease(
+    name: &str,
+    node_uid: Option<&str>,
+    previous: Option<&Value>,
+    renew_time: &str,
+) -> Value {
     let mut lease = previous.cloned().unwrap_or_else(|| {
         let mut meta = json!({ "name": name, "namespace": proto::LEASE_NAMESPACE });
         if let Some(uid) = node_uid {
@@ -187,13 +211,25 @@ mod tests {
     }
 
     fn healthy() -> Pressure {
-        Pressure { mem_available_kib: 50, mem_total_kib: 100, disk_available_kib: 50, disk_total_kib: 100 }
+        Pressure {
+            mem_available_kib: 50,
+            mem_total_kib: 100,
+            disk_available_kib: 50,
+            disk_total_kib: 100,
+        }
     }
 
     #[test]
     fn node_has_edge_label_resources_and_info() {
         let t: [String; 4] = Default::default();
-        let n = node_object("edge0", &facts(), "10.0.0.2".parse().unwrap(), &conditions(&healthy()), &t, "2026-01-01T00:00:00Z");
+        let n = node_object(
+            "edge0",
+            &facts(),
+            "10.0.0.2".parse().unwrap(),
+            &conditions(&healthy()),
+            &t,
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(n["metadata"]["labels"][proto::EDGE_ROLE_LABEL], "");
         assert_eq!(n["metadata"]["labels"]["kubernetes.io/arch"], "arm64");
         assert_eq!(n["status"]["capacity"]["cpu"], "4");
@@ -202,23 +238,45 @@ mod tests {
         assert_eq!(n["status"]["nodeInfo"]["architecture"], "arm64");
         assert_eq!(n["status"]["nodeInfo"]["kernelVersion"], "6.1.0");
         let ready = &n["status"]["conditions"][3];
-        assert_eq!((ready["type"].as_str(), ready["status"].as_str()), (Some("Ready"), Some("True")));
+        assert_eq!(
+            (ready["type"].as_str(), ready["status"].as_str()),
+            (Some("Ready"), Some("True"))
+        );
     }
 
     #[test]
     fn pressure_below_five_percent() {
-        let c = conditions(&Pressure { mem_available_kib: 4, mem_total_kib: 100, disk_available_kib: 6, disk_total_kib: 100 });
+        let c = conditions(&Pressure {
+            mem_available_kib: 4,
+            mem_total_kib: 100,
+            disk_available_kib: 6,
+            disk_total_kib: 100,
+        });
         assert!(c[0].status, "memory pressure at 4 %");
         assert!(!c[1].status, "no disk pressure at 6 %");
-        assert!(!conditions(&Pressure::default())[0].status, "unknown totals are not pressure");
+        assert!(
+            !conditions(&Pressure::default())[0].status,
+            "unknown totals are not pressure"
+        );
     }
 
     #[test]
     fn status_patch_is_kubelet_shaped() {
         let t: [String; 4] = Default::default();
-        let p: Value = serde_json::from_str(&status_patch(&conditions(&healthy()), &t, "2026-01-01T00:00:10Z")).unwrap();
-        assert_eq!(p["status"]["$setElementOrder/conditions"][3]["type"], "Ready");
-        assert_eq!(p["status"]["conditions"][3]["lastHeartbeatTime"], "2026-01-01T00:00:10Z");
+        let p: Value = serde_json::from_str(&status_patch(
+            &conditions(&healthy()),
+            &t,
+            "2026-01-01T00:00:10Z",
+        ))
+        .unwrap();
+        assert_eq!(
+            p["status"]["$setElementOrder/conditions"][3]["type"],
+            "Ready"
+        );
+        assert_eq!(
+            p["status"]["conditions"][3]["lastHeartbeatTime"],
+            "2026-01-01T00:00:10Z"
+        );
     }
 
     #[test]
@@ -227,7 +285,12 @@ mod tests {
         assert_eq!(first["metadata"]["ownerReferences"][0]["uid"], "u1");
         let mut stored = first.clone();
         stored["metadata"]["resourceVersion"] = json!("42");
-        let next = lease("edge0", Some("u1"), Some(&stored), "2026-01-01T00:00:10.000000Z");
+        let next = lease(
+            "edge0",
+            Some("u1"),
+            Some(&stored),
+            "2026-01-01T00:00:10.000000Z",
+        );
         assert_eq!(next["metadata"]["resourceVersion"], "42");
         assert_eq!(next["spec"]["renewTime"], "2026-01-01T00:00:10.000000Z");
         assert_eq!(next["spec"]["leaseDurationSeconds"], 40);

@@ -31,7 +31,9 @@ pub struct Pressure {
 }
 
 fn read_trim(p: &str) -> String {
-    fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default()
+    fs::read_to_string(p)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Go's GOARCH for the architecture this binary was built for.
@@ -83,7 +85,9 @@ pub fn read_facts(data_dir: &Path) -> NodeFacts {
         .unwrap_or_default();
     NodeFacts {
         hostname: read_trim("/proc/sys/kernel/hostname"),
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         memory_kib,
         ephemeral_kib: disk_kib(data_dir).1,
         kernel: read_trim("/proc/sys/kernel/osrelease"),
@@ -115,7 +119,10 @@ mod tests {
         let m = "MemTotal:       24684092 kB\nMemFree:  100 kB\nMemAvailable:   24000000 kB\n";
         assert_eq!(parse_meminfo(m), (24684092, 24000000));
         assert_eq!(parse_meminfo(""), (0, 0));
-        assert_eq!(parse_os_release("ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"), "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(
+            parse_os_release("ID=debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"),
+            "Debian GNU/Linux 12 (bookworm)"
+        );
         assert_eq!(parse_os_release(""), "Linux");
     }
 

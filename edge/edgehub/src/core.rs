@@ -78,11 +78,14 @@ impl HubCore {
     ) -> (Message, Option<(ModuleId, RequestId)>) {
         let node = &self.node;
         let node_path = |kind| ResourcePath::object(proto::NULL_NAMESPACE, kind, node).to_string();
-        let lease_path = ResourcePath::object(proto::LEASE_NAMESPACE, ResourceKind::Lease, node).to_string();
+        let lease_path =
+            ResourcePath::object(proto::LEASE_NAMESPACE, ResourceKind::Lease, node).to_string();
         // Node and lease traffic is edged's, through metamanager: source `edged`, group `meta`
         // (§1.3 b, c; golden frames).
         let (op, resource, content) = match req {
-            CloudRequest::RegisterNode { node } => (Operation::Insert, node_path(ResourceKind::Node), node),
+            CloudRequest::RegisterNode { node } => {
+                (Operation::Insert, node_path(ResourceKind::Node), node)
+            }
             CloudRequest::PatchNodeStatus { patch } => (
                 Operation::Patch,
                 node_path(ResourceKind::NodePatch),
@@ -92,7 +95,14 @@ impl HubCore {
             CloudRequest::CreateLease { lease } => (Operation::Insert, lease_path, lease),
             CloudRequest::UpdateLease { lease } => (Operation::Update, lease_path, lease),
         };
-        let msg = Message::new(ModuleName::Edged, Group::Meta, op, resource, content, now_ms);
+        let msg = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            op,
+            resource,
+            content,
+            now_ms,
+        );
         let evicted = if self.pending.len() >= PENDING_CAPACITY {
             self.pending.pop_front().map(|p| (p.from, p.id))
         } else {
@@ -124,7 +134,10 @@ impl HubCore {
             return Inbound::Ignore("answer to a request no longer waiting");
         }
         match (&msg.route.group, &msg.route.operation) {
-            (Group::Resource | Group::Func, Operation::Insert | Operation::Update | Operation::Delete) => {
+            (
+                Group::Resource | Group::Func,
+                Operation::Insert | Operation::Update | Operation::Delete,
+            ) => {
                 match ResourcePath::parse(&msg.route.resource) {
                     // v1.23+ cloudcore pushes every Node change back to the node and needs an ACK
                     // or its ACK queue stalls (§3.6, §4.1 step 6). edgecore keeps its own node
@@ -213,7 +226,10 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16)).min(self.max);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = exp / 2;
         half + half.mul_f64(self.rng.f64())
@@ -248,16 +264,42 @@ mod tests {
     fn requests_use_upstream_routes() {
         let mut core = HubCore::new("edge0");
         let now = Instant::now();
-        let (m, _) = core.request(ModuleId::Edged, RequestId(1), CloudRequest::RegisterNode { node: json!({}) }, 5, now);
+        let (m, _) = core.request(
+            ModuleId::Edged,
+            RequestId(1),
+            CloudRequest::RegisterNode { node: json!({}) },
+            5,
+            now,
+        );
         assert_eq!(
-            (m.route.source.as_str(), m.route.group.as_str(), m.route.operation.as_str(), m.route.resource.as_str()),
+            (
+                m.route.source.as_str(),
+                m.route.group.as_str(),
+                m.route.operation.as_str(),
+                m.route.resource.as_str()
+            ),
             ("edged", "meta", "insert", "null/node/edge0")
         );
-        let (m, _) = core.request(ModuleId::Edged, RequestId(2), CloudRequest::PatchNodeStatus { patch: "{}".into() }, 5, now);
+        let (m, _) = core.request(
+            ModuleId::Edged,
+            RequestId(2),
+            CloudRequest::PatchNodeStatus { patch: "{}".into() },
+            5,
+            now,
+        );
         assert_eq!(m.route.resource, "null/nodepatch/edge0");
         assert_eq!(m.content, json!("{}"));
-        let (m, _) = core.request(ModuleId::Edged, RequestId(3), CloudRequest::QueryLease, 5, now);
-        assert_eq!((m.route.operation.as_str(), m.route.resource.as_str()), ("query", "kube-node-lease/lease/edge0"));
+        let (m, _) = core.request(
+            ModuleId::Edged,
+            RequestId(3),
+            CloudRequest::QueryLease,
+            5,
+            now,
+        );
+        assert_eq!(
+            (m.route.operation.as_str(), m.route.resource.as_str()),
+            ("query", "kube-node-lease/lease/edge0")
+        );
         assert!(m.content.is_null());
         assert_eq!(core.pending_len(), 3);
     }
@@ -265,23 +307,50 @@ mod tests {
     #[test]
     fn answers_reach_the_requester_once() {
         let mut core = HubCore::new("edge0");
-        let (m, _) = core.request(ModuleId::Edged, RequestId(7), CloudRequest::QueryLease, 0, Instant::now());
-        let a = answer(&m.header.msg_id, proto::objresp::ok(json!({"kind":"Lease"})));
+        let (m, _) = core.request(
+            ModuleId::Edged,
+            RequestId(7),
+            CloudRequest::QueryLease,
+            0,
+            Instant::now(),
+        );
+        let a = answer(
+            &m.header.msg_id,
+            proto::objresp::ok(json!({"kind":"Lease"})),
+        );
         match core.inbound(a.clone(), 0) {
-            Inbound::Reply { to, id, outcome: Outcome::Answered { reply, resource_version } } => {
+            Inbound::Reply {
+                to,
+                id,
+                outcome:
+                    Outcome::Answered {
+                        reply,
+                        resource_version,
+                    },
+            } => {
                 assert_eq!((to, id), (ModuleId::Edged, RequestId(7)));
                 assert_eq!(reply, Reply::Object(json!({"kind":"Lease"})));
                 assert_eq!(resource_version, "101");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(core.inbound(a, 0), Inbound::Ignore("answer to a request no longer waiting"));
+        assert_eq!(
+            core.inbound(a, 0),
+            Inbound::Ignore("answer to a request no longer waiting")
+        );
     }
 
     #[test]
     fn node_pushes_are_acked_and_other_pushes_ignored() {
         let mut core = HubCore::new("edge0");
-        let push = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Update, "null/node/edge0", json!({}), 0);
+        let push = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Update,
+            "null/node/edge0",
+            json!({}),
+            0,
+        );
         match core.inbound(push.clone(), 9) {
             Inbound::Ack(ack) => {
                 assert_eq!(ack.header.parent_msg_id, push.header.msg_id);
@@ -289,10 +358,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let other = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Update, "null/node/edge9", json!({}), 0);
+        let other = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Update,
+            "null/node/edge9",
+            json!({}),
+            0,
+        );
         assert!(matches!(core.inbound(other, 0), Inbound::Ignore(_)));
-        let bad = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Insert, "a//b", json!({}), 0);
-        assert_eq!(core.inbound(bad, 0), Inbound::Ignore("malformed resource path"));
+        let bad = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Insert,
+            "a//b",
+            json!({}),
+            0,
+        );
+        assert_eq!(
+            core.inbound(bad, 0),
+            Inbound::Ignore("malformed resource path")
+        );
     }
 
     #[test]
@@ -301,12 +387,26 @@ mod tests {
         let t0 = Instant::now();
         let mut evicted = Vec::new();
         for i in 0..(PENDING_CAPACITY as u32 + 2) {
-            let (_, e) = core.request(ModuleId::Edged, RequestId(i), CloudRequest::QueryLease, 0, t0);
+            let (_, e) = core.request(
+                ModuleId::Edged,
+                RequestId(i),
+                CloudRequest::QueryLease,
+                0,
+                t0,
+            );
             evicted.extend(e);
         }
         assert_eq!(core.pending_len(), PENDING_CAPACITY);
-        assert_eq!(evicted, vec![(ModuleId::Edged, RequestId(0)), (ModuleId::Edged, RequestId(1))]);
-        assert!(core.expire(t0 + REPLY_TIMEOUT - Duration::from_millis(1)).is_empty());
+        assert_eq!(
+            evicted,
+            vec![
+                (ModuleId::Edged, RequestId(0)),
+                (ModuleId::Edged, RequestId(1))
+            ]
+        );
+        assert!(core
+            .expire(t0 + REPLY_TIMEOUT - Duration::from_millis(1))
+            .is_empty());
         assert_eq!(core.expire(t0 + REPLY_TIMEOUT).len(), PENDING_CAPACITY);
         assert_eq!(core.pending_len(), 0);
     }
@@ -326,8 +426,14 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30), 7);
         let d: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
         for (i, d) in d.iter().enumerate() {
-            let cap = Duration::from_millis(500).saturating_mul(1 << i).min(Duration::from_secs(30));
-            assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
+            let cap = Duration::from_millis(500)
+                .saturating_mul(1 << i)
+                .min(Duration::from_secs(30));
+            assert!(
+                *d >= cap / 2 && *d <= cap,
+                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         assert!(d[9] >= Duration::from_secs(15));
         b.reset();

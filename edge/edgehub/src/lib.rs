@@ -78,7 +78,11 @@ pub enum HubError {
     Closed,
 }
 
-async fn timeout<T>(what: &'static str, d: Duration, f: impl std::future::Future<Output = Result<T, HubError>>) -> Result<T, HubError> {
+async fn timeout<T>(
+    what: &'static str,
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, HubError>>,
+) -> Result<T, HubError> {
     f.or(async {
         Timer::after(d).await;
         Err(HubError::Timeout(what, d))
@@ -111,21 +115,35 @@ pub async fn connect(cfg: &EdgeHubConfig) -> Result<(Ws, IpAddr), HubError> {
         .next()
         .ok_or_else(|| HubError::Resolve(cfg.server.clone(), "no addresses".into()))?;
     let tcp = timeout("TCP connect", cfg.connect_timeout, async {
-        Async::<TcpStream>::connect(addr).await.map_err(|e| HubError::Connect(addr, e))
+        Async::<TcpStream>::connect(addr)
+            .await
+            .map_err(|e| HubError::Connect(addr, e))
     })
     .await?;
     let _ = tcp.get_ref().set_nodelay(true);
-    let local_ip = tcp.get_ref().local_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let local_ip = tcp
+        .get_ref()
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let name = ServerName::try_from(host_of(&cfg.server).to_owned())
         .map_err(|e| HubError::Resolve(cfg.server.clone(), e.to_string()))?;
     let tls = timeout("TLS handshake", cfg.connect_timeout, async {
-        TlsConnector::from(cfg.tls.clone()).connect(name, tcp).await.map_err(HubError::Tls)
+        TlsConnector::from(cfg.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(HubError::Tls)
     })
     .await?;
-    let url = format!("wss://{}/{}/{}/events", cfg.server, cfg.project_id, cfg.node_name);
+    let url = format!(
+        "wss://{}/{}/{}/events",
+        cfg.server, cfg.project_id, cfg.node_name
+    );
     let mut req = url.into_client_request().map_err(HubError::Handshake)?;
     let h = req.headers_mut();
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|e| HubError::Resolve(s.to_owned(), e.to_string()));
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|e| HubError::Resolve(s.to_owned(), e.to_string()))
+    };
     h.insert("node_id", value(&cfg.node_name)?);
     h.insert("project_id", value(&cfg.project_id)?);
     h.insert("connectionuse", HeaderValue::from_static("msg"));
@@ -155,13 +173,26 @@ pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutd
         match attempt.await {
             None => return,
             Some(Ok((ws, local_ip))) => {
-                log::info!("connected to cloud {} as node {}", cfg.server, cfg.node_name);
-                bus.broadcast(ModuleId::EdgeHub, BusMessage::Link(Link::Connected { local_ip }));
+                log::info!(
+                    "connected to cloud {} as node {}",
+                    cfg.server,
+                    cfg.node_name
+                );
+                bus.broadcast(
+                    ModuleId::EdgeHub,
+                    BusMessage::Link(Link::Connected { local_ip }),
+                );
                 let started = Instant::now();
                 let result = session(&cfg, ws, &mut core, &mailbox, &bus, &shutdown).await;
                 bus.broadcast(ModuleId::EdgeHub, BusMessage::Link(Link::Disconnected));
                 for (to, id) in core.drain() {
-                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                    bus.deliver(
+                        to,
+                        BusMessage::Reply {
+                            id,
+                            outcome: Outcome::Lost,
+                        },
+                    );
                 }
                 match result {
                     Ok(()) => {
@@ -204,9 +235,13 @@ async fn wait_offline(delay: Duration, mailbox: &Mailbox, bus: &Bus, shutdown: &
             })
             .await;
         match ev {
-            Ev::Mail(Some(BusMessage::ToCloud { from, id, .. })) => {
-                bus.deliver(from, BusMessage::Reply { id, outcome: Outcome::NotConnected })
-            }
+            Ev::Mail(Some(BusMessage::ToCloud { from, id, .. })) => bus.deliver(
+                from,
+                BusMessage::Reply {
+                    id,
+                    outcome: Outcome::NotConnected,
+                },
+            ),
             Ev::Mail(Some(_)) => {}
             Ev::Mail(None) | Ev::Stop => return false,
             Ev::Done => return true,
@@ -240,7 +275,12 @@ async fn session(
         let now = Instant::now();
         if now >= next_keepalive {
             // Upstream sends the first keepalive immediately on connect (§3.4).
-            send(&mut ws, WsMessage::text(HubCore::keepalive(now_ms()).encode()), cfg.heartbeat).await?;
+            send(
+                &mut ws,
+                WsMessage::text(HubCore::keepalive(now_ms()).encode()),
+                cfg.heartbeat,
+            )
+            .await?;
             send(&mut ws, WsMessage::Ping(Vec::new().into()), cfg.heartbeat).await?;
             next_keepalive = now + cfg.heartbeat;
         }
@@ -280,8 +320,12 @@ async fn session(
                     }
                 };
                 match core.inbound(msg, now_ms()) {
-                    Inbound::Reply { to, id, outcome } => bus.deliver(to, BusMessage::Reply { id, outcome }),
-                    Inbound::Ack(ack) => send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?,
+                    Inbound::Reply { to, id, outcome } => {
+                        bus.deliver(to, BusMessage::Reply { id, outcome })
+                    }
+                    Inbound::Ack(ack) => {
+                        send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?
+                    }
                     Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
                 }
             }
@@ -300,7 +344,13 @@ async fn session(
             Ev::Mail(Some(BusMessage::ToCloud { from, id, request })) => {
                 let (msg, evicted) = core.request(from, id, request, now_ms(), Instant::now());
                 if let Some((to, id)) = evicted {
-                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                    bus.deliver(
+                        to,
+                        BusMessage::Reply {
+                            id,
+                            outcome: Outcome::Lost,
+                        },
+                    );
                 }
                 send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
             }
@@ -311,7 +361,13 @@ async fn session(
                     return Err(HubError::Dead(silence));
                 }
                 for (to, id) in core.expire(now) {
-                    bus.deliver(to, BusMessage::Reply { id, outcome: Outcome::Lost });
+                    bus.deliver(
+                        to,
+                        BusMessage::Reply {
+                            id,
+                            outcome: Outcome::Lost,
+                        },
+                    );
                 }
             }
         }

@@ -1,0 +1,164 @@
+//! cloudcore accepts what an unmodified upstream edgecore sends: every edge-to-cloud frame of
+//! the golden capture, replayed in order over a real mutual-TLS WebSocket to a real cloudcore,
+//! gets the reply upstream's cloudcore would give (or none where upstream gives none).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::Message as Ws;
+use e2e::{Cloud, Edge};
+use futures_rustls::rustls::{ClientConfig, RootCertStore};
+use proto::objresp::Reply;
+use proto::{Message, Operation};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::Value;
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+
+const FRAMES: &str = include_str!("../../proto/tests/golden/upstream-edgecore-frames.jsonl");
+
+fn tls(edge: &Edge) -> Arc<ClientConfig> {
+    let pki = edge.dir.path().join("pki");
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).unwrap())
+        .unwrap();
+    let certs = vec![CertificateDer::from_pem_file(pki.join("edge.crt")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.join("edge.key")).unwrap();
+    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0"); // the capture's node name
+    edge.join_ok(&cloud);
+    let frames: Vec<Message> = FRAMES
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["direction"] == "edge-to-cloud")
+        .map(|v| serde_json::from_value(v["frame"].clone()).unwrap())
+        .collect();
+    assert!(frames.len() >= 9);
+
+    smol::block_on(async {
+        let tcp = smol::net::TcpStream::connect(cloud.ws).await.unwrap();
+        let tls = futures_rustls::TlsConnector::from(tls(&edge))
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        // The URL and headers upstream edgecore sends (§3.2); the path is ignored by the server.
+        let mut req = format!(
+            "wss://{}/e632aba927ea4ac2b575ec1603d56f10/edge0/events",
+            cloud.ws
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut()
+            .insert("Node_id", HeaderValue::from_static("edge0"));
+        req.headers_mut().insert(
+            "Project_id",
+            HeaderValue::from_static("e632aba927ea4ac2b575ec1603d56f10"),
+        );
+        req.headers_mut()
+            .insert("Connectionuse", HeaderValue::from_static("msg"));
+        let (mut ws, _) = async_tungstenite::client_async(req, tls).await.unwrap();
+
+        let next_reply = async |ws: &mut async_tungstenite::WebSocketStream<_>| -> Message {
+            let frame = async { ws.next().await }
+                .or(async {
+                    smol::Timer::after(Duration::from_secs(10)).await;
+                    None
+                })
+                .await
+                .expect("a reply within 10 s")
+                .unwrap();
+            Message::decode(frame.into_data().as_ref(), 1 << 24).unwrap()
+        };
+
+        let mut answered = HashSet::new();
+        for f in &frames {
+            // Upstream writes JSON plus a newline in a text frame.
+            ws.send(Ws::text(f.encode())).await.unwrap();
+            let expects_reply = !matches!(
+                f.route.operation,
+                Operation::Keepalive | Operation::Response | Operation::Get
+            );
+            if !expects_reply {
+                continue;
+            }
+            let r = next_reply(&mut ws).await;
+            assert_eq!(
+                r.header.parent_msg_id, f.header.msg_id,
+                "replies come in order, one per request"
+            );
+            assert_eq!(r.route.operation, Operation::Response);
+            assert_eq!(r.route.resource, f.route.resource);
+            assert_eq!(r.route.source.as_str(), "edgecontroller");
+            let reply = Reply::from_content(&r.content);
+            match (f.route.operation.as_str(), f.route.resource.as_str()) {
+                ("query", "kube-node-lease/lease/edge0") => {
+                    assert!(reply.is_not_found(), "{reply:?}")
+                }
+                ("insert", "null/node/edge0") => match &reply {
+                    Reply::Object(n) => {
+                        assert_eq!(n["metadata"]["name"], "edge0");
+                        assert!(n["metadata"]["uid"].is_string());
+                        assert!(!r.header.resourceversion.is_empty());
+                    }
+                    other => panic!("node insert answered {other:?}"),
+                },
+                ("patch", _) | ("insert", "kube-node-lease/lease/edge0") => {
+                    assert!(
+                        matches!(reply, Reply::Object(_)),
+                        "{} answered {reply:?}",
+                        f.route.resource
+                    )
+                }
+                // The capture's lease update carries the capture cloud's resourceVersion, so a
+                // faithful apiserver answers Conflict; kubelet then re-reads the lease.
+                ("update", "kube-node-lease/lease/edge0") => assert!(
+                    matches!(&reply, Reply::Object(_))
+                        || matches!(&reply, Reply::Failed { code: 409, .. }),
+                    "{reply:?}"
+                ),
+                other => panic!("unexpected request in capture: {other:?}"),
+            }
+            answered.insert(f.header.msg_id.clone());
+        }
+        assert!(answered.len() >= 6, "{answered:?}");
+        // Nothing else may be pending: one more query is answered next, directly.
+        let probe = Message::new(
+            proto::ModuleName::Edged,
+            proto::Group::Meta,
+            Operation::Query,
+            "kube-node-lease/lease/edge0",
+            Value::Null,
+            0,
+        );
+        ws.send(Ws::text(probe.encode())).await.unwrap();
+        let r = next_reply(&mut ws).await;
+        assert_eq!(
+            r.header.parent_msg_id, probe.header.msg_id,
+            "a frame that needs no reply got one"
+        );
+        assert!(
+            matches!(Reply::from_content(&r.content), Reply::Object(_)),
+            "the lease inserted above exists"
+        );
+    });
+    // And the node registered by the upstream frames is visible.
+    assert!(cloud.ready("edge0").is_some());
+}

@@ -1,0 +1,56 @@
+# Sourced by the project's scripts: installs what the build and tests need (idempotently) and
+# points cargo at a persistent target dir outside the clone when one can be had.
+#
+#   EDGECORE_CACHE   persistent cache root [default: /var/cache/edgecore]; unset or unwritable
+#                    means the clone's own ./target.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Persistent target dir: CI runs in a fresh clone each time, so keeping build output outside it
+# turns a 10-minute cold build into a warm one, while an empty cache still works.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  cache="${EDGECORE_CACHE:-/var/cache/edgecore}"
+  if mkdir -p "$cache/target" 2>/dev/null && [ -w "$cache/target" ]; then
+    export CARGO_TARGET_DIR="$cache/target"
+  else
+    export CARGO_TARGET_DIR="$ROOT/target"
+  fi
+fi
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+CROSS_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf riscv64gc-unknown-linux-gnu)
+
+# apt packages, installed only when missing.
+ensure_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # update may exit non-zero while one mirror index is mid-sync; the install below decides.
+  $sudo apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup first" >&2; exit 1; }
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+}
+
+ensure_cross() {
+  ensure_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross \
+    gcc-riscv64-linux-gnu libc6-dev-riscv64-cross qemu-user file
+  local installed
+  installed="$(rustup target list --installed)"
+  for t in "${CROSS_TARGETS[@]}"; do
+    grep -qx "$t" <<<"$installed" || { log "adding rustup target $t"; rustup target add "$t" >/dev/null; }
+  done
+}

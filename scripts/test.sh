@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this). Installs what it needs first.
+#
+#   1. rustfmt and clippy (-D warnings) over the workspace
+#   2. unit, golden and end-to-end tests (real cloudcore and edgecore processes on loopback)
+#   3. release cross builds for aarch64 (static musl), armv7 and riscv64 (static glibc), each
+#      run under qemu-user
+source "$(dirname "$0")/env.sh"
+ensure_rust
+ensure_cross
+
+log "cargo target dir: $CARGO_TARGET_DIR"
+log "rustfmt"
+cargo fmt --all -- --check
+log "clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+log "building binaries for the end-to-end tests"
+cargo build --locked --workspace --bins
+log "tests"
+cargo test --locked --workspace
+log "cross builds"
+bash cross/build.sh
+log "cross-built binaries under qemu-user"
+cargo test --locked -p e2e --test cross -- --ignored
