@@ -19,6 +19,37 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The cargo target dir the running test or bench was built in.
+pub fn target_root() -> PathBuf {
+    // <target>/<profile>/deps/<exe>
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.ancestors().nth(3).expect("target dir").to_path_buf()
+}
+
+/// `VmRSS`, `RssAnon`, `VmHWM` (KiB) and `Threads` of a process, from /proc.
+pub fn proc_status(pid: u32) -> [u64; 4] {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    [
+        field("VmRSS:"),
+        field("RssAnon:"),
+        field("VmHWM:"),
+        field("Threads:"),
+    ]
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 /// A binary built by cargo next to the running test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -309,9 +340,7 @@ impl Edge {
 
     /// `edgecore run` with fast timers so tests take seconds, not minutes.
     pub fn run(&self, heartbeat: &str) -> Proc {
-        let mut cmd = Command::new(bin("edgecore"));
-        cmd.args([
-            "run",
+        self.run_with(&[
             "--heartbeat",
             heartbeat,
             "--status-interval",
@@ -320,9 +349,16 @@ impl Edge {
             heartbeat,
             "--log-level",
             "debug",
-            "--data-dir",
         ])
-        .arg(self.dir.path());
+    }
+
+    /// `edgecore run` with the given extra arguments.
+    pub fn run_with(&self, args: &[&str]) -> Proc {
+        let mut cmd = Command::new(bin("edgecore"));
+        cmd.arg("run")
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path());
         Proc::spawn(cmd)
     }
 }

@@ -11,6 +11,8 @@
 //! - [`objresp`]: the `{"Object":…,"Err":…}` reply shape and Kubernetes `Status` errors (§4.6).
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod objresp;
 pub mod resource;
