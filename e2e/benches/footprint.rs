@@ -16,7 +16,7 @@ fn row(what: &str, value: String, budget: &str, ok: Option<bool>) {
         Some(false) => "OVER",
         None => "",
     };
-    println!("| {what:<44} | {value:>12} | {budget:>10} | {verdict:<6} |");
+    println!("| {what:<48} | {value:>12} | {budget:>10} | {verdict:<6} |");
 }
 
 fn main() {
@@ -47,7 +47,7 @@ fn main() {
         "| {:<44} | {:>12} | {:>10} | {:<6} |",
         "what", "value", "budget", ""
     );
-    println!("|{:-<46}|{:->14}|{:->12}|{:-<8}|", "", "", "", "");
+    println!("|{:-<50}|{:->14}|{:->12}|{:-<8}|", "", "", "", "");
     row(
         "VmRSS",
         format!("{:.2} MiB", rss as f64 / 1024.0),
