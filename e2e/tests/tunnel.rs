@@ -84,7 +84,12 @@ fn blackholed_link_is_detected_and_reestablished() {
     // A healthy but quiet link must survive: pongs and lease answers keep it alive across
     // several liveness windows. (Sleeping is the point here: nothing may happen.)
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(proxy.accepted(), 1, "a healthy link was dropped: {}", run.log());
+    assert_eq!(
+        proxy.accepted(),
+        1,
+        "a healthy link was dropped: {}",
+        run.log()
+    );
     assert!(!run.log().contains("tunnel lost"), "{}", run.log());
     proxy.blackhole_existing();
     // Two heartbeats of silence (2 s), checked every quarter heartbeat, then a back-off of at

@@ -25,17 +25,94 @@ pub const MAILBOX_CAPACITY: usize = 64;
 pub enum ModuleId {
     EdgeHub = 0,
     Edged = 1,
+    MetaManager = 2,
 }
 
 impl ModuleId {
-    pub const ALL: [ModuleId; 2] = [ModuleId::EdgeHub, ModuleId::Edged];
+    pub const ALL: [ModuleId; 3] = [ModuleId::EdgeHub, ModuleId::Edged, ModuleId::MetaManager];
 
     pub fn name(self) -> &'static str {
         match self {
             ModuleId::EdgeHub => "edgehub",
             ModuleId::Edged => "edged",
+            ModuleId::MetaManager => "metamanager",
         }
     }
+}
+
+/// What the cloud did to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectOp {
+    /// `insert` or `update`: upstream resyncs send `update` for objects the edge never had,
+    /// so both mean "this is the object now".
+    Upsert,
+    Delete,
+}
+
+/// Object kinds MetaManager keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Pod,
+    ConfigMap,
+    Secret,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Pod, ObjectKind::ConfigMap, ObjectKind::Secret];
+
+    /// The resource type token of the wire path (§2.2).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pod",
+            ObjectKind::ConfigMap => "configmap",
+            ObjectKind::Secret => "secret",
+        }
+    }
+
+    pub fn from_resource(kind: &proto::ResourceKind) -> Option<Self> {
+        match kind {
+            proto::ResourceKind::Pod => Some(ObjectKind::Pod),
+            proto::ResourceKind::ConfigMap => Some(ObjectKind::ConfigMap),
+            proto::ResourceKind::Secret => Some(ObjectKind::Secret),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ObjectKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pod" | "pods" | "po" => Ok(ObjectKind::Pod),
+            "configmap" | "configmaps" | "cm" => Ok(ObjectKind::ConfigMap),
+            "secret" | "secrets" => Ok(ObjectKind::Secret),
+            other => Err(format!(
+                "unknown kind {other:?}; known: pods, configmaps, secrets"
+            )),
+        }
+    }
+}
+
+/// Everything EdgeHub needs to acknowledge a cloud message later. Opaque to modules: they
+/// hand it back untouched once the object is persisted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AckHandle {
+    pub msg_id: String,
+    pub route: proto::Route,
+}
+
+/// An object pushed by the cloud, parsed once by EdgeHub.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloudObject {
+    pub op: ObjectOp,
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    /// The message's `resourceversion` header (or the object's, if the header is empty).
+    pub resource_version: String,
+    /// The object as the cloud sent it; for deletes often only `metadata`.
+    pub object: serde_json::Value,
+    pub ack: AckHandle,
 }
 
 impl fmt::Display for ModuleId {
@@ -102,6 +179,10 @@ pub enum BusMessage {
     Link(Link),
     /// From EdgeHub: request `id` of the receiving module ended.
     Reply { id: RequestId, outcome: Outcome },
+    /// From EdgeHub to MetaManager: the cloud pushed an object.
+    FromCloud(Box<CloudObject>),
+    /// To EdgeHub: the object behind this handle is durably stored; acknowledge it.
+    Persisted(AckHandle),
 }
 
 /// A module's receiving end.
@@ -114,6 +195,11 @@ impl Mailbox {
     /// The next message; `None` once every sender is gone (edgecore is stopping).
     pub async fn recv(&self) -> Option<BusMessage> {
         self.rx.recv().await.ok()
+    }
+
+    /// The next message if one is already waiting.
+    pub fn try_recv(&self) -> Option<BusMessage> {
+        self.rx.try_recv().ok()
     }
 }
 

@@ -32,6 +32,28 @@ pub struct Config {
     pub log_level: String,
     #[serde(default)]
     pub modules: Modules,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (default) or `sled` (only in builds with the `sled` feature).
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: default_backend(),
+        }
+    }
+}
+
+fn default_backend() -> String {
+    "redb".into()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -50,11 +72,16 @@ pub struct CloudConfig {
 pub struct Modules {
     #[serde(default = "yes")]
     pub edged: bool,
+    #[serde(default = "yes")]
+    pub metamanager: bool,
 }
 
 impl Default for Modules {
     fn default() -> Self {
-        Modules { edged: true }
+        Modules {
+            edged: true,
+            metamanager: true,
+        }
     }
 }
 
@@ -108,7 +135,17 @@ impl Config {
             lease_interval: Duration::from_secs(10),
             log_level: default_log_level(),
             modules: Modules::default(),
+            store: StoreConfig::default(),
         }
+    }
+
+    pub fn store_backend(&self) -> anyhow::Result<store::Backend> {
+        self.store.backend.parse().map_err(anyhow::Error::msg)
+    }
+
+    /// Path of the metadata store file.
+    pub fn store_path(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.data_dir.join(store::file_name(self.store_backend()?)))
     }
 
     pub fn pki(&self) -> Pki {
@@ -147,6 +184,7 @@ impl Config {
             );
         }
         support::parse_level(&self.log_level).map_err(anyhow::Error::msg)?;
+        self.store_backend()?;
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 mod config;
 mod join;
+mod meta;
 mod run;
 mod tls;
 
@@ -21,6 +22,8 @@ edgecore: the edge agent of a KubeEdge-compatible edge system
 USAGE:
     edgecore join --cloud <HOST> --token <TOKEN> [--node-name <NAME>] [--data-dir <DIR>]
     edgecore run [--data-dir <DIR> | --config <FILE>]
+    edgecore meta list [pods|configmaps|secrets] [--data-dir <DIR>] [-o json]
+    edgecore meta get <kind> <namespace>/<name> [--data-dir <DIR>]
     edgecore --version
 
 COMMANDS:
@@ -28,6 +31,8 @@ COMMANDS:
             and write <data-dir>/edgecore.json. Nothing is written unless every step works.
     run     Connect to the cloud, register this node and keep it reported Ready.
             Reconnects on its own; SIGTERM or SIGINT closes the tunnel cleanly.
+    meta    Show what MetaManager stored from the cloud (works while edgecore runs, and
+            with no cloud at all).
 
 JOIN OPTIONS:
     --cloud <HOST>          Address or host name of cloudcore (no port)
@@ -192,6 +197,7 @@ fn real_main() -> anyhow::Result<()> {
                 cmd_join(p)
             }
             Some("run") => cmd_run(p),
+            Some("meta") => meta::cmd_meta(p),
             _ => usage(format!("unknown command {cmd:?}")),
         },
         Some(Long("version")) | Some(Short('V')) => {

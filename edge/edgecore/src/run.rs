@@ -33,6 +33,12 @@ const MODULES: &[ModuleSpec] = &[
         enabled: |_| true,
         start: start_edgehub,
     },
+    #[cfg(feature = "metamanager")]
+    ModuleSpec {
+        id: ModuleId::MetaManager,
+        enabled: |c| c.modules.metamanager,
+        start: start_metamanager,
+    },
     #[cfg(feature = "edged")]
     ModuleSpec {
         id: ModuleId::Edged,
@@ -40,6 +46,23 @@ const MODULES: &[ModuleSpec] = &[
         start: start_edged,
     },
 ];
+
+#[cfg(feature = "metamanager")]
+fn start_metamanager(
+    cfg: &Config,
+    mailbox: Mailbox,
+    bus: Bus,
+    shutdown: Shutdown,
+) -> anyhow::Result<ModuleFuture> {
+    let path = cfg.store_path()?;
+    let store = store::open(&path, cfg.store_backend()?)?;
+    Ok(Box::pin(metamanager::run(
+        metamanager::MetaCore::new(store),
+        mailbox,
+        bus,
+        shutdown,
+    )))
+}
 
 fn start_edgehub(
     cfg: &Config,

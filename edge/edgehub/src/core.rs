@@ -7,7 +7,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bus::{CloudRequest, ModuleId, Outcome, Reply, RequestId};
+use bus::{
+    AckHandle, CloudObject, CloudRequest, ModuleId, ObjectKind, ObjectOp, Outcome, Reply, RequestId,
+};
 use proto::{Group, Message, ModuleName, Operation, ResourceKind, ResourcePath};
 
 /// Requests awaiting an answer at most. When full, the oldest is given up as [`Outcome::Lost`]:
@@ -36,6 +38,8 @@ pub enum Inbound {
     },
     /// Send this acknowledgement back to the cloud and do nothing else.
     Ack(Message),
+    /// Hand this object to MetaManager, which acknowledges once it is persisted.
+    Store(Box<CloudObject>),
     /// Nothing to do; the reason is logged at debug.
     Ignore(&'static str),
 }
@@ -147,12 +151,35 @@ impl HubCore {
                         name: Some(name),
                         ..
                     }) if name == self.node => Inbound::Ack(msg.ack(now_ms)),
-                    Ok(_) => Inbound::Ignore("no module for this resource yet"),
+                    Ok(ResourcePath::Object {
+                        namespace,
+                        kind,
+                        name: Some(name),
+                    }) => match ObjectKind::from_resource(&kind) {
+                        Some(kind) => {
+                            Inbound::Store(Box::new(cloud_object(msg, kind, namespace, name)))
+                        }
+                        None => Inbound::Ignore("no module for this resource type"),
+                    },
+                    Ok(_) => Inbound::Ignore("no module for this resource"),
                     Err(_) => Inbound::Ignore("malformed resource path"),
                 }
             }
             _ => Inbound::Ignore("no module for this group"),
         }
+    }
+
+    /// The acknowledgement for a message MetaManager has persisted.
+    pub fn ack_persisted(handle: AckHandle, now_ms: i64) -> Message {
+        let req = Message {
+            header: proto::Header {
+                msg_id: handle.msg_id,
+                ..proto::Header::default()
+            },
+            route: handle.route,
+            content: serde_json::Value::Null,
+        };
+        req.ack(now_ms)
     }
 
     /// Requests whose answer is overdue, removed from the table.
@@ -175,6 +202,34 @@ impl HubCore {
 
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+}
+
+fn cloud_object(msg: Message, kind: ObjectKind, namespace: String, name: String) -> CloudObject {
+    let op = if msg.route.operation == Operation::Delete {
+        ObjectOp::Delete
+    } else {
+        ObjectOp::Upsert
+    };
+    let resource_version = if msg.header.resourceversion.is_empty() {
+        msg.content["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    } else {
+        msg.header.resourceversion
+    };
+    CloudObject {
+        op,
+        kind,
+        namespace,
+        name,
+        resource_version,
+        object: msg.content,
+        ack: AckHandle {
+            msg_id: msg.header.msg_id,
+            route: msg.route,
+        },
     }
 }
 
@@ -379,6 +434,53 @@ mod tests {
             core.inbound(bad, 0),
             Inbound::Ignore("malformed resource path")
         );
+    }
+
+    #[test]
+    fn object_pushes_go_to_metamanager_and_are_acked_from_the_handle() {
+        let mut core = HubCore::new("edge0");
+        let mut push = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Update,
+            "default/pod/nginx",
+            json!({"metadata":{"name":"nginx","resourceVersion":"7"}}),
+            0,
+        );
+        push.header.resourceversion = "8".into();
+        let obj = match core.inbound(push.clone(), 0) {
+            Inbound::Store(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (obj.op, obj.kind, obj.namespace.as_str(), obj.name.as_str()),
+            (ObjectOp::Upsert, ObjectKind::Pod, "default", "nginx")
+        );
+        assert_eq!(obj.resource_version, "8", "the header wins over the body");
+        let ack = HubCore::ack_persisted(obj.ack.clone(), 3);
+        assert_eq!(ack.header.parent_msg_id, push.header.msg_id);
+        assert_eq!(
+            (
+                ack.route.source.as_str(),
+                ack.route.group.as_str(),
+                ack.route.resource.as_str()
+            ),
+            ("edgecontroller", "resource", "default/pod/nginx")
+        );
+        assert!(ack.is_ok_content());
+        let mut del = Message::new(
+            ModuleName::EdgeController,
+            Group::Resource,
+            Operation::Delete,
+            "default/secret/s",
+            json!({"metadata":{"name":"s"}}),
+            0,
+        );
+        del.header.resourceversion.clear();
+        match core.inbound(del, 0) {
+            Inbound::Store(o) => assert_eq!((o.op, o.kind), (ObjectOp::Delete, ObjectKind::Secret)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -326,6 +326,18 @@ async fn session(
                     Inbound::Ack(ack) => {
                         send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?
                     }
+                    // Not acknowledged here: MetaManager answers with `Persisted` once the object
+                    // is on disk. Without MetaManager nothing is acknowledged, so the cloud keeps
+                    // the object queued rather than believing it delivered.
+                    Inbound::Store(obj) if bus.is_enabled(ModuleId::MetaManager) => {
+                        bus.deliver(ModuleId::MetaManager, BusMessage::FromCloud(obj))
+                    }
+                    Inbound::Store(obj) => log::warn!(
+                        "metamanager is disabled; not accepting {:?} {}/{}",
+                        obj.kind,
+                        obj.namespace,
+                        obj.name
+                    ),
                     Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
                 }
             }
@@ -353,6 +365,14 @@ async fn session(
                     );
                 }
                 send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
+            }
+            Ev::Mail(Some(BusMessage::Persisted(handle))) => {
+                send(
+                    &mut ws,
+                    WsMessage::text(HubCore::ack_persisted(handle, now_ms()).encode()),
+                    cfg.heartbeat,
+                )
+                .await?;
             }
             Ev::Mail(Some(_)) => {}
             Ev::Tick => {

@@ -135,7 +135,10 @@ impl RedbStore {
     }
 }
 
-fn redb_scan<T: ReadableTable<&'static [u8], &'static [u8]>>(t: &T, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+fn redb_scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
     let mut out = Vec::new();
     for item in t.range::<&[u8]>(prefix..).map_err(io)? {
         let (k, v) = item.map_err(io)?;
@@ -291,8 +294,12 @@ mod tests {
 
     fn contract(s: &dyn KvStore) {
         assert_eq!(s.get(b"a").unwrap(), None);
-        s.apply(&[Op::Put(b"p/1".to_vec(), b"one".to_vec()), Op::Put(b"p/2".to_vec(), b"two".to_vec()), Op::Put(b"q/1".to_vec(), b"x".to_vec())])
-            .unwrap();
+        s.apply(&[
+            Op::Put(b"p/1".to_vec(), b"one".to_vec()),
+            Op::Put(b"p/2".to_vec(), b"two".to_vec()),
+            Op::Put(b"q/1".to_vec(), b"x".to_vec()),
+        ])
+        .unwrap();
         assert_eq!(s.get(b"p/1").unwrap().as_deref(), Some(&b"one"[..]));
         let scan = s.scan_prefix(b"p/").unwrap();
         assert_eq!(scan.len(), 2);
@@ -322,7 +329,11 @@ mod tests {
         let r = ReadOnly::open(&p).unwrap();
         assert_eq!(r.get(b"k").unwrap().as_deref(), Some(&b"v1"[..]));
         w.put(b"k", b"v2").unwrap();
-        assert_eq!(r.get(b"k").unwrap().as_deref(), Some(&b"v2"[..]), "reader sees later commits");
+        assert_eq!(
+            r.get(b"k").unwrap().as_deref(),
+            Some(&b"v2"[..]),
+            "reader sees later commits"
+        );
     }
 
     #[test]
@@ -337,7 +348,9 @@ mod tests {
         f.set_len(len / 3).unwrap();
         drop(f);
         match RedbStore::open(&p) {
-            Err(e @ StoreError::Open { .. }) => assert!(e.to_string().contains(&p.display().to_string()), "{e}"),
+            Err(e @ StoreError::Open { .. }) => {
+                assert!(e.to_string().contains(&p.display().to_string()), "{e}")
+            }
             Err(e) => panic!("unexpected error {e}"),
             Ok(_) => panic!("a file cut to a third must not open as if whole"),
         }

@@ -1,0 +1,396 @@
+//! MetaManager: the edge's durable copy of everything the cloud sent (§4.7 of the protocol
+//! spec), on the [`store::KvStore`] of DESIGN.md §4.
+//!
+//! - An object is written (fsynced) **before** its acknowledgement leaves, so an acknowledged
+//!   object survives any crash.
+//! - Versions only move forward: an object older (by resourceVersion) than the stored one is
+//!   acknowledged but not written, so a late resend never overwrites newer state.
+//! - Objects are served from the store, so a gateway restarted without a cloud still has its
+//!   pods, configmaps and secrets.
+//!
+//! [`MetaCore`] is the store logic; [`run`] batches whatever is waiting in the mailbox into one
+//! transaction (one fsync for a burst) and then acknowledges each message.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use bus::{Bus, BusMessage, CloudObject, Mailbox, ModuleId, ObjectKind, ObjectOp, Shutdown};
+use serde::{Deserialize, Serialize};
+use store::{KvStore, Op, StoreError};
+
+/// Most messages written in one transaction: bounds the batch's memory while still turning a
+/// burst of pushes into a few fsyncs.
+pub const MAX_BATCH: usize = 64;
+
+/// Schema version byte leading every stored value.
+const SCHEMA: u8 = 1;
+
+/// One stored object: the cloud's JSON bytes, untouched, plus what dedup needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub resource_version: String,
+    pub uid: String,
+    pub json: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored value under {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+/// The store key of an object: `obj/<kind>/<namespace>/<name>`.
+pub fn key(kind: ObjectKind, namespace: &str, name: &str) -> Vec<u8> {
+    format!("obj/{}/{namespace}/{name}", kind.as_str()).into_bytes()
+}
+
+fn kind_prefix(kind: Option<ObjectKind>) -> Vec<u8> {
+    match kind {
+        Some(k) => format!("obj/{}/", k.as_str()).into_bytes(),
+        None => b"obj/".to_vec(),
+    }
+}
+
+pub fn encode(r: &Record) -> Vec<u8> {
+    let mut out = vec![SCHEMA];
+    out.extend(postcard::to_stdvec(r).unwrap_or_default());
+    out
+}
+
+pub fn decode(key: &[u8], bytes: &[u8]) -> Result<Record, MetaError> {
+    let corrupt = |why: String| MetaError::Corrupt(String::from_utf8_lossy(key).into_owned(), why);
+    match bytes.split_first() {
+        Some((&SCHEMA, rest)) => postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string())),
+        Some((v, _)) => Err(corrupt(format!("unknown schema version {v}"))),
+        None => Err(corrupt("empty value".into())),
+    }
+}
+
+/// Whether version `new` may replace `have`. Kubernetes resourceVersions are opaque strings but
+/// numeric in every apiserver and in cloudcore; anything non-numeric is taken as newer.
+pub fn is_newer_or_same(new: &str, have: &str) -> bool {
+    match (new.parse::<u64>(), have.parse::<u64>()) {
+        (Ok(n), Ok(h)) => n >= h,
+        _ => true,
+    }
+}
+
+/// What an incoming object did to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Stored,
+    /// Older than what is stored: kept the stored one.
+    Stale {
+        stored: String,
+    },
+    Deleted,
+    /// A delete for something not stored, or stored under another uid.
+    NothingToDelete,
+}
+
+/// A stored object, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    pub record: Record,
+}
+
+/// The store logic, IO only through the [`KvStore`].
+pub struct MetaCore {
+    store: Box<dyn KvStore>,
+}
+
+impl MetaCore {
+    pub fn new(store: Box<dyn KvStore>) -> Self {
+        MetaCore { store }
+    }
+
+    pub fn store(&self) -> &dyn KvStore {
+        self.store.as_ref()
+    }
+
+    /// Applies a batch of cloud objects in one atomic, durable transaction and says what each
+    /// did. Within a batch later messages see earlier ones.
+    pub fn apply_batch(&self, objs: &[&CloudObject]) -> Result<Vec<Applied>, MetaError> {
+        let mut pending: BTreeMap<Vec<u8>, Option<Record>> = BTreeMap::new();
+        let mut results = Vec::with_capacity(objs.len());
+        for obj in objs {
+            let k = key(obj.kind, &obj.namespace, &obj.name);
+            let current = match pending.get(&k) {
+                Some(r) => r.clone(),
+                None => match self.store.get(&k)? {
+                    Some(bytes) => Some(decode(&k, &bytes)?),
+                    None => None,
+                },
+            };
+            let uid = obj.object["metadata"]["uid"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            match obj.op {
+                ObjectOp::Upsert => {
+                    if let Some(cur) = &current {
+                        if !is_newer_or_same(&obj.resource_version, &cur.resource_version) {
+                            results.push(Applied::Stale {
+                                stored: cur.resource_version.clone(),
+                            });
+                            continue;
+                        }
+                    }
+                    let json = serde_json::to_vec(&obj.object).unwrap_or_default();
+                    pending.insert(
+                        k,
+                        Some(Record {
+                            resource_version: obj.resource_version.clone(),
+                            uid,
+                            json,
+                        }),
+                    );
+                    results.push(Applied::Stored);
+                }
+                ObjectOp::Delete => match &current {
+                    Some(cur) if uid.is_empty() || cur.uid.is_empty() || cur.uid == uid => {
+                        pending.insert(k, None);
+                        results.push(Applied::Deleted);
+                    }
+                    _ => results.push(Applied::NothingToDelete),
+                },
+            }
+        }
+        let ops: Vec<Op> = pending
+            .into_iter()
+            .map(|(k, r)| match r {
+                Some(r) => Op::Put(k, encode(&r)),
+                None => Op::Delete(k),
+            })
+            .collect();
+        if !ops.is_empty() {
+            self.store.apply(&ops)?;
+        }
+        Ok(results)
+    }
+
+    /// Every stored object of `kind` (all kinds if `None`), in key order.
+    pub fn list(&self, kind: Option<ObjectKind>) -> Result<Vec<StoredObject>, MetaError> {
+        list_from(self.store.scan_prefix(&kind_prefix(kind))?)
+    }
+
+    pub fn get(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredObject>, MetaError> {
+        let k = key(kind, namespace, name);
+        match self.store.get(&k)? {
+            Some(bytes) => Ok(Some(StoredObject {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                record: decode(&k, &bytes)?,
+            })),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Decodes `obj/<kind>/<ns>/<name>` pairs (as from a scan) into objects.
+pub fn list_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<StoredObject>, MetaError> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let text = String::from_utf8_lossy(&k).into_owned();
+        let mut parts = text.splitn(4, '/');
+        let (_, kind, ns, name) = (parts.next(), parts.next(), parts.next(), parts.next());
+        let (Some(kind), Some(ns), Some(name)) = (kind.and_then(|k| k.parse().ok()), ns, name)
+        else {
+            return Err(MetaError::Corrupt(
+                text,
+                "key is not obj/<kind>/<ns>/<name>".into(),
+            ));
+        };
+        out.push(StoredObject {
+            kind,
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            record: decode(&k, &v)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs MetaManager until shutdown.
+pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
+    use smol::future::FutureExt;
+    loop {
+        let first = async { mailbox.recv().await }
+            .or(async {
+                shutdown.wait().await;
+                None
+            })
+            .await;
+        let Some(first) = first else { return };
+        // Take whatever else is already waiting, up to MAX_BATCH, for one transaction.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match mailbox.try_recv() {
+                Some(m) => batch.push(m),
+                None => break,
+            }
+        }
+        let objs: Vec<&CloudObject> = batch
+            .iter()
+            .filter_map(|m| match m {
+                BusMessage::FromCloud(o) => Some(o.as_ref()),
+                _ => None,
+            })
+            .collect();
+        if objs.is_empty() {
+            continue;
+        }
+        match core.apply_batch(&objs) {
+            Ok(results) => {
+                for (obj, res) in objs.iter().zip(results) {
+                    match res {
+                        Applied::Stale { stored } => log::debug!(
+                            "{} {}/{} rv {} is older than stored rv {stored}; kept the stored one",
+                            obj.kind.as_str(),
+                            obj.namespace,
+                            obj.name,
+                            obj.resource_version
+                        ),
+                        other => log::debug!(
+                            "{} {}/{}: {other:?}",
+                            obj.kind.as_str(),
+                            obj.namespace,
+                            obj.name
+                        ),
+                    }
+                    if !bus
+                        .send(ModuleId::EdgeHub, BusMessage::Persisted(obj.ack.clone()))
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+            // Nothing is acknowledged: the cloud resends, and the next attempt may succeed
+            // (a full disk freed, say). The store itself stays at its last committed state.
+            Err(e) => log::error!(
+                "cannot persist {} object(s) from the cloud: {e}",
+                objs.len()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::AckHandle;
+    use serde_json::json;
+
+    fn core(name: &str) -> MetaCore {
+        let p = std::env::temp_dir().join(format!("meta-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        MetaCore::new(store::open(&p, store::Backend::Redb).unwrap())
+    }
+
+    fn obj(op: ObjectOp, kind: ObjectKind, name: &str, rv: &str, uid: &str) -> CloudObject {
+        CloudObject {
+            op,
+            kind,
+            namespace: "default".into(),
+            name: name.into(),
+            resource_version: rv.into(),
+            object: json!({"metadata": {"name": name, "namespace": "default", "uid": uid, "resourceVersion": rv}, "spec": {"x": rv}}),
+            ack: AckHandle {
+                msg_id: format!("m-{rv}"),
+                route: proto::Route::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn versions_only_move_forward() {
+        let c = core("fwd");
+        let v5 = obj(ObjectOp::Upsert, ObjectKind::Pod, "p", "5", "u1");
+        let v3 = obj(ObjectOp::Upsert, ObjectKind::Pod, "p", "3", "u1");
+        let v9 = obj(ObjectOp::Upsert, ObjectKind::Pod, "p", "9", "u1");
+        assert_eq!(c.apply_batch(&[&v5]).unwrap(), vec![Applied::Stored]);
+        assert_eq!(
+            c.apply_batch(&[&v3]).unwrap(),
+            vec![Applied::Stale { stored: "5".into() }]
+        );
+        assert_eq!(
+            c.get(ObjectKind::Pod, "default", "p")
+                .unwrap()
+                .unwrap()
+                .record
+                .resource_version,
+            "5"
+        );
+        // Within one batch too: 9 then 3 leaves 9.
+        assert_eq!(
+            c.apply_batch(&[&v9, &v3]).unwrap(),
+            vec![Applied::Stored, Applied::Stale { stored: "9".into() }]
+        );
+        let stored = c.get(ObjectKind::Pod, "default", "p").unwrap().unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&stored.record.json).unwrap();
+        assert_eq!(back, v9.object, "the cloud's JSON is kept whole");
+    }
+
+    #[test]
+    fn deletes_respect_uid_and_kinds_are_separate() {
+        let c = core("del");
+        let pod = obj(ObjectOp::Upsert, ObjectKind::Pod, "x", "1", "u1");
+        let cm = obj(ObjectOp::Upsert, ObjectKind::ConfigMap, "x", "2", "u2");
+        c.apply_batch(&[&pod, &cm]).unwrap();
+        assert_eq!(c.list(None).unwrap().len(), 2);
+        assert_eq!(c.list(Some(ObjectKind::ConfigMap)).unwrap().len(), 1);
+        let wrong_uid = obj(ObjectOp::Delete, ObjectKind::Pod, "x", "3", "other");
+        assert_eq!(
+            c.apply_batch(&[&wrong_uid]).unwrap(),
+            vec![Applied::NothingToDelete]
+        );
+        let del = obj(ObjectOp::Delete, ObjectKind::Pod, "x", "3", "u1");
+        assert_eq!(c.apply_batch(&[&del]).unwrap(), vec![Applied::Deleted]);
+        assert!(c.get(ObjectKind::Pod, "default", "x").unwrap().is_none());
+        assert!(c
+            .get(ObjectKind::ConfigMap, "default", "x")
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            c.apply_batch(&[&del]).unwrap(),
+            vec![Applied::NothingToDelete]
+        );
+    }
+
+    #[test]
+    fn records_carry_a_schema_byte_and_reject_unknown_ones() {
+        let r = Record {
+            resource_version: "1".into(),
+            uid: "u".into(),
+            json: b"{}".to_vec(),
+        };
+        let bytes = encode(&r);
+        assert_eq!(bytes[0], SCHEMA);
+        assert_eq!(decode(b"k", &bytes).unwrap(), r);
+        let mut future = bytes.clone();
+        future[0] = 99;
+        assert!(matches!(decode(b"k", &future), Err(MetaError::Corrupt(..))));
+        assert!(decode(b"k", &bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(b"k", &[]).is_err());
+    }
+
+    #[test]
+    fn non_numeric_versions_are_taken_as_newer() {
+        assert!(is_newer_or_same("10", "9"));
+        assert!(!is_newer_or_same("9", "10"));
+        assert!(is_newer_or_same("abc", "10"));
+    }
+}
