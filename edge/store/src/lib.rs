@@ -61,6 +61,9 @@ fn io<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// Key-value pairs from a scan, in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One change in a batch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -72,7 +75,7 @@ pub enum Op {
 pub trait KvStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every pair whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError>;
     /// Applies `ops` atomically and durably.
     fn apply(&self, ops: &[Op]) -> Result<(), StoreError>;
     /// Bytes of keys and values written since open.
@@ -138,7 +141,7 @@ impl RedbStore {
 fn redb_scan<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &T,
     prefix: &[u8],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Pairs, StoreError> {
     let mut out = Vec::new();
     for item in t.range::<&[u8]>(prefix..).map_err(io)? {
         let (k, v) = item.map_err(io)?;
@@ -157,7 +160,7 @@ impl KvStore for RedbStore {
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let t = tx.open_table(KV).map_err(io)?;
         redb_scan(&t, prefix)
@@ -208,7 +211,7 @@ impl ReadOnly {
         Ok(ReadOnly { db })
     }
 
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         let t = tx.open_table(KV).map_err(io)?;
         redb_scan(&t, prefix)
@@ -254,7 +257,7 @@ mod sled_backend {
             Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
         }
 
-        fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
             self.db
                 .scan_prefix(prefix)
                 .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
