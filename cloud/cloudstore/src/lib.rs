@@ -1,0 +1,470 @@
+//! cloudcore's object store: Kubernetes-shaped objects (Pod, ConfigMap, Secret) with uid,
+//! resourceVersion, creationTimestamp and generation, plus the per-node record of what each
+//! edge acknowledged (upstream's ObjectSync, §3.6 of the protocol spec).
+//!
+//! Every write is one redb transaction committed durably before the call returns, so a
+//! cloudcore killed at any instant restarts with every acknowledged write. Reads come from an
+//! in-memory mirror loaded at open: the cloud has memory to spare and the delivery planner
+//! reads often.
+//!
+//! Each object carries a *push version* beside its resourceVersion: the version of its last
+//! change that edges must see. Status reports from an edge move the resourceVersion but not the
+//! push version, so they are not echoed back to the node (upstream filters status-only updates
+//! the same way).
+
+#![forbid(unsafe_code)]
+
+pub mod kinds;
+pub mod smp;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+pub use kinds::{FieldError, Kind};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const SYNCED: TableDefinition<&str, &[u8]> = TableDefinition::new("synced");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {0}: {1}")]
+    Open(String, String),
+    #[error("store: {0}")]
+    Io(String),
+    #[error("store record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+fn io<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// Identifies an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn db_key(&self) -> String {
+        format!("{}/{}/{}", self.kind.plural(), self.namespace, self.name)
+    }
+
+    fn from_db_key(k: &str) -> Option<Self> {
+        let mut p = k.splitn(3, '/');
+        let kind = Kind::from_cli(p.next()?)?;
+        Some(ObjectKey::new(kind, p.next()?, p.next()?))
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.name(), self.namespace, self.name)
+    }
+}
+
+/// A stored object and its push version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub object: Value,
+    pub push_rv: u64,
+}
+
+impl Entry {
+    pub fn rv(&self) -> u64 {
+        rv_of(&self.object)
+    }
+
+    pub fn uid(&self) -> &str {
+        self.object["metadata"]["uid"].as_str().unwrap_or("")
+    }
+}
+
+/// The numeric resourceVersion of an object (0 if absent).
+pub fn rv_of(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// What a node acknowledged for one object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncEntry {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub rv: u64,
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Kind::from_manifest(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown kind {s}")))
+    }
+}
+
+/// What `apply` did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Configured => "configured",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Fields a user may set: everything but status and server-owned metadata.
+fn desired_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("status");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink", "deletionTimestamp"] {
+                meta.remove(k);
+            }
+        }
+    }
+    o
+}
+
+fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = e.push_rv.to_le_bytes().to_vec();
+    out.extend(serde_json::to_vec(&e.object).unwrap_or_default());
+    out
+}
+
+fn decode_entry(key: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(key.to_owned(), why.to_owned());
+    if bytes.len() < 8 {
+        return Err(corrupt("shorter than its header"));
+    }
+    let push_rv = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let object = serde_json::from_slice(&bytes[8..]).map_err(|e| corrupt(&e.to_string()))?;
+    Ok(Entry { object, push_rv })
+}
+
+/// The store.
+pub struct CloudStore {
+    db: redb::Database,
+    objects: BTreeMap<ObjectKey, Entry>,
+    synced: BTreeMap<(String, String), SyncEntry>,
+    last_rv: u64,
+}
+
+impl CloudStore {
+    /// Opens or creates the store file and loads the mirror.
+    pub fn open(path: &Path) -> Result<CloudStore, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open(path.display().to_string(), e.to_string());
+        let db = redb::Database::create(path).map_err(|e| open_err(&e))?;
+        let tx = db.begin_write().map_err(|e| open_err(&e))?;
+        tx.open_table(OBJECTS).map_err(|e| open_err(&e))?;
+        tx.open_table(SYNCED).map_err(|e| open_err(&e))?;
+        tx.open_table(META).map_err(|e| open_err(&e))?;
+        tx.commit().map_err(|e| open_err(&e))?;
+        let mut store = CloudStore {
+            db,
+            objects: BTreeMap::new(),
+            synced: BTreeMap::new(),
+            last_rv: 0,
+        };
+        let tx = store.db.begin_read().map_err(io)?;
+        for item in tx.open_table(OBJECTS).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            let key = ObjectKey::from_db_key(k.value()).ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
+            store.objects.insert(key, decode_entry(k.value(), v.value())?);
+        }
+        for item in tx.open_table(SYNCED).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            let (node, uid) = k.value().split_once('\0').ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
+            let e: SyncEntry = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
+            store.synced.insert((node.to_owned(), uid.to_owned()), e);
+        }
+        store.last_rv = tx.open_table(META).map_err(io)?.get("rv").map_err(io)?.map(|v| v.value()).unwrap_or(100);
+        Ok(store)
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<&Entry> {
+        self.objects.get(key)
+    }
+
+    /// Objects of `kind`, in `namespace` if given, in key order.
+    pub fn list<'a>(&'a self, kind: Kind, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a ObjectKey, &'a Entry)> + 'a {
+        self.objects
+            .iter()
+            .filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| ns == k.namespace))
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// The latest resourceVersion handed out.
+    pub fn last_rv(&self) -> u64 {
+        self.last_rv
+    }
+
+    /// Creates or updates validated manifest objects, all in one durable transaction.
+    pub fn apply(&mut self, objs: &[(Kind, Value)], now_unix: i64) -> Result<Vec<(ObjectKey, Change, u64)>, StoreError> {
+        let mut staged: Vec<(ObjectKey, Entry)> = Vec::new();
+        let mut results = Vec::new();
+        let mut rv = self.last_rv;
+        for (kind, manifest) in objs {
+            let ns = manifest["metadata"]["namespace"].as_str().unwrap_or("default");
+            let name = manifest["metadata"]["name"].as_str().unwrap_or("");
+            let key = ObjectKey::new(*kind, ns, name);
+            let mut desired = desired_part(manifest);
+            desired["kind"] = json!(kind.name());
+            desired["metadata"]["namespace"] = json!(ns);
+            if *kind == Kind::Secret {
+                fold_string_data(&mut desired);
+            }
+            let current = staged.iter().rev().find(|(k, _)| *k == key).map(|(_, e)| e).or_else(|| self.objects.get(&key));
+            let (mut obj, change, generation) = match current {
+                Some(cur) if desired_part(&cur.object) == desired => {
+                    results.push((key, Change::Unchanged, cur.rv()));
+                    continue;
+                }
+                Some(cur) => {
+                    let mut o = desired.clone();
+                    o["metadata"]["uid"] = cur.object["metadata"]["uid"].clone();
+                    o["metadata"]["creationTimestamp"] = cur.object["metadata"]["creationTimestamp"].clone();
+                    if let Some(st) = cur.object.get("status") {
+                        o["status"] = st.clone();
+                    }
+                    let spec_changed = cur.object.get("spec") != desired.get("spec");
+                    let gen = cur.object["metadata"]["generation"].as_u64().unwrap_or(1) + u64::from(spec_changed);
+                    (o, Change::Configured, gen)
+                }
+                None => {
+                    let mut o = desired.clone();
+                    o["metadata"]["uid"] = json!(proto::message::new_msg_id());
+                    o["metadata"]["creationTimestamp"] = json!(proto::time::rfc3339(now_unix));
+                    if *kind == Kind::Pod {
+                        o["status"] = json!({ "phase": "Pending" });
+                    }
+                    (o, Change::Created, 1)
+                }
+            };
+            rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            obj["metadata"]["generation"] = json!(generation);
+            staged.push((key.clone(), Entry { object: obj, push_rv: rv }));
+            results.push((key, change, rv));
+        }
+        if !staged.is_empty() {
+            let tx = self.db.begin_write().map_err(io)?;
+            {
+                let mut t = tx.open_table(OBJECTS).map_err(io)?;
+                for (k, e) in &staged {
+                    t.insert(k.db_key().as_str(), encode_entry(e).as_slice()).map_err(io)?;
+                }
+                tx.open_table(META).map_err(io)?.insert("rv", rv).map_err(io)?;
+            }
+            tx.commit().map_err(io)?;
+            self.last_rv = rv;
+            for (k, e) in staged {
+                self.objects.insert(k, e);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Deletes an object durably; returns it.
+    pub fn delete(&mut self, key: &ObjectKey) -> Result<Value, StoreError> {
+        if !self.objects.contains_key(key) {
+            return Err(StoreError::NotFound(key.to_string()));
+        }
+        let tx = self.db.begin_write().map_err(io)?;
+        tx.open_table(OBJECTS).map_err(io)?.remove(key.db_key().as_str()).map_err(io)?;
+        tx.commit().map_err(io)?;
+        Ok(self.objects.remove(key).expect("checked above").object)
+    }
+
+    /// Merges a status report into an object. Moves its resourceVersion, not its push version.
+    pub fn patch_status(&mut self, key: &ObjectKey, patch: &Value) -> Result<Value, StoreError> {
+        let Some(cur) = self.objects.get(key) else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        let mut obj = cur.object.clone();
+        let status_patch = json!({ "status": patch.get("status").cloned().unwrap_or(Value::Null) });
+        smp::strategic_merge(&mut obj, &status_patch);
+        let rv = self.last_rv + 1;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let entry = Entry { object: obj.clone(), push_rv: cur.push_rv };
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            tx.open_table(OBJECTS).map_err(io)?.insert(key.db_key().as_str(), encode_entry(&entry).as_slice()).map_err(io)?;
+            tx.open_table(META).map_err(io)?.insert("rv", rv).map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        self.last_rv = rv;
+        self.objects.insert(key.clone(), entry);
+        Ok(obj)
+    }
+
+    /// What `node` acknowledged, by object uid.
+    pub fn synced<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a SyncEntry)> + 'a {
+        let start = (node.to_owned(), String::new());
+        self.synced
+            .range(start..)
+            .take_while(move |((n, _), _)| n == node)
+            .map(|((_, uid), e)| (uid.as_str(), e))
+    }
+
+    pub fn synced_entry(&self, node: &str, uid: &str) -> Option<&SyncEntry> {
+        self.synced.get(&(node.to_owned(), uid.to_owned()))
+    }
+
+    /// Records (or, with `None`, forgets) what `node` acknowledged for `uid`, durably.
+    pub fn record_sync(&mut self, node: &str, uid: &str, entry: Option<SyncEntry>) -> Result<(), StoreError> {
+        let db_key = format!("{node}\0{uid}");
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = tx.open_table(SYNCED).map_err(io)?;
+            match &entry {
+                Some(e) => {
+                    t.insert(db_key.as_str(), serde_json::to_vec(e).unwrap_or_default().as_slice()).map_err(io)?;
+                }
+                None => {
+                    t.remove(db_key.as_str()).map_err(io)?;
+                }
+            }
+        }
+        tx.commit().map_err(io)?;
+        let k = (node.to_owned(), uid.to_owned());
+        match entry {
+            Some(e) => self.synced.insert(k, e),
+            None => self.synced.remove(&k),
+        };
+        Ok(())
+    }
+}
+
+/// `stringData` is write-only sugar: fold it into base64 `data` as the apiserver does.
+fn fold_string_data(secret: &mut Value) {
+    let Some(sd) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(sd) = sd.as_object().cloned() else { return };
+    if !secret["data"].is_object() {
+        secret["data"] = json!({});
+    }
+    for (k, v) in sd {
+        secret["data"][k] = json!(base64(v.as_str().unwrap_or("").as_bytes()));
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("cloudstore-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    fn pod(name: &str, image: &str) -> (Kind, Value) {
+        (Kind::Pod, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "edge0", "containers": [{"name": "c", "image": image}]}}))
+    }
+
+    #[test]
+    fn apply_creates_configures_and_skips_unchanged() {
+        let mut s = CloudStore::open(&tmp("apply")).unwrap();
+        let r = s.apply(&[pod("a", "busybox")], 1000).unwrap();
+        assert_eq!(r[0].1, Change::Created);
+        let e = s.get(&r[0].0).unwrap().clone();
+        assert_eq!(e.object["metadata"]["generation"], 1);
+        assert_eq!(e.object["metadata"]["namespace"], "default");
+        assert_eq!(e.object["status"]["phase"], "Pending");
+        assert_eq!(e.push_rv, e.rv());
+        let r2 = s.apply(&[pod("a", "busybox")], 1001).unwrap();
+        assert_eq!(r2[0].1, Change::Unchanged);
+        assert_eq!(s.last_rv(), e.rv(), "no-op apply moves nothing");
+        let r3 = s.apply(&[pod("a", "alpine")], 1002).unwrap();
+        assert_eq!(r3[0].1, Change::Configured);
+        let e3 = s.get(&r3[0].0).unwrap();
+        assert_eq!(e3.uid(), e.uid());
+        assert_eq!(e3.object["metadata"]["generation"], 2);
+        assert!(e3.rv() > e.rv());
+    }
+
+    #[test]
+    fn status_patches_do_not_move_the_push_version_and_everything_persists() {
+        let path = tmp("persist");
+        let key;
+        let push;
+        {
+            let mut s = CloudStore::open(&path).unwrap();
+            let r = s.apply(&[pod("a", "busybox")], 1000).unwrap();
+            key = r[0].0.clone();
+            push = s.get(&key).unwrap().push_rv;
+            s.patch_status(&key, &json!({"status": {"phase": "Running"}})).unwrap();
+            s.record_sync("edge0", "u1", Some(SyncEntry { kind: Kind::Pod, namespace: "default".into(), name: "a".into(), rv: push })).unwrap();
+        }
+        let s = CloudStore::open(&path).unwrap();
+        let e = s.get(&key).unwrap();
+        assert_eq!(e.object["status"]["phase"], "Running");
+        assert_eq!(e.push_rv, push);
+        assert!(e.rv() > push);
+        assert_eq!(s.synced("edge0").count(), 1);
+        assert_eq!(s.synced("edge1").count(), 0);
+        assert_eq!(s.synced_entry("edge0", "u1").unwrap().rv, push);
+    }
+
+    #[test]
+    fn delete_and_string_data() {
+        let mut s = CloudStore::open(&tmp("del")).unwrap();
+        let secret = (Kind::Secret, json!({"apiVersion": "v1", "metadata": {"name": "s"}, "stringData": {"pw": "hello"}}));
+        let r = s.apply(&[secret], 0).unwrap();
+        assert_eq!(s.get(&r[0].0).unwrap().object["data"]["pw"], "aGVsbG8=");
+        s.delete(&r[0].0).unwrap();
+        assert!(s.get(&r[0].0).is_none());
+        assert!(matches!(s.delete(&r[0].0), Err(StoreError::NotFound(_))));
+    }
+}

@@ -1,0 +1,400 @@
+//! EdgeController: decides what each edge node must hold and delivers it reliably (§3.6 and
+//! §4.3–4.5 of the protocol spec). Sans-IO: the caller passes the store and the clock and
+//! writes the returned messages to the node's session.
+//!
+//! Delivery is level-triggered. A node must hold every pod whose `spec.nodeName` names it and
+//! every configmap and secret those pods use. [`EdgeController::plan`] compares that with what
+//! the node acknowledged (the store's sync records, kept durably) and with what is in flight,
+//! and returns the messages that close the gap:
+//! - objects the node never acknowledged go as `insert`, newer versions as `update`;
+//! - acknowledged objects that are gone or no longer meant for the node go as `delete`
+//!   (content: only name, namespace and uid, as upstream's synccontroller sends);
+//! - configmaps and secrets go before the pods that use them, pod deletes before theirs.
+//!
+//! Because the plan is computed from state, not queued events, the per-node "queue" coalesces
+//! by construction: fifty updates in a burst send the newest version, not fifty messages, and a
+//! reconnect resends exactly what changed while the node was away. At most [`WINDOW`] messages
+//! per node are unacknowledged at once; each is resent with the same `msg_id` every
+//! [`RESEND_AFTER`] (backing off to [`RESEND_MAX`]) until acknowledged or superseded.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use cloudstore::{kinds, CloudStore, Kind, ObjectKey, StoreError, SyncEntry};
+use proto::{Group, Message, ModuleName, Operation, ResourcePath};
+use serde_json::json;
+
+/// Unacknowledged messages per node at most: bounds memory and keeps a slow node from being
+/// flooded, while letting a burst flow without a round trip per object.
+pub const WINDOW: usize = 32;
+/// First resend of an unacknowledged message (upstream: 5 s).
+pub const RESEND_AFTER: Duration = Duration::from_secs(5);
+/// Resends back off (doubling) to this period.
+pub const RESEND_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq)]
+enum Sent {
+    Upsert { rv: u64 },
+    Delete,
+}
+
+struct InFlight {
+    uid: String,
+    key: ObjectKey,
+    sent: Sent,
+    msg: Message,
+    next_resend: Instant,
+    attempts: u32,
+}
+
+#[derive(Default)]
+struct NodeDelivery {
+    inflight: Vec<InFlight>,
+}
+
+/// What an acknowledgement confirmed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acked {
+    pub key: ObjectKey,
+    /// `Some(rv)` for an object now held at `rv`, `None` for a delete.
+    pub rv: Option<u64>,
+}
+
+/// One object a node must hold.
+struct Desired {
+    uid: String,
+    key: ObjectKey,
+    push_rv: u64,
+}
+
+/// Every object `node` must hold, configmaps and secrets first.
+fn desired(node: &str, store: &CloudStore) -> Vec<Desired> {
+    let mut pods = Vec::new();
+    let mut refs: Vec<ObjectKey> = Vec::new();
+    for (key, e) in store.list(Kind::Pod, None) {
+        if e.object["spec"]["nodeName"].as_str() != Some(node) {
+            continue;
+        }
+        let (cms, secrets) = kinds::pod_references(&e.object);
+        for (kind, names) in [(Kind::ConfigMap, cms), (Kind::Secret, secrets)] {
+            for n in names {
+                let k = ObjectKey::new(kind, &key.namespace, &n);
+                if !refs.contains(&k) {
+                    refs.push(k);
+                }
+            }
+        }
+        pods.push(Desired {
+            uid: e.uid().to_owned(),
+            key: key.clone(),
+            push_rv: e.push_rv,
+        });
+    }
+    let mut out: Vec<Desired> = refs
+        .into_iter()
+        .filter_map(|k| {
+            let e = store.get(&k)?;
+            Some(Desired {
+                uid: e.uid().to_owned(),
+                key: k,
+                push_rv: e.push_rv,
+            })
+        })
+        .collect();
+    out.extend(pods);
+    out
+}
+
+fn path(key: &ObjectKey) -> String {
+    ResourcePath::object(&key.namespace, key.kind.wire(), &key.name).to_string()
+}
+
+/// Reliable per-node delivery state.
+#[derive(Default)]
+pub struct EdgeController {
+    nodes: HashMap<String, NodeDelivery>,
+}
+
+impl EdgeController {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A session for `node` started: nothing is in flight on it yet.
+    pub fn connected(&mut self, node: &str) {
+        self.nodes.insert(node.to_owned(), NodeDelivery::default());
+    }
+
+    /// The session ended: in-flight messages are forgotten; the next connect resyncs.
+    pub fn disconnected(&mut self, node: &str) {
+        self.nodes.remove(node);
+    }
+
+    pub fn in_flight(&self, node: &str) -> usize {
+        self.nodes.get(node).map_or(0, |d| d.inflight.len())
+    }
+
+    /// The messages to send `node` now: resends that are due, then whatever closes the gap
+    /// between what it must hold and what it acknowledged, within the window.
+    pub fn plan(&mut self, node: &str, store: &CloudStore, now: Instant, now_ms: i64) -> Vec<Message> {
+        let Some(d) = self.nodes.get_mut(node) else { return Vec::new() };
+        let want = desired(node, store);
+        let want_uids: HashSet<&str> = want.iter().map(|w| w.uid.as_str()).collect();
+        let mut out = Vec::new();
+
+        // Upserts in flight for objects no longer meant for the node: cancel, delete instead.
+        let mut cancelled: Vec<(String, ObjectKey)> = Vec::new();
+        d.inflight.retain(|f| {
+            let keep = matches!(f.sent, Sent::Delete) || want_uids.contains(f.uid.as_str());
+            if !keep {
+                cancelled.push((f.uid.clone(), f.key.clone()));
+            }
+            keep
+        });
+
+        for w in &want {
+            let acked = store.synced_entry(node, &w.uid).map(|s| s.rv);
+            if acked.is_some_and(|rv| rv >= w.push_rv) {
+                continue;
+            }
+            if let Some(pos) = d.inflight.iter().position(|f| f.uid == w.uid) {
+                match d.inflight[pos].sent {
+                    Sent::Upsert { rv } if rv >= w.push_rv => continue,
+                    // Superseded by a newer version: only the newest is worth sending.
+                    _ => {
+                        d.inflight.remove(pos);
+                    }
+                }
+            }
+            if d.inflight.len() >= WINDOW {
+                break;
+            }
+            let Some(entry) = store.get(&w.key) else { continue };
+            let rv = entry.rv();
+            let mut obj = entry.object.clone();
+            obj["apiVersion"] = json!("v1");
+            obj["kind"] = json!(w.key.kind.name());
+            let op = if acked.is_some() { Operation::Update } else { Operation::Insert };
+            let mut msg = Message::new(ModuleName::EdgeController, Group::Resource, op, path(&w.key), obj, now_ms);
+            msg.header.resourceversion = rv.to_string();
+            d.inflight.push(InFlight {
+                uid: w.uid.clone(),
+                key: w.key.clone(),
+                sent: Sent::Upsert { rv },
+                msg: msg.clone(),
+                next_resend: now + RESEND_AFTER,
+                attempts: 1,
+            });
+            out.push(msg);
+        }
+
+        // Deletes: acknowledged objects the node must no longer hold (pods first), and
+        // cancelled upserts the node may have stored without its ACK reaching us.
+        let mut deletes: Vec<(String, ObjectKey)> = store
+            .synced(node)
+            .filter(|(uid, _)| !want_uids.contains(uid))
+            .map(|(uid, s): (&str, &SyncEntry)| (uid.to_owned(), ObjectKey::new(s.kind, &s.namespace, &s.name)))
+            .collect();
+        for c in cancelled {
+            if !deletes.iter().any(|(u, _)| *u == c.0) {
+                deletes.push(c);
+            }
+        }
+        deletes.sort_by_key(|(_, k)| k.kind != Kind::Pod);
+        for (uid, key) in deletes {
+            if d.inflight.len() >= WINDOW {
+                break;
+            }
+            if d.inflight.iter().any(|f| f.uid == uid && f.sent == Sent::Delete) {
+                continue;
+            }
+            let content = json!({ "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } });
+            let msg = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Delete, path(&key), content, now_ms);
+            d.inflight.push(InFlight {
+                uid,
+                key,
+                sent: Sent::Delete,
+                msg: msg.clone(),
+                next_resend: now + RESEND_AFTER,
+                attempts: 1,
+            });
+            out.push(msg);
+        }
+
+        // Resends, same msg_id so a late ACK of an earlier copy still counts.
+        for f in d.inflight.iter_mut() {
+            if f.next_resend <= now && !out.iter().any(|m| m.header.msg_id == f.msg.header.msg_id) {
+                f.attempts += 1;
+                let backoff = RESEND_AFTER.saturating_mul(1 << f.attempts.min(8)).min(RESEND_MAX);
+                f.next_resend = now + backoff;
+                log::debug!("resending {} to {node} (attempt {})", f.key, f.attempts);
+                out.push(f.msg.clone());
+            }
+        }
+        out
+    }
+
+    /// Handles an acknowledgement (`response` with `parent_msg_id`) from `node`: records the
+    /// acknowledged version durably. `Ok(None)` if it answers nothing in flight (late or
+    /// duplicate ACKs are harmless).
+    pub fn ack(&mut self, node: &str, parent: &str, store: &mut CloudStore) -> Result<Option<Acked>, StoreError> {
+        let Some(d) = self.nodes.get_mut(node) else { return Ok(None) };
+        let Some(pos) = d.inflight.iter().position(|f| f.msg.header.msg_id == parent) else {
+            return Ok(None);
+        };
+        let f = d.inflight.remove(pos);
+        let rv = match f.sent {
+            Sent::Upsert { rv } => {
+                let entry = SyncEntry {
+                    kind: f.key.kind,
+                    namespace: f.key.namespace.clone(),
+                    name: f.key.name.clone(),
+                    rv,
+                };
+                store.record_sync(node, &f.uid, Some(entry))?;
+                Some(rv)
+            }
+            Sent::Delete => {
+                store.record_sync(node, &f.uid, None)?;
+                None
+            }
+        };
+        Ok(Some(Acked { key: f.key, rv }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn store(name: &str) -> CloudStore {
+        let p = std::env::temp_dir().join(format!("edgectl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        CloudStore::open(&p).unwrap()
+    }
+
+    fn pod(name: &str, node: &str, image: &str, cm: Option<&str>) -> (Kind, Value) {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": image}]}});
+        if let Some(cm) = cm {
+            p["spec"]["volumes"] = json!([{"name": "v", "configMap": {"name": cm}}]);
+        }
+        (Kind::Pod, p)
+    }
+
+    fn cm(name: &str, v: &str) -> (Kind, Value) {
+        (Kind::ConfigMap, json!({"apiVersion": "v1", "metadata": {"name": name}, "data": {"k": v}}))
+    }
+
+    fn ack_all(c: &mut EdgeController, s: &mut CloudStore, msgs: &[Message]) {
+        for m in msgs {
+            c.ack("edge0", &m.header.msg_id, s).unwrap();
+        }
+    }
+
+    #[test]
+    fn sends_referenced_configmaps_first_then_pods_and_nothing_once_acked() {
+        let mut s = store("first");
+        s.apply(&[cm("cfg", "1"), pod("web", "edge0", "busybox", Some("cfg")), pod("other", "edge1", "busybox", None), cm("unused", "x")], 0).unwrap();
+        let mut c = EdgeController::new();
+        let t = Instant::now();
+        assert!(c.plan("edge0", &s, t, 0).is_empty(), "nothing for a node that is not connected");
+        c.connected("edge0");
+        let msgs = c.plan("edge0", &s, t, 0);
+        let res: Vec<(&str, &str)> = msgs.iter().map(|m| (m.route.operation.as_str(), m.route.resource.as_str())).collect();
+        assert_eq!(res, [("insert", "default/configmap/cfg"), ("insert", "default/pod/web")]);
+        assert_eq!(msgs[1].content["kind"], "Pod");
+        assert_eq!(msgs[1].content["apiVersion"], "v1");
+        assert!(!msgs[1].header.resourceversion.is_empty());
+        assert!(c.plan("edge0", &s, t, 0).is_empty(), "in flight: not sent twice");
+        ack_all(&mut c, &mut s, &msgs);
+        assert_eq!(c.in_flight("edge0"), 0);
+        assert!(c.plan("edge0", &s, t + RESEND_AFTER * 2, 0).is_empty());
+    }
+
+    #[test]
+    fn unacked_messages_are_resent_with_the_same_id() {
+        let mut s = store("resend");
+        s.apply(&[pod("web", "edge0", "busybox", None)], 0).unwrap();
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        let t = Instant::now();
+        let first = c.plan("edge0", &s, t, 0);
+        assert!(c.plan("edge0", &s, t + RESEND_AFTER - Duration::from_millis(1), 0).is_empty());
+        let again = c.plan("edge0", &s, t + RESEND_AFTER, 0);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].header.msg_id, first[0].header.msg_id);
+        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap().unwrap().rv, Some(s.last_rv()));
+        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(), None, "duplicate ACK is harmless");
+    }
+
+    #[test]
+    fn bursts_coalesce_to_the_newest_version() {
+        let mut s = store("burst");
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        let t = Instant::now();
+        s.apply(&[pod("web", "edge0", "v0", None)], 0).unwrap();
+        let first = c.plan("edge0", &s, t, 0);
+        for i in 1..50 {
+            s.apply(&[pod("web", "edge0", &format!("v{i}"), None)], 0).unwrap();
+        }
+        let next = c.plan("edge0", &s, t, 0);
+        assert_eq!(next.len(), 1, "only the newest version goes");
+        assert_eq!(next[0].content["spec"]["containers"][0]["image"], "v49");
+        // The late ACK of the superseded send counts for nothing.
+        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(), None);
+        ack_all(&mut c, &mut s, &next);
+        assert!(c.plan("edge0", &s, t, 0).is_empty());
+    }
+
+    #[test]
+    fn reconnect_resyncs_changes_and_deletes_made_while_away() {
+        let mut s = store("resync");
+        s.apply(&[pod("keep", "edge0", "a", None), pod("gone", "edge0", "a", None), pod("moved", "edge0", "a", None)], 0).unwrap();
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        let t = Instant::now();
+        let msgs = c.plan("edge0", &s, t, 0);
+        ack_all(&mut c, &mut s, &msgs);
+        c.disconnected("edge0");
+        // While away: one changed, one deleted, one moved to another node, one added.
+        s.apply(&[pod("keep", "edge0", "b", None), pod("moved", "edge1", "a", None), pod("new", "edge0", "a", None)], 0).unwrap();
+        s.delete(&ObjectKey::new(Kind::Pod, "default", "gone")).unwrap();
+        c.connected("edge0");
+        let msgs = c.plan("edge0", &s, t, 0);
+        let mut res: Vec<(String, String)> = msgs.iter().map(|m| (m.route.operation.to_string(), m.route.resource.clone())).collect();
+        res.sort();
+        assert_eq!(
+            res,
+            [
+                ("delete".to_owned(), "default/pod/gone".to_owned()),
+                ("delete".to_owned(), "default/pod/moved".to_owned()),
+                ("insert".to_owned(), "default/pod/new".to_owned()),
+                ("update".to_owned(), "default/pod/keep".to_owned()),
+            ]
+        );
+        let del = msgs.iter().find(|m| m.route.resource == "default/pod/gone").unwrap();
+        assert!(del.content["metadata"]["uid"].is_string());
+        ack_all(&mut c, &mut s, &msgs);
+        assert_eq!(s.synced("edge0").count(), 2, "keep and new");
+        assert!(c.plan("edge0", &s, t, 0).is_empty());
+    }
+
+    #[test]
+    fn window_bounds_what_is_in_flight() {
+        let mut s = store("window");
+        let pods: Vec<(Kind, Value)> = (0..WINDOW + 10).map(|i| pod(&format!("p{i}"), "edge0", "a", None)).collect();
+        s.apply(&pods, 0).unwrap();
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        let t = Instant::now();
+        let first = c.plan("edge0", &s, t, 0);
+        assert_eq!(first.len(), WINDOW);
+        ack_all(&mut c, &mut s, &first[..5]);
+        assert_eq!(c.plan("edge0", &s, t, 0).len(), 5);
+    }
+}
