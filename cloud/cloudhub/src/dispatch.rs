@@ -1,17 +1,31 @@
 //! What CloudHub does with each message from an edge (§2.7 and §4 of the protocol spec), as a
 //! sans-IO function: registry in, reply out.
 //!
-//! Served today: keepalive, ACKs, node register/query/update/patch, legacy nodestatus, lease
-//! query/insert/update. Any other request is answered with a `NotImplemented` status so an
-//! upstream edgecore does not sit on its 60 s reply timeout; fire-and-forget messages
-//! (events, `membership/detail`, uploads) are dropped as upstream cloudcore drops them.
+//! Served: keepalive, ACKs, node register/query/update/patch, legacy nodestatus, lease
+//! query/insert/update, pod status (`podpatch`, legacy `podstatus`), pod deletion by its node,
+//! and configmap/secret queries for objects the node's pods use. Any other request is answered
+//! with a `NotImplemented` status so an upstream edgecore does not sit on its 60 s reply
+//! timeout; fire-and-forget messages (events, `membership/detail`, uploads) are dropped as
+//! upstream cloudcore drops them.
+//!
+//! A node may only touch its own node and lease objects and the pods bound to it.
 
 use std::time::SystemTime;
 
 use proto::{objresp, Group, Message, ModuleName, Operation, ResourceKind, ResourcePath};
 use serde_json::{json, Value};
 
+use cloudstore::{kinds, CloudStore, Kind, ObjectKey};
+
+use crate::events::Events;
 use crate::nodes::{NodeRegistry, StatusError};
+
+/// The state a message may read or change.
+pub struct Ctx<'a> {
+    pub nodes: &'a mut NodeRegistry,
+    pub store: &'a mut CloudStore,
+    pub events: &'a mut Events,
+}
 
 fn now_ms(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -65,14 +79,111 @@ pub enum Effect {
     Other,
 }
 
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The pod `ns/name` if it is bound to `node`.
+fn own_pod(store: &CloudStore, node: &str, ns: &str, name: &str) -> Result<ObjectKey, StatusError> {
+    let key = ObjectKey::new(Kind::Pod, ns, name);
+    match store.get(&key) {
+        None => Err(StatusError(objresp::not_found("pods", "", name))),
+        Some(e) if e.object["spec"]["nodeName"].as_str() == Some(node) => Ok(key),
+        Some(_) => Err(StatusError(objresp::status(
+            403,
+            "Forbidden",
+            &format!("pod {ns}/{name} is not bound to node {node:?}"),
+            json!({ "name": name, "kind": "pods" }),
+        ))),
+    }
+}
+
+fn store_err(e: cloudstore::StoreError) -> StatusError {
+    StatusError(objresp::status(500, "InternalError", &e.to_string(), json!({})))
+}
+
+/// `patch <ns>/podpatch/<name>` (a strategic-merge patch as a JSON string, §4.4).
+fn pod_patch(ctx: &mut Ctx, node: &str, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Result<Value, StatusError> {
+    let key = own_pod(ctx.store, node, ns, name)?;
+    let patch: Value = serde_json::from_slice(&msg.content_bytes())
+        .map_err(|e| StatusError(objresp::status(400, "BadRequest", &format!("pod patch is not JSON: {e}"), json!({}))))?;
+    let pod = ctx.store.patch_status(&key, &patch).map_err(store_err)?;
+    let phase = pod["status"]["phase"].as_str().unwrap_or("").to_owned();
+    ctx.events.record(&key, unix(now), "StatusReported", format!("node {node} reports phase {phase}"));
+    Ok(pod)
+}
+
+/// Legacy `update <ns>/podstatus[/<name>]` with `PodStatusRequest`s (§4.4): answered `"OK"`.
+fn legacy_pod_status(ctx: &mut Ctx, node: &str, ns: &str, msg: &Message, now: SystemTime) -> Message {
+    let reqs: Vec<&Value> = match &msg.content {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    for r in reqs {
+        let Some(name) = r["Name"].as_str() else { continue };
+        if let Ok(key) = own_pod(ctx.store, node, ns, name) {
+            if ctx.store.patch_status(&key, &json!({ "status": r["Status"] })).is_ok() {
+                ctx.events.record(&key, unix(now), "StatusReported", format!("node {node} reports status (legacy)"));
+            }
+        }
+    }
+    reply(msg, json!("OK"), "", now)
+}
+
+/// `delete <ns>/pod/<name>` from the node that ran it (graceful deletion's last step, §4.3).
+fn pod_delete(ctx: &mut Ctx, node: &str, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Message {
+    let key = match own_pod(ctx.store, node, ns, name) {
+        Ok(k) => k,
+        Err(StatusError(st)) => return reply(msg, json!({ "ErrStatus": st }), "", now),
+    };
+    // The precondition uid comes as DeleteOptions or, from some versions, as a bare string.
+    let want_uid = msg.content.as_str().or_else(|| msg.content["preconditions"]["uid"].as_str()).unwrap_or("");
+    let have_uid = ctx.store.get(&key).map(|e| e.uid().to_owned()).unwrap_or_default();
+    if !want_uid.is_empty() && want_uid != have_uid {
+        let st = objresp::status(409, "Conflict", &format!("precondition failed: uid {want_uid} is not {have_uid}"), json!({}));
+        return reply(msg, json!({ "ErrStatus": st }), "", now);
+    }
+    match ctx.store.delete(&key) {
+        Ok(_) => {
+            ctx.events.record(&key, unix(now), "Deleted", format!("deleted by node {node}"));
+            reply(msg, json!("OK"), "", now)
+        }
+        Err(e) => reply(msg, json!({ "ErrStatus": store_err(e).0 }), "", now),
+    }
+}
+
+/// `query <ns>/configmap|secret/<name>`: answered with the object when a pod on this node uses
+/// it (§4.5); the reply is a plain object or `{"ErrStatus":…}`.
+fn object_query(ctx: &mut Ctx, node: &str, kind: Kind, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Message {
+    let key = ObjectKey::new(kind, ns, name);
+    let Some(entry) = ctx.store.get(&key) else {
+        return reply(msg, json!({ "ErrStatus": objresp::not_found(kind.plural(), "", name) }), "", now);
+    };
+    let used = ctx.store.list(Kind::Pod, Some(ns)).any(|(_, p)| {
+        p.object["spec"]["nodeName"].as_str() == Some(node) && {
+            let (cms, secrets) = kinds::pod_references(&p.object);
+            let names = if kind == Kind::ConfigMap { cms } else { secrets };
+            names.iter().any(|n| n == name)
+        }
+    });
+    if !used {
+        let st = objresp::status(403, "Forbidden", &format!("no pod on node {node:?} uses {} {ns}/{name}", kind.name()), json!({}));
+        return reply(msg, json!({ "ErrStatus": st }), "", now);
+    }
+    let mut obj = entry.object.clone();
+    obj["apiVersion"] = json!("v1");
+    obj["kind"] = json!(kind.name());
+    reply(msg, obj, &entry.rv().to_string(), now)
+}
+
 /// Handles one message from `node`. Returns what it meant and the reply to send, if any.
 pub fn upstream(
-    reg: &mut NodeRegistry,
+    ctx: &mut Ctx,
     node: &str,
     msg: &Message,
     now: SystemTime,
 ) -> (Effect, Option<Message>) {
-    reg.heard_from(node, now);
+    ctx.nodes.heard_from(node, now);
     match &msg.route.operation {
         Operation::Keepalive => return (Effect::Keepalive, None),
         Operation::Response => return (Effect::Ack(msg.header.parent_msg_id.clone()), None),
@@ -122,10 +233,10 @@ pub fn upstream(
         } => match op {
             Operation::Insert => Some(object_reply(
                 msg,
-                reg.register(node, msg.content.clone(), now),
+                ctx.nodes.register(node, msg.content.clone(), now),
                 now,
             )),
-            Operation::Query => Some(match reg.get(node, now, std::time::Duration::MAX) {
+            Operation::Query => Some(match ctx.nodes.get(node, now, std::time::Duration::MAX) {
                 Some(n) => {
                     let rv = rv_of(&n);
                     reply(msg, n, &rv, now)
@@ -142,7 +253,7 @@ pub fn upstream(
                 let meta = &msg.content["metadata"];
                 let patch = json!({ "metadata": { "labels": meta["labels"], "annotations": meta["annotations"] } });
                 let patch = serde_json::to_vec(&patch).unwrap_or_default();
-                Some(match reg.patch(node, &patch, now) {
+                Some(match ctx.nodes.patch(node, &patch, now) {
                     Ok(_) => reply(msg, json!("OK"), "", now),
                     Err(StatusError(st)) => reply(msg, json!({ "ErrStatus": st }), "", now),
                 })
@@ -154,26 +265,26 @@ pub fn upstream(
             ..
         } if *op == Operation::Patch => Some(object_reply(
             msg,
-            reg.patch(node, &msg.content_bytes(), now),
+            ctx.nodes.patch(node, &msg.content_bytes(), now),
             now,
         )),
         ResourcePath::Object {
             kind: ResourceKind::NodeStatus,
             ..
-        } => Some(legacy_node_status(reg, node, msg, now)),
+        } => Some(legacy_node_status(ctx.nodes, node, msg, now)),
         ResourcePath::Object {
             kind: ResourceKind::Lease,
             ..
         } => match op {
-            Operation::Query => Some(object_reply(msg, reg.lease(node), now)),
+            Operation::Query => Some(object_reply(msg, ctx.nodes.lease(node), now)),
             Operation::Insert => Some(object_reply(
                 msg,
-                reg.write_lease(node, msg.content.clone(), true, now),
+                ctx.nodes.write_lease(node, msg.content.clone(), true, now),
                 now,
             )),
             Operation::Update => Some(object_reply(
                 msg,
-                reg.write_lease(node, msg.content.clone(), false, now),
+                ctx.nodes.write_lease(node, msg.content.clone(), false, now),
                 now,
             )),
             _ => Some(not_implemented(msg, now)),
@@ -182,6 +293,29 @@ pub fn upstream(
             kind: ResourceKind::Event,
             ..
         } => None, // fire and forget upstream too
+        ResourcePath::Object {
+            namespace,
+            kind: ResourceKind::PodPatch,
+            name: Some(name),
+        } if *op == Operation::Patch => Some(object_reply(msg, pod_patch(ctx, node, namespace, name, msg, now), now)),
+        ResourcePath::Object {
+            namespace,
+            kind: ResourceKind::PodStatus,
+            ..
+        } if *op == Operation::Update => Some(legacy_pod_status(ctx, node, namespace, msg, now)),
+        ResourcePath::Object {
+            namespace,
+            kind: ResourceKind::Pod,
+            name: Some(name),
+        } if *op == Operation::Delete => Some(pod_delete(ctx, node, namespace, name, msg, now)),
+        ResourcePath::Object {
+            namespace,
+            kind: k @ (ResourceKind::ConfigMap | ResourceKind::Secret),
+            name: Some(name),
+        } if *op == Operation::Query => {
+            let kind = if *k == ResourceKind::ConfigMap { Kind::ConfigMap } else { Kind::Secret };
+            Some(object_query(ctx, node, kind, namespace, name, msg, now))
+        }
         _ => match op {
             Operation::Query
             | Operation::Insert
@@ -247,20 +381,32 @@ mod tests {
     use super::*;
     use proto::objresp::Reply;
 
+    fn parts(name: &str) -> (NodeRegistry, CloudStore, Events) {
+        let p = std::env::temp_dir().join(format!("dispatch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        (NodeRegistry::new(10), CloudStore::open(&p).unwrap(), Events::default())
+    }
+
+    macro_rules! ctx {
+        ($r:ident, $s:ident, $e:ident) => {
+            &mut Ctx { nodes: &mut $r, store: &mut $s, events: &mut $e }
+        };
+    }
+
     fn edge_msg(op: Operation, resource: &str, content: Value) -> Message {
         Message::new(ModuleName::Edged, Group::Meta, op, resource, content, 0)
     }
 
     #[test]
     fn a_node_may_only_touch_itself() {
-        let mut reg = NodeRegistry::new(10);
+        let (mut reg, mut store, mut events) = parts("self");
         let t = SystemTime::now();
         let m = edge_msg(
             Operation::Insert,
             "null/node/edge1",
             json!({"metadata":{"name":"edge1"}}),
         );
-        let (_, r) = upstream(&mut reg, "edge0", &m, t);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
         let r = r.unwrap();
         assert!(matches!(
             Reply::from_content(&r.content),
@@ -268,7 +414,7 @@ mod tests {
         ));
         assert!(!reg.contains("edge1"));
         let m = edge_msg(Operation::Update, "kube-node-lease/lease/edge1", json!({}));
-        let (_, r) = upstream(&mut reg, "edge0", &m, t);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
         assert!(matches!(
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 403, .. }
@@ -277,14 +423,14 @@ mod tests {
 
     #[test]
     fn replies_are_shaped_like_edgecontroller() {
-        let mut reg = NodeRegistry::new(10);
+        let (mut reg, mut store, mut events) = parts("t1");
         let t = SystemTime::now();
         let m = edge_msg(
             Operation::Insert,
             "null/node/edge0",
             json!({"metadata":{"name":"edge0"}}),
         );
-        let (_, r) = upstream(&mut reg, "edge0", &m, t);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
         let r = r.unwrap();
         assert_eq!(r.header.parent_msg_id, m.header.msg_id);
         assert_eq!(r.route.source, ModuleName::EdgeController);
@@ -296,21 +442,56 @@ mod tests {
     }
 
     #[test]
-    fn unknown_requests_are_answered_and_bad_paths_refused() {
-        let mut reg = NodeRegistry::new(10);
+    fn pod_status_and_queries_are_limited_to_the_nodes_own_pods() {
+        let (mut reg, mut store, mut events) = parts("pods");
         let t = SystemTime::now();
-        let (_, r) = upstream(
-            &mut reg,
+        let pod = |name: &str, node: &str| {
+            (Kind::Pod, json!({"apiVersion": "v1", "metadata": {"name": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}],
+                         "volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}))
+        };
+        let cm = (Kind::ConfigMap, json!({"apiVersion": "v1", "metadata": {"name": "cfg"}, "data": {"k": "v"}}));
+        store.apply(&[pod("mine", "edge0"), pod("theirs", "edge1"), cm], 0).unwrap();
+        let patch = json!("{\"status\":{\"phase\":\"Running\"}}");
+        let m = Message::new(ModuleName::Edged, Group::Meta, Operation::Patch, "default/podpatch/mine", patch.clone(), 0);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
+        match Reply::from_content(&r.unwrap().content) {
+            Reply::Object(p) => assert_eq!(p["status"]["phase"], "Running"),
+            other => panic!("{other:?}"),
+        }
+        let m = Message::new(ModuleName::Edged, Group::Meta, Operation::Patch, "default/podpatch/theirs", patch, 0);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
+        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 403, .. }));
+        let q = Message::new(ModuleName::Edged, Group::Meta, Operation::Query, "default/configmap/cfg", Value::Null, 0);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &q, t);
+        let r = r.unwrap();
+        assert_eq!(r.content["data"]["k"], "v");
+        assert!(!r.header.resourceversion.is_empty());
+        let (_, r) = upstream(ctx!(reg, store, events), "edge9", &q, t);
+        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 403, .. }));
+        let del = Message::new(ModuleName::Edged, Group::Meta, Operation::Delete, "default/pod/mine", json!({"preconditions": {"uid": "wrong"}}), 0);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &del, t);
+        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 409, .. }));
+        let del = Message::new(ModuleName::Edged, Group::Meta, Operation::Delete, "default/pod/mine", Value::Null, 0);
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &del, t);
+        assert_eq!(Reply::from_content(&r.unwrap().content), Reply::Ok);
+        assert!(store.get(&ObjectKey::new(Kind::Pod, "default", "mine")).is_none());
+    }
+
+    #[test]
+    fn unknown_requests_are_answered_and_bad_paths_refused() {
+        let (mut reg, mut store, mut events) = parts("t2");
+        let t = SystemTime::now();
+        let (_, r) = upstream(ctx!(reg, store, events),
             "e",
-            &edge_msg(Operation::Query, "default/configmap/x", Value::Null),
+            &edge_msg(Operation::Query, "default/persistentvolume/x", Value::Null),
             t,
         );
         assert!(matches!(
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 501, .. }
         ));
-        let (_, r) = upstream(
-            &mut reg,
+        let (_, r) = upstream(ctx!(reg, store, events),
             "e",
             &edge_msg(Operation::Insert, "a//b", Value::Null),
             t,
@@ -319,8 +500,7 @@ mod tests {
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 400, .. }
         ));
-        let (_, r) = upstream(
-            &mut reg,
+        let (_, r) = upstream(ctx!(reg, store, events),
             "e",
             &edge_msg(Operation::Insert, "default/event/x", json!({})),
             t,

@@ -3,6 +3,8 @@
 //! - [`server`]: WebSocket over mutual TLS on port 10000, one session per node.
 //! - [`certserver`]: the enrollment endpoint on port 10002.
 //! - [`dispatch`]: what each message from an edge does (sans-IO).
+//! - [`events`]: recent events per object, for `cloudcore describe`.
+//! - Delivery of pods, configmaps and secrets is `edgecontroller`'s plan, driven per session.
 //! - [`nodes`]: the registry of nodes and leases, and readiness (sans-IO).
 //! - [`http`]: the little HTTP/1.1 both the certificate endpoint and the admin API need.
 //!
@@ -12,6 +14,7 @@
 
 pub mod certserver;
 pub mod dispatch;
+pub mod events;
 pub mod http;
 pub mod nodes;
 pub mod server;
@@ -65,7 +68,17 @@ pub struct Hub {
     pub cfg: CloudHubConfig,
     pub ca: pki::Ca,
     pub registry: RefCell<NodeRegistry>,
+    pub store: RefCell<cloudstore::CloudStore>,
+    pub controller: RefCell<edgecontroller::EdgeController>,
+    pub events: RefCell<events::Events>,
     pub sessions: Sessions,
+}
+
+impl Hub {
+    /// Tells every session the store changed, so each plans its node's deliveries again.
+    pub fn store_changed(&self) {
+        self.sessions.ring_all();
+    }
 }
 
 /// CloudHub with its listeners bound, ready to [`Bound::run`].
@@ -82,7 +95,7 @@ fn listen(addr: SocketAddr) -> Result<Async<TcpListener>, HubError> {
 }
 
 /// Builds TLS from the CA and binds both listeners.
-pub fn bind(cfg: CloudHubConfig, ca: pki::Ca) -> Result<Bound, HubError> {
+pub fn bind(cfg: CloudHubConfig, ca: pki::Ca, store: cloudstore::CloudStore) -> Result<Bound, HubError> {
     let provider = Arc::new(ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
@@ -112,6 +125,9 @@ pub fn bind(cfg: CloudHubConfig, ca: pki::Ca) -> Result<Bound, HubError> {
     let cert = listen(SocketAddr::new(cfg.bind, cfg.cert_port))?;
     let hub = Rc::new(Hub {
         registry: RefCell::new(NodeRegistry::new(cfg.node_limit)),
+        store: RefCell::new(store),
+        controller: RefCell::new(edgecontroller::EdgeController::new()),
+        events: RefCell::new(events::Events::default()),
         sessions: Sessions::default(),
         cfg,
         ca,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use proto::objresp;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// What a failed registry operation tells the edge, as a Kubernetes `Status`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,51 +34,7 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// Strategic-merge patch as far as node status needs it: objects merge recursively, `null`
-/// deletes, lists of objects with a `type` key (conditions, addresses) merge by that key, other
-/// lists are replaced, `$`-directives are ignored.
-pub fn strategic_merge(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let t = target.as_object_mut().expect("made an object above");
-    for (k, v) in p {
-        if k.starts_with('$') {
-            continue;
-        }
-        match v {
-            Value::Null => {
-                t.remove(k);
-            }
-            Value::Object(_) => strategic_merge(t.entry(k.clone()).or_insert(Value::Null), v),
-            Value::Array(items)
-                if items
-                    .iter()
-                    .all(|i| i.get("type").is_some_and(Value::is_string))
-                    && !items.is_empty() =>
-            {
-                let list = t.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
-                if !list.is_array() {
-                    *list = Value::Array(vec![]);
-                }
-                let list = list.as_array_mut().expect("made an array above");
-                for item in items {
-                    match list.iter_mut().find(|e| e.get("type") == item.get("type")) {
-                        Some(existing) => strategic_merge(existing, item),
-                        None => list.push(item.clone()),
-                    }
-                }
-            }
-            other => {
-                t.insert(k.clone(), other.clone());
-            }
-        }
-    }
-}
+pub use cloudstore::smp::strategic_merge;
 
 impl NodeRegistry {
     pub fn new(limit: usize) -> Self {

@@ -133,7 +133,7 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             return;
         }
     };
-    let Some((session_id, kill)) = hub.sessions.open(&node, hub.cfg.node_limit) else {
+    let Some((session_id, kill, bell)) = hub.sessions.open(&node, hub.cfg.node_limit) else {
         log::warn!(
             "node {node} refused: session limit {} reached",
             hub.cfg.node_limit
@@ -142,8 +142,12 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         return;
     };
     log::info!("node {node} connected from {peer:?}");
-    let reason = session(&hub, &mut ws, &node, &kill).await;
-    hub.sessions.close(&node, session_id);
+    hub.controller.borrow_mut().connected(&node);
+    let reason = session(&hub, &mut ws, &node, &kill, &bell).await;
+    // A replaced session must not wipe the delivery state of the one that replaced it.
+    if hub.sessions.close(&node, session_id) {
+        hub.controller.borrow_mut().disconnected(&node);
+    }
     log::info!("node {node} disconnected: {reason}");
     let _ = ws
         .close(None)
@@ -154,25 +158,52 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         .await;
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Writes whatever the delivery plan says `node` should get now.
+async fn deliver<S>(hub: &Hub, ws: &mut async_tungstenite::WebSocketStream<S>, node: &str) -> Result<(), String>
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
+    let msgs = hub.controller.borrow_mut().plan(node, &hub.store.borrow(), Instant::now(), now_ms());
+    for m in msgs {
+        ws.send(WsMessage::text(m.encode())).await.map_err(|e| format!("write error: {e}"))?;
+    }
+    Ok(())
+}
+
 async fn session<S>(
     hub: &Hub,
     ws: &mut async_tungstenite::WebSocketStream<S>,
     node: &str,
     kill: &smol::channel::Receiver<()>,
+    bell: &smol::channel::Receiver<()>,
 ) -> String
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
     let timeout = hub.cfg.keepalive_timeout;
     let mut last_keepalive = Instant::now();
-    let mut ticker = smol::Timer::interval((timeout / 10).max(Duration::from_millis(50)));
+    // Also the resend clock of the delivery plan, so at most a second late.
+    let mut ticker = smol::Timer::interval((timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     loop {
+        // Level-triggered: after every event, send whatever closes the node's gap.
+        if let Err(e) = deliver(hub, ws, node).await {
+            return e;
+        }
         enum Ev {
             Frame(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
             Tick,
+            Bell,
             Kill,
         }
         let ev = async { Ev::Frame(ws.next().await) }
+            .or(async {
+                let _ = bell.recv().await;
+                Ev::Bell
+            })
             .or(async {
                 ticker.next().await;
                 Ev::Tick
@@ -184,6 +215,7 @@ where
             .await;
         match ev {
             Ev::Kill => return "replaced by a newer connection, or shutting down".into(),
+            Ev::Bell => {}
             Ev::Tick => {
                 // Upstream resets this timer only on keepalive messages (§3.4).
                 if last_keepalive.elapsed() > timeout {
@@ -206,14 +238,34 @@ where
                         continue;
                     }
                 };
-                let (effect, reply) = dispatch::upstream(
-                    &mut hub.registry.borrow_mut(),
-                    node,
-                    &msg,
-                    SystemTime::now(),
-                );
-                if effect == Effect::Keepalive {
-                    last_keepalive = Instant::now();
+                let now = SystemTime::now();
+                let (effect, reply) = {
+                    let mut ctx = dispatch::Ctx {
+                        nodes: &mut hub.registry.borrow_mut(),
+                        store: &mut hub.store.borrow_mut(),
+                        events: &mut hub.events.borrow_mut(),
+                    };
+                    dispatch::upstream(&mut ctx, node, &msg, now)
+                };
+                match effect {
+                    Effect::Keepalive => last_keepalive = Instant::now(),
+                    Effect::Ack(parent) => {
+                        let acked = hub.controller.borrow_mut().ack(node, &parent, &mut hub.store.borrow_mut());
+                        match acked {
+                            Ok(Some(a)) => {
+                                let unix = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                                let (reason, message) = match a.rv {
+                                    Some(rv) => ("Delivered", format!("node {node} stored version {rv}")),
+                                    None => ("RemovedFromNode", format!("node {node} removed it")),
+                                };
+                                hub.events.borrow_mut().record(&a.key, unix, reason, message);
+                            }
+                            Ok(None) => {}
+                            // Not recorded: the object is resent and the edge acknowledges again.
+                            Err(e) => log::error!("cannot record acknowledgement from {node}: {e}"),
+                        }
+                    }
+                    Effect::Other => {}
                 }
                 if let Some(r) = reply {
                     if let Err(e) = ws.send(WsMessage::text(r.encode())).await {
@@ -234,12 +286,14 @@ pub struct Sessions {
 #[derive(Default)]
 struct SessionTable {
     next_id: u64,
-    by_node: std::collections::HashMap<String, (u64, smol::channel::Sender<()>)>,
+    /// Per node: session id, kill switch (dropping it ends the session), doorbell.
+    by_node: std::collections::HashMap<String, (u64, smol::channel::Sender<()>, smol::channel::Sender<()>)>,
 }
 
 impl Sessions {
-    /// Opens a session for `node`, ending any older one. `None` when at the limit.
-    fn open(&self, node: &str, limit: usize) -> Option<(u64, smol::channel::Receiver<()>)> {
+    /// Opens a session for `node`, ending any older one. Returns its id, kill signal and
+    /// doorbell; `None` when at the limit.
+    fn open(&self, node: &str, limit: usize) -> Option<(u64, smol::channel::Receiver<()>, smol::channel::Receiver<()>)> {
         let mut t = self.inner.borrow_mut();
         if !t.by_node.contains_key(node) && t.by_node.len() >= limit {
             return None;
@@ -247,15 +301,26 @@ impl Sessions {
         t.next_id += 1;
         let id = t.next_id;
         let (tx, rx) = smol::channel::bounded(1);
+        let (bell_tx, bell_rx) = smol::channel::bounded(1);
         // Dropping the old sender closes its channel: the old session sees Kill.
-        t.by_node.insert(node.to_owned(), (id, tx));
-        Some((id, rx))
+        t.by_node.insert(node.to_owned(), (id, tx, bell_tx));
+        Some((id, rx, bell_rx))
     }
 
-    fn close(&self, node: &str, id: u64) {
+    /// Ends session `id` of `node`; true if it was the node's current session.
+    fn close(&self, node: &str, id: u64) -> bool {
         let mut t = self.inner.borrow_mut();
-        if t.by_node.get(node).is_some_and(|(i, _)| *i == id) {
+        if t.by_node.get(node).is_some_and(|(i, _, _)| *i == id) {
             t.by_node.remove(node);
+            return true;
+        }
+        false
+    }
+
+    /// Rings every session's doorbell (a full doorbell already means "look again").
+    pub fn ring_all(&self) {
+        for (_, _, bell) in self.inner.borrow().by_node.values() {
+            let _ = bell.try_send(());
         }
     }
 
@@ -315,14 +380,18 @@ mod tests {
     fn newer_session_replaces_older_and_limit_holds() {
         smol::block_on(async {
             let s = Sessions::default();
-            let (id1, rx1) = s.open("a", 2).unwrap();
-            let (id2, _rx2) = s.open("a", 2).unwrap();
+            let (id1, rx1, _) = s.open("a", 2).unwrap();
+            let (id2, _rx2, bell2) = s.open("a", 2).unwrap();
             assert!(rx1.recv().await.is_err(), "old session is told to end");
-            s.close("a", id1); // the old session's cleanup must not remove the new one
+            assert!(!s.close("a", id1), "the old session's cleanup must not remove the new one");
             assert!(s.is_connected("a"));
+            s.ring_all();
+            s.ring_all();
+            assert_eq!(bell2.try_recv(), Ok(()));
+            assert!(bell2.try_recv().is_err(), "rings coalesce");
             let _b = s.open("b", 2).unwrap();
             assert!(s.open("c", 2).is_none());
-            s.close("a", id2);
+            assert!(s.close("a", id2));
             assert!(!s.is_connected("a"));
         });
     }
