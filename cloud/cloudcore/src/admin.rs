@@ -1,7 +1,12 @@
 //! The admin API: HTTP on loopback, authenticated by a bearer credential kept in the data dir
 //! (`admin.token`, owner-only). The CLI (`cloudcore get …`) and tests use it.
 //!
-//! `GET /healthz` (no auth), `GET /api/v1/nodes`, `GET /api/v1/nodes/<name>`.
+//! - `GET /healthz` (no auth)
+//! - `GET /api/v1/nodes[/<name>]`
+//! - `POST /api/v1/apply` with a YAML/JSON manifest (all documents or none are stored)
+//! - `GET /api/v1/<pods|configmaps|secrets>[?namespace=<ns>]`, `GET|DELETE /api/v1/<kind>/<ns>/<name>`
+//! - `GET /api/v1/events/<kind>/<ns>/<name>`: recent events of one object
+//! - `GET /api/v1/sync/<node>`: what a node acknowledged (object, version)
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -11,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use cloudhub::http::{read_request, write_response};
 use cloudhub::Hub;
+use cloudstore::{Kind, ObjectKey};
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor};
 
@@ -50,10 +56,11 @@ pub async fn serve(
         let (hub, token) = (hub.clone(), token.clone());
         ex.spawn(async move {
             let work = async {
-                let (status, body) = match read_request(&mut tcp, 64 << 10).await {
-                    Ok(req) => route(&hub, &token, &req),
-                    Err(e) => (400, serde_json::json!({ "error": e.to_string() })),
-                };
+                let (status, body) =
+                    match read_request(&mut tcp, crate::manifest::MAX_MANIFEST_BYTES).await {
+                        Ok(req) => route(&hub, &token, &req),
+                        Err(e) => (400, serde_json::json!({ "error": e.to_string() })),
+                    };
                 write_response(
                     &mut tcp,
                     status,
@@ -71,6 +78,13 @@ pub async fn serve(
         })
         .detach();
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_json::Value) {
@@ -92,28 +106,137 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
             json!({ "error": "missing or wrong admin credential (see <data-dir>/admin.token)" }),
         );
     }
-    if req.method != "GET" {
-        return (405, json!({ "error": "only GET is served" }));
+    let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
+    let namespace = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("namespace="))
+        .filter(|s| !s.is_empty());
+    let parts: Vec<&str> = path
+        .trim_start_matches("/api/v1/")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !path.starts_with("/api/v1/") {
+        return (404, json!({ "error": format!("no such endpoint {path}") }));
     }
-    let now = SystemTime::now();
-    let grace = hub.cfg.node_grace;
-    match req.path.strip_prefix("/api/v1/nodes") {
-        Some("") | Some("/") => (200, hub.registry.borrow().list(now, grace)),
-        Some(rest) => match hub
-            .registry
-            .borrow()
-            .get(rest.trim_start_matches('/'), now, grace)
-        {
-            Some(n) => (200, n),
-            None => (
-                404,
-                json!({ "error": format!("node {:?} not found", rest.trim_start_matches('/')) }),
-            ),
-        },
-        None => (
-            404,
-            json!({ "error": format!("no such endpoint {}", req.path) }),
+    let not_found = |what: String| (404, json!({ "error": format!("{what} not found") }));
+    match (req.method.as_str(), parts.as_slice()) {
+        ("GET", ["nodes"]) => (
+            200,
+            hub.registry
+                .borrow()
+                .list(SystemTime::now(), hub.cfg.node_grace),
         ),
+        ("GET", ["nodes", name]) => {
+            match hub
+                .registry
+                .borrow()
+                .get(name, SystemTime::now(), hub.cfg.node_grace)
+            {
+                Some(n) => (200, n),
+                None => not_found(format!("node {name:?}")),
+            }
+        }
+        ("POST", ["apply"]) => apply(hub, &req.body),
+        ("GET", ["sync", node]) => {
+            let items: Vec<_> = hub
+                .store
+                .borrow()
+                .synced(node)
+                .map(|(uid, e)| json!({ "uid": uid, "kind": e.kind.name(), "namespace": e.namespace, "name": e.name, "resourceVersion": e.rv.to_string() }))
+                .collect();
+            (200, json!({ "node": node, "items": items }))
+        }
+        ("GET", ["events", kind, ns, name]) => match Kind::from_cli(kind) {
+            Some(k) => (
+                200,
+                json!({ "items": hub.events.borrow().for_object(&ObjectKey::new(k, ns, name)) }),
+            ),
+            None => unknown_kind(kind),
+        },
+        (method, [kind, rest @ ..]) => {
+            let Some(k) = Kind::from_cli(kind) else {
+                return unknown_kind(kind);
+            };
+            match (method, rest) {
+                ("GET", []) => {
+                    let store = hub.store.borrow();
+                    let items: Vec<_> = store
+                        .list(k, namespace)
+                        .map(|(_, e)| e.object.clone())
+                        .collect();
+                    (
+                        200,
+                        json!({ "kind": format!("{}List", k.name()), "apiVersion": "v1", "metadata": { "resourceVersion": store.last_rv().to_string() }, "items": items }),
+                    )
+                }
+                ("GET", [ns, name]) => match hub.store.borrow().get(&ObjectKey::new(k, ns, name)) {
+                    Some(e) => (200, e.object.clone()),
+                    None => not_found(format!("{} {ns}/{name}", k.name())),
+                },
+                ("DELETE", [ns, name]) => {
+                    let key = ObjectKey::new(k, ns, name);
+                    let result = hub.store.borrow_mut().delete(&key);
+                    match result {
+                        Ok(obj) => {
+                            hub.events.borrow_mut().record(
+                                &key,
+                                unix_now(),
+                                "Deleted",
+                                "deleted through the admin API".into(),
+                            );
+                            hub.store_changed();
+                            (200, json!({ "deleted": obj }))
+                        }
+                        Err(cloudstore::StoreError::NotFound(what)) => not_found(what),
+                        Err(e) => (500, json!({ "error": e.to_string() })),
+                    }
+                }
+                _ => (
+                    405,
+                    json!({ "error": format!("{method} {path} is not served") }),
+                ),
+            }
+        }
+        _ => (404, json!({ "error": format!("no such endpoint {path}") })),
+    }
+}
+
+fn unknown_kind(kind: &str) -> (u16, serde_json::Value) {
+    (
+        404,
+        serde_json::json!({ "error": format!("unknown kind {kind:?}; known: nodes, pods, configmaps, secrets") }),
+    )
+}
+
+fn apply(hub: &Hub, body: &[u8]) -> (u16, serde_json::Value) {
+    use serde_json::json;
+    let Ok(text) = std::str::from_utf8(body) else {
+        return (400, json!({ "error": "the manifest is not UTF-8 text" }));
+    };
+    let objs = match crate::manifest::parse(text) {
+        Ok(o) => o,
+        Err(e) => return (400, json!({ "error": e })),
+    };
+    let now = unix_now();
+    let result = hub.store.borrow_mut().apply(&objs, now);
+    match result {
+        Ok(results) => {
+            let mut events = hub.events.borrow_mut();
+            let out: Vec<_> = results
+                .iter()
+                .map(|(key, change, rv)| {
+                    if *change != cloudstore::Change::Unchanged {
+                        events.record(key, now, "Applied", format!("{} at version {rv}", change.as_str()));
+                    }
+                    json!({ "kind": key.kind.name(), "namespace": key.namespace, "name": key.name, "change": change.as_str(), "resourceVersion": rv.to_string() })
+                })
+                .collect();
+            drop(events);
+            hub.store_changed();
+            (200, json!({ "results": out }))
+        }
+        Err(e) => (500, json!({ "error": e.to_string() })),
     }
 }
 

@@ -1,107 +1,447 @@
-//! `cloudcore get`: reads a running cloudcore through its admin API and prints a table or the
-//! raw Kubernetes JSON.
+//! The operator's verbs on a running cloudcore: `get`, `apply`, `describe`, `delete`. Each
+//! talks to the admin API found through the data dir (or `--server`) and prints tables like
+//! kubectl's, or the raw Kubernetes JSON/YAML.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
+use cloudstore::Kind;
 use lexopt::prelude::*;
 use serde_json::Value;
 
 use crate::{admin, UsageError, DEFAULT_DATA_DIR};
 
-#[derive(PartialEq)]
+#[derive(PartialEq, Clone, Copy)]
 enum Output {
     Table,
     Wide,
     Json,
+    Yaml,
 }
 
-pub fn cmd_get(mut p: lexopt::Parser) -> anyhow::Result<()> {
-    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
-    let mut server: Option<SocketAddr> = None;
-    let mut output = Output::Table;
-    let mut positional = Vec::new();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Long("data-dir") => data_dir = PathBuf::from(p.value()?),
-            Long("server") => server = Some(crate::parsed(p.value()?, "IP:PORT address")?),
-            Short('o') | Long("output") => {
-                output = match crate::text(p.value()?)?.as_str() {
-                    "json" => Output::Json,
-                    "wide" => Output::Wide,
-                    other => {
-                        return Err(UsageError(format!(
-                            "unknown output format {other:?}; use json or wide"
-                        ))
-                        .into())
+/// Options shared by the client verbs.
+struct Client {
+    data_dir: PathBuf,
+    server: Option<SocketAddr>,
+    namespace: String,
+    all_namespaces: bool,
+    output: Output,
+    file: Option<String>,
+    positional: Vec<String>,
+}
+
+impl Client {
+    fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Client>> {
+        let mut c = Client {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            server: None,
+            namespace: "default".into(),
+            all_namespaces: false,
+            output: Output::Table,
+            file: None,
+            positional: Vec::new(),
+        };
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("data-dir") => c.data_dir = PathBuf::from(p.value()?),
+                Long("server") => c.server = Some(crate::parsed(p.value()?, "IP:PORT address")?),
+                Short('n') | Long("namespace") => c.namespace = crate::text(p.value()?)?,
+                Short('A') | Long("all-namespaces") => c.all_namespaces = true,
+                Short('f') | Long("filename") => c.file = Some(crate::text(p.value()?)?),
+                Short('o') | Long("output") => {
+                    c.output = match crate::text(p.value()?)?.as_str() {
+                        "json" => Output::Json,
+                        "yaml" => Output::Yaml,
+                        "wide" => Output::Wide,
+                        other => {
+                            return Err(UsageError(format!(
+                                "unknown output format {other:?}; use json, yaml or wide"
+                            ))
+                            .into())
+                        }
                     }
                 }
+                Long("help") | Short('h') => {
+                    print!("{}", crate::USAGE);
+                    return Ok(None);
+                }
+                Value(v) => c.positional.push(crate::text(v)?),
+                _ => return Err(UsageError(arg.unexpected().to_string()).into()),
             }
-            Long("help") | Short('h') => {
-                print!("{}", crate::USAGE);
-                return Ok(());
+        }
+        Ok(Some(c))
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
+        let addr = match self.server {
+            Some(a) => a,
+            None => admin::Addrs::read_admin(&self.data_dir)?,
+        };
+        let token =
+            std::fs::read_to_string(self.data_dir.join(admin::TOKEN_FILE)).with_context(|| {
+                format!(
+                    "cannot read the admin credential in {}",
+                    self.data_dir.display()
+                )
+            })?;
+        let mut tcp =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
+                format!(
+                    "cannot reach cloudcore's admin API at {addr}; is `cloudcore serve` running?"
+                )
+            })?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let auth = format!("Bearer {}", token.trim());
+        let resp = support::http::exchange(
+            &mut tcp,
+            method,
+            &addr.to_string(),
+            path,
+            &[("Authorization", &auth)],
+            body,
+        )?;
+        let v: Value =
+            serde_json::from_slice(&resp.body).context("admin API answered with invalid JSON")?;
+        if resp.status != 200 {
+            bail!("{}", v["error"].as_str().unwrap_or("admin API error"));
+        }
+        Ok(v)
+    }
+
+    fn kind(&self, verb: &str) -> anyhow::Result<Kind> {
+        let k = self.positional.first().map(String::as_str).unwrap_or("");
+        Kind::from_cli(k).ok_or_else(|| {
+            UsageError(format!(
+                "{verb} needs a kind: pods, configmaps or secrets (got {k:?})"
+            ))
+            .into()
+        })
+    }
+
+    fn name(&self, verb: &str) -> anyhow::Result<&str> {
+        self.positional
+            .get(1)
+            .map(String::as_str)
+            .ok_or_else(|| UsageError(format!("{verb} needs a name")).into())
+    }
+
+    fn print(&self, v: &Value) -> anyhow::Result<()> {
+        match self.output {
+            Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+            _ => println!("{}", serde_json::to_string_pretty(v)?),
+        }
+        Ok(())
+    }
+}
+
+pub fn cmd_apply(p: lexopt::Parser) -> anyhow::Result<()> {
+    let Some(c) = Client::parse(p)? else {
+        return Ok(());
+    };
+    let Some(file) = &c.file else {
+        return Err(UsageError("apply needs -f <FILE> or -f - for standard input".into()).into());
+    };
+    let mut text = Vec::new();
+    if file == "-" {
+        std::io::stdin().read_to_end(&mut text)?;
+    } else {
+        text = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
+    }
+    let out = c.call("POST", "/api/v1/apply", &text)?;
+    for r in out["results"].as_array().into_iter().flatten() {
+        let kind = r["kind"].as_str().unwrap_or("").to_lowercase();
+        println!(
+            "{kind}/{} {}",
+            r["name"].as_str().unwrap_or(""),
+            r["change"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub fn cmd_delete(p: lexopt::Parser) -> anyhow::Result<()> {
+    let Some(c) = Client::parse(p)? else {
+        return Ok(());
+    };
+    let kind = c.kind("delete")?;
+    let name = c.name("delete")?;
+    c.call(
+        "DELETE",
+        &format!("/api/v1/{}/{}/{name}", kind.plural(), c.namespace),
+        b"",
+    )?;
+    println!("{} {name:?} deleted", kind.name().to_lowercase());
+    Ok(())
+}
+
+pub fn cmd_describe(p: lexopt::Parser) -> anyhow::Result<()> {
+    let Some(c) = Client::parse(p)? else {
+        return Ok(());
+    };
+    let kind = c.kind("describe")?;
+    let name = c.name("describe")?;
+    let obj = c.call(
+        "GET",
+        &format!("/api/v1/{}/{}/{name}", kind.plural(), c.namespace),
+        b"",
+    )?;
+    let events = c.call(
+        "GET",
+        &format!("/api/v1/events/{}/{}/{name}", kind.plural(), c.namespace),
+        b"",
+    )?;
+    print!("{}", describe_text(kind, &obj, &events["items"]));
+    Ok(())
+}
+
+fn describe_text(kind: Kind, obj: &Value, events: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let m = &obj["metadata"];
+    let mut out = format!(
+        "Name:              {}\nNamespace:         {}\nKind:              {}\nUID:               {}\nResourceVersion:   {}\nCreated:           {}\n",
+        s(&m["name"]),
+        s(&m["namespace"]),
+        kind.name(),
+        s(&m["uid"]),
+        s(&m["resourceVersion"]),
+        s(&m["creationTimestamp"])
+    );
+    if let Some(labels) = m["labels"].as_object() {
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        out.push_str(&format!("Labels:            {}\n", l.join(",")));
+    }
+    match kind {
+        Kind::Pod => {
+            out.push_str(&format!(
+                "Node:              {}\n",
+                s(&obj["spec"]["nodeName"])
+            ));
+            out.push_str(&format!("Status:            {}\n", pod_status(obj)));
+            out.push_str("Containers:\n");
+            for c in obj["spec"]["containers"].as_array().into_iter().flatten() {
+                out.push_str(&format!("  {}:  {}\n", s(&c["name"]), s(&c["image"])));
             }
-            Value(v) => positional.push(crate::text(v)?),
-            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+        Kind::ConfigMap | Kind::Secret => {
+            let keys: Vec<&str> = obj["data"]
+                .as_object()
+                .map(|d| d.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            out.push_str(&format!("Data keys:         {}\n", keys.join(", ")));
         }
     }
-    let kind = positional.first().map(String::as_str);
-    if !matches!(kind, Some("nodes" | "node" | "no")) {
-        return Err(UsageError(format!(
-            "get needs a kind; known: nodes (got {:?})",
-            kind.unwrap_or("")
-        ))
-        .into());
+    out.push_str("Events:\n");
+    let items = events.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        out.push_str("  <none>\n");
     }
-    let name = positional.get(1);
-    let addr = match server {
-        Some(a) => a,
-        None => admin::Addrs::read_admin(&data_dir)?,
+    for e in items {
+        out.push_str(&format!(
+            "  {}  {:<16} {}\n",
+            s(&e["time"]),
+            s(&e["reason"]),
+            s(&e["message"])
+        ));
+    }
+    out
+}
+
+pub fn cmd_get(p: lexopt::Parser) -> anyhow::Result<()> {
+    let Some(c) = Client::parse(p)? else {
+        return Ok(());
     };
-    let token = std::fs::read_to_string(data_dir.join(admin::TOKEN_FILE))
-        .with_context(|| format!("cannot read the admin credential in {}", data_dir.display()))?;
-    let path = match name {
-        Some(n) => format!("/api/v1/nodes/{n}"),
-        None => "/api/v1/nodes".to_owned(),
-    };
-    let body = admin_get(addr, &path, token.trim())?;
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
+    let kind_text = c.positional.first().map(String::as_str).unwrap_or("");
+    let name = c.positional.get(1);
+    let now = SystemTime::now();
+    if matches!(kind_text, "nodes" | "node" | "no") {
+        let path = match name {
+            Some(n) => format!("/api/v1/nodes/{n}"),
+            None => "/api/v1/nodes".to_owned(),
+        };
+        let body = c.call("GET", &path, b"")?;
+        if matches!(c.output, Output::Json | Output::Yaml) {
+            return c.print(&body);
+        }
+        let items = if name.is_some() {
+            vec![body]
+        } else {
+            body["items"].as_array().cloned().unwrap_or_default()
+        };
+        print!("{}", node_table(&items, c.output == Output::Wide, now));
         return Ok(());
     }
-    let items = match name {
-        Some(_) => vec![body],
-        None => body["items"].as_array().cloned().unwrap_or_default(),
+    let Some(kind) = Kind::from_cli(kind_text) else {
+        return Err(UsageError(format!(
+            "get needs a kind: nodes, pods, configmaps or secrets (got {kind_text:?})"
+        ))
+        .into());
     };
+    let body = match name {
+        Some(n) => c.call(
+            "GET",
+            &format!("/api/v1/{}/{}/{n}", kind.plural(), c.namespace),
+            b"",
+        )?,
+        None if c.all_namespaces => c.call("GET", &format!("/api/v1/{}", kind.plural()), b"")?,
+        None => c.call(
+            "GET",
+            &format!("/api/v1/{}?namespace={}", kind.plural(), c.namespace),
+            b"",
+        )?,
+    };
+    if matches!(c.output, Output::Json | Output::Yaml) {
+        return c.print(&body);
+    }
+    let items = if name.is_some() {
+        vec![body]
+    } else {
+        body["items"].as_array().cloned().unwrap_or_default()
+    };
+    if items.is_empty() {
+        eprintln!(
+            "No resources found{}.",
+            if c.all_namespaces {
+                String::new()
+            } else {
+                format!(" in {} namespace", c.namespace)
+            }
+        );
+        return Ok(());
+    }
     print!(
         "{}",
-        node_table(&items, output == Output::Wide, SystemTime::now())
+        object_table(
+            kind,
+            &items,
+            c.output == Output::Wide,
+            c.all_namespaces,
+            now
+        )
     );
     Ok(())
 }
 
-fn admin_get(addr: SocketAddr, path: &str, token: &str) -> anyhow::Result<Value> {
-    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| {
-        format!("cannot reach cloudcore's admin API at {addr}; is `cloudcore serve` running?")
-    })?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = format!("Bearer {token}");
-    let resp = support::http::exchange(
-        &mut tcp,
-        "GET",
-        &addr.to_string(),
-        path,
-        &[("Authorization", &auth)],
-        b"",
-    )?;
-    let body: Value =
-        serde_json::from_slice(&resp.body).context("admin API answered with invalid JSON")?;
-    if resp.status != 200 {
-        bail!("{}", body["error"].as_str().unwrap_or("admin API error"));
+fn age(obj: &Value, now: SystemTime) -> String {
+    let created = obj["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(proto::time::parse_rfc3339);
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    created
+        .map(|c| support::human_age(Duration::from_secs((now_s - c).max(0) as u64)))
+        .unwrap_or_else(|| "<unknown>".into())
+}
+
+/// kubectl's STATUS column: the phase, or the waiting/terminated reason of a container.
+fn pod_status(pod: &Value) -> String {
+    for cs in pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
+            return r.to_owned();
+        }
+        if let Some(r) = cs["state"]["terminated"]["reason"].as_str() {
+            if pod["status"]["phase"] != "Succeeded" {
+                return r.to_owned();
+            }
+        }
     }
-    Ok(body)
+    pod["status"]["phase"]
+        .as_str()
+        .unwrap_or("Pending")
+        .to_owned()
+}
+
+fn render(rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders pods, configmaps or secrets as kubectl does.
+pub fn object_table(
+    kind: Kind,
+    items: &[Value],
+    wide: bool,
+    namespaces: bool,
+    now: SystemTime,
+) -> String {
+    let mut head: Vec<&str> = match kind {
+        Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"],
+        Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
+        Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
+    };
+    if wide && kind == Kind::Pod {
+        head.push("IP");
+    }
+    if namespaces {
+        head.insert(0, "NAMESPACE");
+    }
+    let mut rows = vec![head.into_iter().map(str::to_owned).collect::<Vec<_>>()];
+    for o in items {
+        let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        let data = o["data"].as_object().map_or(0, |d| d.len())
+            + o["binaryData"].as_object().map_or(0, |d| d.len());
+        let mut row = match kind {
+            Kind::Pod => {
+                let total = o["spec"]["containers"].as_array().map_or(0, |c| c.len());
+                let statuses = o["status"]["containerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let ready = statuses.iter().filter(|c| c["ready"] == true).count();
+                let restarts: u64 = statuses
+                    .iter()
+                    .filter_map(|c| c["restartCount"].as_u64())
+                    .sum();
+                let mut r = vec![
+                    s(&o["metadata"]["name"]),
+                    format!("{ready}/{total}"),
+                    pod_status(o),
+                    restarts.to_string(),
+                    age(o, now),
+                    s(&o["spec"]["nodeName"]),
+                ];
+                if wide {
+                    r.push(o["status"]["podIP"].as_str().unwrap_or("<none>").to_owned());
+                }
+                r
+            }
+            Kind::ConfigMap => vec![s(&o["metadata"]["name"]), data.to_string(), age(o, now)],
+            Kind::Secret => vec![
+                s(&o["metadata"]["name"]),
+                o["type"].as_str().unwrap_or("Opaque").to_owned(),
+                data.to_string(),
+                age(o, now),
+            ],
+        };
+        if namespaces {
+            row.insert(0, s(&o["metadata"]["namespace"]));
+        }
+        rows.push(row);
+    }
+    render(rows)
 }
 
 /// Renders nodes as `kubectl get nodes` does.
@@ -126,16 +466,6 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
             .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
             .collect();
         roles.sort();
-        let created = n["metadata"]["creationTimestamp"]
-            .as_str()
-            .and_then(proto::time::parse_rfc3339);
-        let now_s = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let age = created
-            .map(|c| support::human_age(Duration::from_secs((now_s - c).max(0) as u64)))
-            .unwrap_or_else(|| "<unknown>".into());
         let info = &n["status"]["nodeInfo"];
         let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
         let mut row = vec![
@@ -146,7 +476,7 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
             } else {
                 roles.join(",")
             },
-            age,
+            age(n, now),
             s(&info["kubeletVersion"]),
         ];
         if wide {
@@ -166,20 +496,7 @@ pub fn node_table(items: &[Value], wide: bool, now: SystemTime) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
+    render(rows)
 }
 
 #[cfg(test)]
@@ -188,7 +505,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn table_shows_status_roles_and_age() {
+    fn node_table_shows_status_roles_and_age() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + 300);
         let n = json!({
             "metadata": { "name": "edge0", "creationTimestamp": proto::time::rfc3339(1_000_000),
@@ -209,5 +526,44 @@ mod tests {
         down["status"]["conditions"][0]["status"] = json!("False");
         assert!(node_table(&[down], false, now).contains("NotReady"));
         assert!(node_table(&[n], true, now).contains("10.0.0.2"));
+    }
+
+    #[test]
+    fn pod_table_counts_ready_and_restarts() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_060);
+        let p = json!({"metadata": {"name": "web", "namespace": "default", "creationTimestamp": proto::time::rfc3339(1_000_000)},
+            "spec": {"nodeName": "edge0", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "podIP": "10.1.0.4", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 2}, {"name": "b", "ready": false, "restartCount": 1,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        let t = object_table(Kind::Pod, std::slice::from_ref(&p), true, true, now);
+        let row = t.lines().nth(1).unwrap();
+        for want in [
+            "default",
+            "web",
+            "1/2",
+            "CrashLoopBackOff",
+            "3",
+            "60s",
+            "edge0",
+            "10.1.0.4",
+        ] {
+            assert!(row.contains(want), "{want} missing from {row}");
+        }
+    }
+
+    #[test]
+    fn describe_lists_events() {
+        let cm = json!({"metadata": {"name": "cfg", "namespace": "default"}, "data": {"a": "1"}});
+        let ev =
+            json!([{"time": "t", "reason": "Delivered", "message": "node edge0 stored version 5"}]);
+        let d = describe_text(Kind::ConfigMap, &cm, &ev);
+        assert!(
+            d.contains("Data keys:         a")
+                && d.contains("Delivered")
+                && d.contains("version 5"),
+            "{d}"
+        );
+        assert!(describe_text(Kind::ConfigMap, &cm, &json!([])).contains("<none>"));
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod cli;
+mod manifest;
 
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -24,14 +25,23 @@ cloudcore: the cloud side of a KubeEdge-compatible edge system
 USAGE:
     cloudcore serve [OPTIONS]
     cloudcore token [--data-dir <DIR>] [--ttl <DURATION>]
-    cloudcore get nodes [NAME] [-o json|wide] [--data-dir <DIR>]
+    cloudcore apply -f <FILE|-> [--data-dir <DIR>]
+    cloudcore get <nodes|pods|configmaps|secrets> [NAME] [-n NS | -A] [-o json|yaml|wide]
+    cloudcore describe <kind> <NAME> [-n NS]
+    cloudcore delete <kind> <NAME> [-n NS]
     cloudcore --version
 
 COMMANDS:
     serve   Run CloudHub (edge tunnel, port 10000), the certificate endpoint (10002) and
             the admin API (loopback). Makes the CA in <data-dir>/pki on first start.
     token   Print an enrollment token for `edgecore join` (works without a running server).
-    get     Show nodes from a running cloudcore, as a table or a Kubernetes NodeList.
+    apply   Create or update pods, configmaps and secrets from Kubernetes YAML or JSON
+            (several documents allowed). Nothing is stored if any document is invalid.
+            Pods whose spec.nodeName names an edge node are delivered to it, with the
+            configmaps and secrets they use, and kept in sync across disconnections.
+    get     List objects as a table, or as Kubernetes JSON/YAML.
+    describe  One object with its recent events (applied, delivered, status reported).
+    delete  Delete an object; edges holding it remove it.
 
 SERVE OPTIONS:
     --data-dir <DIR>              State directory [default: /var/lib/cloudcore]
@@ -50,8 +60,11 @@ SERVE OPTIONS:
 TOKEN OPTIONS:
     --ttl <DURATION>              How long the token is valid [default: 24h]
 
-GET OPTIONS:
-    -o, --output json|wide        Kubernetes NodeList JSON, or a wider table
+CLIENT OPTIONS (apply, get, describe, delete):
+    -f, --filename <FILE|->       Manifest to apply; - reads standard input
+    -n, --namespace <NS>          Namespace [default: default]
+    -A, --all-namespaces          List across namespaces
+    -o, --output json|yaml|wide   Kubernetes JSON or YAML, or a wider table
     --data-dir <DIR>              Find the running cloudcore through its data dir
     --server <IP:PORT>            Or name its admin address (credential still read from the data dir)
 
@@ -152,7 +165,10 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
     support::init_logger(level);
     let ca = load_ca(&data_dir)?;
     let token = Rc::new(admin::load_or_create_token(&data_dir)?);
-    let bound = cloudhub::bind(cfg.clone(), ca)?;
+    let store_path = data_dir.join("cloudcore.redb");
+    let store = cloudstore::CloudStore::open(&store_path)
+        .with_context(|| format!("cannot open the object store {}", store_path.display()))?;
+    let bound = cloudhub::bind(cfg.clone(), ca, store)?;
     let admin_listener = Async::<TcpListener>::bind(admin_bind)
         .with_context(|| format!("cannot listen on {admin_bind}"))?;
     let addrs = admin::Addrs {
@@ -215,6 +231,9 @@ fn real_main() -> anyhow::Result<()> {
             Some("serve") => cmd_serve(p),
             Some("token") => cmd_token(p),
             Some("get") => cli::cmd_get(p),
+            Some("apply") => cli::cmd_apply(p),
+            Some("delete") => cli::cmd_delete(p),
+            Some("describe") => cli::cmd_describe(p),
             _ => usage(format!("unknown command {cmd:?}")),
         },
         Some(Long("version")) | Some(Short('V')) => {

@@ -80,7 +80,9 @@ pub enum Effect {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The pod `ns/name` if it is bound to `node`.
@@ -99,31 +101,71 @@ fn own_pod(store: &CloudStore, node: &str, ns: &str, name: &str) -> Result<Objec
 }
 
 fn store_err(e: cloudstore::StoreError) -> StatusError {
-    StatusError(objresp::status(500, "InternalError", &e.to_string(), json!({})))
+    StatusError(objresp::status(
+        500,
+        "InternalError",
+        &e.to_string(),
+        json!({}),
+    ))
 }
 
 /// `patch <ns>/podpatch/<name>` (a strategic-merge patch as a JSON string, §4.4).
-fn pod_patch(ctx: &mut Ctx, node: &str, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Result<Value, StatusError> {
+fn pod_patch(
+    ctx: &mut Ctx,
+    node: &str,
+    ns: &str,
+    name: &str,
+    msg: &Message,
+    now: SystemTime,
+) -> Result<Value, StatusError> {
     let key = own_pod(ctx.store, node, ns, name)?;
-    let patch: Value = serde_json::from_slice(&msg.content_bytes())
-        .map_err(|e| StatusError(objresp::status(400, "BadRequest", &format!("pod patch is not JSON: {e}"), json!({}))))?;
+    let patch: Value = serde_json::from_slice(&msg.content_bytes()).map_err(|e| {
+        StatusError(objresp::status(
+            400,
+            "BadRequest",
+            &format!("pod patch is not JSON: {e}"),
+            json!({}),
+        ))
+    })?;
     let pod = ctx.store.patch_status(&key, &patch).map_err(store_err)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("").to_owned();
-    ctx.events.record(&key, unix(now), "StatusReported", format!("node {node} reports phase {phase}"));
+    ctx.events.record(
+        &key,
+        unix(now),
+        "StatusReported",
+        format!("node {node} reports phase {phase}"),
+    );
     Ok(pod)
 }
 
 /// Legacy `update <ns>/podstatus[/<name>]` with `PodStatusRequest`s (§4.4): answered `"OK"`.
-fn legacy_pod_status(ctx: &mut Ctx, node: &str, ns: &str, msg: &Message, now: SystemTime) -> Message {
+fn legacy_pod_status(
+    ctx: &mut Ctx,
+    node: &str,
+    ns: &str,
+    msg: &Message,
+    now: SystemTime,
+) -> Message {
     let reqs: Vec<&Value> = match &msg.content {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
     };
     for r in reqs {
-        let Some(name) = r["Name"].as_str() else { continue };
+        let Some(name) = r["Name"].as_str() else {
+            continue;
+        };
         if let Ok(key) = own_pod(ctx.store, node, ns, name) {
-            if ctx.store.patch_status(&key, &json!({ "status": r["Status"] })).is_ok() {
-                ctx.events.record(&key, unix(now), "StatusReported", format!("node {node} reports status (legacy)"));
+            if ctx
+                .store
+                .patch_status(&key, &json!({ "status": r["Status"] }))
+                .is_ok()
+            {
+                ctx.events.record(
+                    &key,
+                    unix(now),
+                    "StatusReported",
+                    format!("node {node} reports status (legacy)"),
+                );
             }
         }
     }
@@ -131,21 +173,46 @@ fn legacy_pod_status(ctx: &mut Ctx, node: &str, ns: &str, msg: &Message, now: Sy
 }
 
 /// `delete <ns>/pod/<name>` from the node that ran it (graceful deletion's last step, §4.3).
-fn pod_delete(ctx: &mut Ctx, node: &str, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Message {
+fn pod_delete(
+    ctx: &mut Ctx,
+    node: &str,
+    ns: &str,
+    name: &str,
+    msg: &Message,
+    now: SystemTime,
+) -> Message {
     let key = match own_pod(ctx.store, node, ns, name) {
         Ok(k) => k,
         Err(StatusError(st)) => return reply(msg, json!({ "ErrStatus": st }), "", now),
     };
     // The precondition uid comes as DeleteOptions or, from some versions, as a bare string.
-    let want_uid = msg.content.as_str().or_else(|| msg.content["preconditions"]["uid"].as_str()).unwrap_or("");
-    let have_uid = ctx.store.get(&key).map(|e| e.uid().to_owned()).unwrap_or_default();
+    let want_uid = msg
+        .content
+        .as_str()
+        .or_else(|| msg.content["preconditions"]["uid"].as_str())
+        .unwrap_or("");
+    let have_uid = ctx
+        .store
+        .get(&key)
+        .map(|e| e.uid().to_owned())
+        .unwrap_or_default();
     if !want_uid.is_empty() && want_uid != have_uid {
-        let st = objresp::status(409, "Conflict", &format!("precondition failed: uid {want_uid} is not {have_uid}"), json!({}));
+        let st = objresp::status(
+            409,
+            "Conflict",
+            &format!("precondition failed: uid {want_uid} is not {have_uid}"),
+            json!({}),
+        );
         return reply(msg, json!({ "ErrStatus": st }), "", now);
     }
     match ctx.store.delete(&key) {
         Ok(_) => {
-            ctx.events.record(&key, unix(now), "Deleted", format!("deleted by node {node}"));
+            ctx.events.record(
+                &key,
+                unix(now),
+                "Deleted",
+                format!("deleted by node {node}"),
+            );
             reply(msg, json!("OK"), "", now)
         }
         Err(e) => reply(msg, json!({ "ErrStatus": store_err(e).0 }), "", now),
@@ -154,20 +221,42 @@ fn pod_delete(ctx: &mut Ctx, node: &str, ns: &str, name: &str, msg: &Message, no
 
 /// `query <ns>/configmap|secret/<name>`: answered with the object when a pod on this node uses
 /// it (§4.5); the reply is a plain object or `{"ErrStatus":…}`.
-fn object_query(ctx: &mut Ctx, node: &str, kind: Kind, ns: &str, name: &str, msg: &Message, now: SystemTime) -> Message {
+fn object_query(
+    ctx: &mut Ctx,
+    node: &str,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    msg: &Message,
+    now: SystemTime,
+) -> Message {
     let key = ObjectKey::new(kind, ns, name);
     let Some(entry) = ctx.store.get(&key) else {
-        return reply(msg, json!({ "ErrStatus": objresp::not_found(kind.plural(), "", name) }), "", now);
+        return reply(
+            msg,
+            json!({ "ErrStatus": objresp::not_found(kind.plural(), "", name) }),
+            "",
+            now,
+        );
     };
     let used = ctx.store.list(Kind::Pod, Some(ns)).any(|(_, p)| {
         p.object["spec"]["nodeName"].as_str() == Some(node) && {
             let (cms, secrets) = kinds::pod_references(&p.object);
-            let names = if kind == Kind::ConfigMap { cms } else { secrets };
+            let names = if kind == Kind::ConfigMap {
+                cms
+            } else {
+                secrets
+            };
             names.iter().any(|n| n == name)
         }
     });
     if !used {
-        let st = objresp::status(403, "Forbidden", &format!("no pod on node {node:?} uses {} {ns}/{name}", kind.name()), json!({}));
+        let st = objresp::status(
+            403,
+            "Forbidden",
+            &format!("no pod on node {node:?} uses {} {ns}/{name}", kind.name()),
+            json!({}),
+        );
         return reply(msg, json!({ "ErrStatus": st }), "", now);
     }
     let mut obj = entry.object.clone();
@@ -297,7 +386,11 @@ pub fn upstream(
             namespace,
             kind: ResourceKind::PodPatch,
             name: Some(name),
-        } if *op == Operation::Patch => Some(object_reply(msg, pod_patch(ctx, node, namespace, name, msg, now), now)),
+        } if *op == Operation::Patch => Some(object_reply(
+            msg,
+            pod_patch(ctx, node, namespace, name, msg, now),
+            now,
+        )),
         ResourcePath::Object {
             namespace,
             kind: ResourceKind::PodStatus,
@@ -313,7 +406,11 @@ pub fn upstream(
             kind: k @ (ResourceKind::ConfigMap | ResourceKind::Secret),
             name: Some(name),
         } if *op == Operation::Query => {
-            let kind = if *k == ResourceKind::ConfigMap { Kind::ConfigMap } else { Kind::Secret };
+            let kind = if *k == ResourceKind::ConfigMap {
+                Kind::ConfigMap
+            } else {
+                Kind::Secret
+            };
             Some(object_query(ctx, node, kind, namespace, name, msg, now))
         }
         _ => match op {
@@ -384,12 +481,20 @@ mod tests {
     fn parts(name: &str) -> (NodeRegistry, CloudStore, Events) {
         let p = std::env::temp_dir().join(format!("dispatch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_file(&p);
-        (NodeRegistry::new(10), CloudStore::open(&p).unwrap(), Events::default())
+        (
+            NodeRegistry::new(10),
+            CloudStore::open(&p).unwrap(),
+            Events::default(),
+        )
     }
 
     macro_rules! ctx {
         ($r:ident, $s:ident, $e:ident) => {
-            &mut Ctx { nodes: &mut $r, store: &mut $s, events: &mut $e }
+            &mut Ctx {
+                nodes: &mut $r,
+                store: &mut $s,
+                events: &mut $e,
+            }
         };
     }
 
@@ -446,43 +551,98 @@ mod tests {
         let (mut reg, mut store, mut events) = parts("pods");
         let t = SystemTime::now();
         let pod = |name: &str, node: &str| {
-            (Kind::Pod, json!({"apiVersion": "v1", "metadata": {"name": name},
+            (
+                Kind::Pod,
+                json!({"apiVersion": "v1", "metadata": {"name": name},
                 "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}],
-                         "volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}))
+                         "volumes": [{"name": "v", "configMap": {"name": "cfg"}}]}}),
+            )
         };
-        let cm = (Kind::ConfigMap, json!({"apiVersion": "v1", "metadata": {"name": "cfg"}, "data": {"k": "v"}}));
-        store.apply(&[pod("mine", "edge0"), pod("theirs", "edge1"), cm], 0).unwrap();
+        let cm = (
+            Kind::ConfigMap,
+            json!({"apiVersion": "v1", "metadata": {"name": "cfg"}, "data": {"k": "v"}}),
+        );
+        store
+            .apply(&[pod("mine", "edge0"), pod("theirs", "edge1"), cm], 0)
+            .unwrap();
         let patch = json!("{\"status\":{\"phase\":\"Running\"}}");
-        let m = Message::new(ModuleName::Edged, Group::Meta, Operation::Patch, "default/podpatch/mine", patch.clone(), 0);
+        let m = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            Operation::Patch,
+            "default/podpatch/mine",
+            patch.clone(),
+            0,
+        );
         let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
         match Reply::from_content(&r.unwrap().content) {
             Reply::Object(p) => assert_eq!(p["status"]["phase"], "Running"),
             other => panic!("{other:?}"),
         }
-        let m = Message::new(ModuleName::Edged, Group::Meta, Operation::Patch, "default/podpatch/theirs", patch, 0);
+        let m = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            Operation::Patch,
+            "default/podpatch/theirs",
+            patch,
+            0,
+        );
         let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
-        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 403, .. }));
-        let q = Message::new(ModuleName::Edged, Group::Meta, Operation::Query, "default/configmap/cfg", Value::Null, 0);
+        assert!(matches!(
+            Reply::from_content(&r.unwrap().content),
+            Reply::Failed { code: 403, .. }
+        ));
+        let q = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            Operation::Query,
+            "default/configmap/cfg",
+            Value::Null,
+            0,
+        );
         let (_, r) = upstream(ctx!(reg, store, events), "edge0", &q, t);
         let r = r.unwrap();
         assert_eq!(r.content["data"]["k"], "v");
         assert!(!r.header.resourceversion.is_empty());
         let (_, r) = upstream(ctx!(reg, store, events), "edge9", &q, t);
-        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 403, .. }));
-        let del = Message::new(ModuleName::Edged, Group::Meta, Operation::Delete, "default/pod/mine", json!({"preconditions": {"uid": "wrong"}}), 0);
+        assert!(matches!(
+            Reply::from_content(&r.unwrap().content),
+            Reply::Failed { code: 403, .. }
+        ));
+        let del = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            Operation::Delete,
+            "default/pod/mine",
+            json!({"preconditions": {"uid": "wrong"}}),
+            0,
+        );
         let (_, r) = upstream(ctx!(reg, store, events), "edge0", &del, t);
-        assert!(matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: 409, .. }));
-        let del = Message::new(ModuleName::Edged, Group::Meta, Operation::Delete, "default/pod/mine", Value::Null, 0);
+        assert!(matches!(
+            Reply::from_content(&r.unwrap().content),
+            Reply::Failed { code: 409, .. }
+        ));
+        let del = Message::new(
+            ModuleName::Edged,
+            Group::Meta,
+            Operation::Delete,
+            "default/pod/mine",
+            Value::Null,
+            0,
+        );
         let (_, r) = upstream(ctx!(reg, store, events), "edge0", &del, t);
         assert_eq!(Reply::from_content(&r.unwrap().content), Reply::Ok);
-        assert!(store.get(&ObjectKey::new(Kind::Pod, "default", "mine")).is_none());
+        assert!(store
+            .get(&ObjectKey::new(Kind::Pod, "default", "mine"))
+            .is_none());
     }
 
     #[test]
     fn unknown_requests_are_answered_and_bad_paths_refused() {
         let (mut reg, mut store, mut events) = parts("t2");
         let t = SystemTime::now();
-        let (_, r) = upstream(ctx!(reg, store, events),
+        let (_, r) = upstream(
+            ctx!(reg, store, events),
             "e",
             &edge_msg(Operation::Query, "default/persistentvolume/x", Value::Null),
             t,
@@ -491,7 +651,8 @@ mod tests {
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 501, .. }
         ));
-        let (_, r) = upstream(ctx!(reg, store, events),
+        let (_, r) = upstream(
+            ctx!(reg, store, events),
             "e",
             &edge_msg(Operation::Insert, "a//b", Value::Null),
             t,
@@ -500,7 +661,8 @@ mod tests {
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 400, .. }
         ));
-        let (_, r) = upstream(ctx!(reg, store, events),
+        let (_, r) = upstream(
+            ctx!(reg, store, events),
             "e",
             &edge_msg(Operation::Insert, "default/event/x", json!({})),
             t,

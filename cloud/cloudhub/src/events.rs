@@ -56,11 +56,18 @@ mod tests {
         let a = ObjectKey::new(Kind::Pod, "default", "a");
         let b = ObjectKey::new(Kind::Pod, "default", "b");
         for i in 0..CAPACITY + 5 {
-            ev.record(if i % 2 == 0 { &a } else { &b }, i as i64, "Applied", format!("{i}"));
+            ev.record(
+                if i % 2 == 0 { &a } else { &b },
+                i as i64,
+                "Applied",
+                format!("{i}"),
+            );
         }
         assert_eq!(ev.ring.len(), CAPACITY);
         let ea = ev.for_object(&a);
-        assert!(ea.iter().all(|e| e["message"].as_str().unwrap().parse::<usize>().unwrap() % 2 == 0));
+        assert!(ea
+            .iter()
+            .all(|e| e["message"].as_str().unwrap().parse::<usize>().unwrap() % 2 == 0));
         assert_eq!(ea.last().unwrap()["message"], format!("{}", CAPACITY + 4));
     }
 }

@@ -95,7 +95,11 @@ fn listen(addr: SocketAddr) -> Result<Async<TcpListener>, HubError> {
 }
 
 /// Builds TLS from the CA and binds both listeners.
-pub fn bind(cfg: CloudHubConfig, ca: pki::Ca, store: cloudstore::CloudStore) -> Result<Bound, HubError> {
+pub fn bind(
+    cfg: CloudHubConfig,
+    ca: pki::Ca,
+    store: cloudstore::CloudStore,
+) -> Result<Bound, HubError> {
     let provider = Arc::new(ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots

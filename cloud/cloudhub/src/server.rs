@@ -159,17 +159,29 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Writes whatever the delivery plan says `node` should get now.
-async fn deliver<S>(hub: &Hub, ws: &mut async_tungstenite::WebSocketStream<S>, node: &str) -> Result<(), String>
+async fn deliver<S>(
+    hub: &Hub,
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    node: &str,
+) -> Result<(), String>
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
-    let msgs = hub.controller.borrow_mut().plan(node, &hub.store.borrow(), Instant::now(), now_ms());
+    let msgs =
+        hub.controller
+            .borrow_mut()
+            .plan(node, &hub.store.borrow(), Instant::now(), now_ms());
     for m in msgs {
-        ws.send(WsMessage::text(m.encode())).await.map_err(|e| format!("write error: {e}"))?;
+        ws.send(WsMessage::text(m.encode()))
+            .await
+            .map_err(|e| format!("write error: {e}"))?;
     }
     Ok(())
 }
@@ -187,7 +199,9 @@ where
     let timeout = hub.cfg.keepalive_timeout;
     let mut last_keepalive = Instant::now();
     // Also the resend clock of the delivery plan, so at most a second late.
-    let mut ticker = smol::Timer::interval((timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)));
+    let mut ticker = smol::Timer::interval(
+        (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+    );
     loop {
         // Level-triggered: after every event, send whatever closes the node's gap.
         if let Err(e) = deliver(hub, ws, node).await {
@@ -250,15 +264,26 @@ where
                 match effect {
                     Effect::Keepalive => last_keepalive = Instant::now(),
                     Effect::Ack(parent) => {
-                        let acked = hub.controller.borrow_mut().ack(node, &parent, &mut hub.store.borrow_mut());
+                        let acked = hub.controller.borrow_mut().ack(
+                            node,
+                            &parent,
+                            &mut hub.store.borrow_mut(),
+                        );
                         match acked {
                             Ok(Some(a)) => {
-                                let unix = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                                let unix = now
+                                    .duration_since(SystemTime::UNIX_EPOCH)
+                                    .map(|d| d.as_secs() as i64)
+                                    .unwrap_or(0);
                                 let (reason, message) = match a.rv {
-                                    Some(rv) => ("Delivered", format!("node {node} stored version {rv}")),
+                                    Some(rv) => {
+                                        ("Delivered", format!("node {node} stored version {rv}"))
+                                    }
                                     None => ("RemovedFromNode", format!("node {node} removed it")),
                                 };
-                                hub.events.borrow_mut().record(&a.key, unix, reason, message);
+                                hub.events
+                                    .borrow_mut()
+                                    .record(&a.key, unix, reason, message);
                             }
                             Ok(None) => {}
                             // Not recorded: the object is resent and the edge acknowledges again.
@@ -287,13 +312,24 @@ pub struct Sessions {
 struct SessionTable {
     next_id: u64,
     /// Per node: session id, kill switch (dropping it ends the session), doorbell.
-    by_node: std::collections::HashMap<String, (u64, smol::channel::Sender<()>, smol::channel::Sender<()>)>,
+    by_node: std::collections::HashMap<
+        String,
+        (u64, smol::channel::Sender<()>, smol::channel::Sender<()>),
+    >,
 }
 
 impl Sessions {
     /// Opens a session for `node`, ending any older one. Returns its id, kill signal and
     /// doorbell; `None` when at the limit.
-    fn open(&self, node: &str, limit: usize) -> Option<(u64, smol::channel::Receiver<()>, smol::channel::Receiver<()>)> {
+    fn open(
+        &self,
+        node: &str,
+        limit: usize,
+    ) -> Option<(
+        u64,
+        smol::channel::Receiver<()>,
+        smol::channel::Receiver<()>,
+    )> {
         let mut t = self.inner.borrow_mut();
         if !t.by_node.contains_key(node) && t.by_node.len() >= limit {
             return None;
@@ -383,7 +419,10 @@ mod tests {
             let (id1, rx1, _) = s.open("a", 2).unwrap();
             let (id2, _rx2, bell2) = s.open("a", 2).unwrap();
             assert!(rx1.recv().await.is_err(), "old session is told to end");
-            assert!(!s.close("a", id1), "the old session's cleanup must not remove the new one");
+            assert!(
+                !s.close("a", id1),
+                "the old session's cleanup must not remove the new one"
+            );
             assert!(s.is_connected("a"));
             s.ring_all();
             s.ring_all();

@@ -93,33 +93,65 @@ fn string_map(field: &str, v: &Value) -> Result<(), FieldError> {
 
 fn is_base64(s: &str) -> bool {
     let t = s.trim_end_matches('=');
-    s.len() % 4 == 0 && s.len() - t.len() <= 2 && t.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    s.len().is_multiple_of(4)
+        && s.len() - t.len() <= 2
+        && t.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
 }
 
 /// Checks a manifest object of `kind`.
 pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
     if obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {
-        return Err(err("apiVersion", format!("must be \"v1\" for {}", kind.name())));
+        return Err(err(
+            "apiVersion",
+            format!("must be \"v1\" for {}", kind.name()),
+        ));
     }
-    let meta = obj.get("metadata").ok_or_else(|| err("metadata", "required"))?;
-    let name = meta.get("name").and_then(Value::as_str).ok_or_else(|| err("metadata.name", "required"))?;
+    let meta = obj
+        .get("metadata")
+        .ok_or_else(|| err("metadata", "required"))?;
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err("metadata.name", "required"))?;
     validate_name("metadata.name", name)?;
     if let Some(ns) = meta.get("namespace") {
-        validate_name("metadata.namespace", ns.as_str().ok_or_else(|| err("metadata.namespace", "must be a string"))?)?;
+        validate_name(
+            "metadata.namespace",
+            ns.as_str()
+                .ok_or_else(|| err("metadata.namespace", "must be a string"))?,
+        )?;
     }
-    string_map("metadata.labels", meta.get("labels").unwrap_or(&Value::Null))?;
-    string_map("metadata.annotations", meta.get("annotations").unwrap_or(&Value::Null))?;
+    string_map(
+        "metadata.labels",
+        meta.get("labels").unwrap_or(&Value::Null),
+    )?;
+    string_map(
+        "metadata.annotations",
+        meta.get("annotations").unwrap_or(&Value::Null),
+    )?;
     match kind {
         Kind::Pod => {
             let spec = obj.get("spec").ok_or_else(|| err("spec", "required"))?;
-            let containers = spec.get("containers").and_then(Value::as_array).ok_or_else(|| err("spec.containers", "required: a pod needs at least one container"))?;
+            let containers = spec
+                .get("containers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    err(
+                        "spec.containers",
+                        "required: a pod needs at least one container",
+                    )
+                })?;
             if containers.is_empty() {
                 return Err(err("spec.containers", "a pod needs at least one container"));
             }
             let mut names = std::collections::HashSet::new();
             for (i, c) in containers.iter().enumerate() {
                 let f = |x: &str| format!("spec.containers[{i}].{x}");
-                let n = c.get("name").and_then(Value::as_str).ok_or_else(|| err(f("name"), "required"))?;
+                let n = c
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| err(f("name"), "required"))?;
                 validate_name(&f("name"), n)?;
                 if !names.insert(n) {
                     return Err(err(f("name"), format!("duplicate container name {n:?}")));
@@ -130,7 +162,11 @@ pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
                 }
             }
             if let Some(node) = spec.get("nodeName") {
-                validate_name("spec.nodeName", node.as_str().ok_or_else(|| err("spec.nodeName", "must be a string"))?)?;
+                validate_name(
+                    "spec.nodeName",
+                    node.as_str()
+                        .ok_or_else(|| err("spec.nodeName", "must be a string"))?,
+                )?;
             }
         }
         Kind::ConfigMap => {
@@ -181,7 +217,10 @@ pub fn pod_references(pod: &Value) -> (Vec<String>, Vec<String>) {
         for c in spec[list].as_array().into_iter().flatten() {
             for e in c["env"].as_array().into_iter().flatten() {
                 push(&mut cms, e["valueFrom"]["configMapKeyRef"]["name"].as_str());
-                push(&mut secrets, e["valueFrom"]["secretKeyRef"]["name"].as_str());
+                push(
+                    &mut secrets,
+                    e["valueFrom"]["secretKeyRef"]["name"].as_str(),
+                );
             }
             for e in c["envFrom"].as_array().into_iter().flatten() {
                 push(&mut cms, e["configMapRef"]["name"].as_str());
@@ -210,10 +249,19 @@ mod tests {
         assert_eq!(validate(Kind::Pod, &pod()), Ok(()));
         let mut p = pod();
         p["spec"]["containers"] = json!([]);
-        assert_eq!(validate(Kind::Pod, &p).unwrap_err().field, "spec.containers");
+        assert_eq!(
+            validate(Kind::Pod, &p).unwrap_err().field,
+            "spec.containers"
+        );
         let mut p = pod();
-        p["spec"]["containers"][0].as_object_mut().unwrap().remove("image");
-        assert_eq!(validate(Kind::Pod, &p).unwrap_err().field, "spec.containers[0].image");
+        p["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("image");
+        assert_eq!(
+            validate(Kind::Pod, &p).unwrap_err().field,
+            "spec.containers[0].image"
+        );
         let mut p = pod();
         p["metadata"].as_object_mut().unwrap().remove("name");
         assert_eq!(validate(Kind::Pod, &p).unwrap_err().field, "metadata.name");
@@ -225,7 +273,8 @@ mod tests {
         assert_eq!(validate(Kind::Pod, &p).unwrap_err().field, "apiVersion");
         let cm = json!({"apiVersion": "v1", "metadata": {"name": "c"}, "data": {"k": 1}});
         assert_eq!(validate(Kind::ConfigMap, &cm).unwrap_err().field, "data.k");
-        let s = json!({"apiVersion": "v1", "metadata": {"name": "s"}, "data": {"k": "not base64!"}});
+        let s =
+            json!({"apiVersion": "v1", "metadata": {"name": "s"}, "data": {"k": "not base64!"}});
         assert_eq!(validate(Kind::Secret, &s).unwrap_err().field, "data.k");
         let s = json!({"apiVersion": "v1", "metadata": {"name": "s"}, "data": {"k": "aGVsbG8="}});
         assert_eq!(validate(Kind::Secret, &s), Ok(()));

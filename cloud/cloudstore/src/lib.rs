@@ -99,7 +99,10 @@ impl Entry {
 
 /// The numeric resourceVersion of an object (0 if absent).
 pub fn rv_of(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// What a node acknowledged for one object.
@@ -148,7 +151,15 @@ fn desired_part(obj: &Value) -> Value {
     if let Some(m) = o.as_object_mut() {
         m.remove("status");
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for k in ["uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink", "deletionTimestamp"] {
+            for k in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+                "selfLink",
+                "deletionTimestamp",
+            ] {
                 meta.remove(k);
             }
         }
@@ -183,7 +194,8 @@ pub struct CloudStore {
 impl CloudStore {
     /// Opens or creates the store file and loads the mirror.
     pub fn open(path: &Path) -> Result<CloudStore, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open(path.display().to_string(), e.to_string());
+        let open_err =
+            |e: &dyn std::fmt::Display| StoreError::Open(path.display().to_string(), e.to_string());
         let db = redb::Database::create(path).map_err(|e| open_err(&e))?;
         let tx = db.begin_write().map_err(|e| open_err(&e))?;
         tx.open_table(OBJECTS).map_err(|e| open_err(&e))?;
@@ -199,16 +211,29 @@ impl CloudStore {
         let tx = store.db.begin_read().map_err(io)?;
         for item in tx.open_table(OBJECTS).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            let key = ObjectKey::from_db_key(k.value()).ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
-            store.objects.insert(key, decode_entry(k.value(), v.value())?);
+            let key = ObjectKey::from_db_key(k.value())
+                .ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
+            store
+                .objects
+                .insert(key, decode_entry(k.value(), v.value())?);
         }
         for item in tx.open_table(SYNCED).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            let (node, uid) = k.value().split_once('\0').ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
-            let e: SyncEntry = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
+            let (node, uid) = k
+                .value()
+                .split_once('\0')
+                .ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
+            let e: SyncEntry = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
             store.synced.insert((node.to_owned(), uid.to_owned()), e);
         }
-        store.last_rv = tx.open_table(META).map_err(io)?.get("rv").map_err(io)?.map(|v| v.value()).unwrap_or(100);
+        store.last_rv = tx
+            .open_table(META)
+            .map_err(io)?
+            .get("rv")
+            .map_err(io)?
+            .map(|v| v.value())
+            .unwrap_or(100);
         Ok(store)
     }
 
@@ -217,7 +242,11 @@ impl CloudStore {
     }
 
     /// Objects of `kind`, in `namespace` if given, in key order.
-    pub fn list<'a>(&'a self, kind: Kind, namespace: Option<&'a str>) -> impl Iterator<Item = (&'a ObjectKey, &'a Entry)> + 'a {
+    pub fn list<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Entry)> + 'a {
         self.objects
             .iter()
             .filter(move |(k, _)| k.kind == kind && namespace.is_none_or(|ns| ns == k.namespace))
@@ -237,12 +266,18 @@ impl CloudStore {
     }
 
     /// Creates or updates validated manifest objects, all in one durable transaction.
-    pub fn apply(&mut self, objs: &[(Kind, Value)], now_unix: i64) -> Result<Vec<(ObjectKey, Change, u64)>, StoreError> {
+    pub fn apply(
+        &mut self,
+        objs: &[(Kind, Value)],
+        now_unix: i64,
+    ) -> Result<Vec<(ObjectKey, Change, u64)>, StoreError> {
         let mut staged: Vec<(ObjectKey, Entry)> = Vec::new();
         let mut results = Vec::new();
         let mut rv = self.last_rv;
         for (kind, manifest) in objs {
-            let ns = manifest["metadata"]["namespace"].as_str().unwrap_or("default");
+            let ns = manifest["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
             let name = manifest["metadata"]["name"].as_str().unwrap_or("");
             let key = ObjectKey::new(*kind, ns, name);
             let mut desired = desired_part(manifest);
@@ -251,7 +286,12 @@ impl CloudStore {
             if *kind == Kind::Secret {
                 fold_string_data(&mut desired);
             }
-            let current = staged.iter().rev().find(|(k, _)| *k == key).map(|(_, e)| e).or_else(|| self.objects.get(&key));
+            let current = staged
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == key)
+                .map(|(_, e)| e)
+                .or_else(|| self.objects.get(&key));
             let (mut obj, change, generation) = match current {
                 Some(cur) if desired_part(&cur.object) == desired => {
                     results.push((key, Change::Unchanged, cur.rv()));
@@ -260,12 +300,14 @@ impl CloudStore {
                 Some(cur) => {
                     let mut o = desired.clone();
                     o["metadata"]["uid"] = cur.object["metadata"]["uid"].clone();
-                    o["metadata"]["creationTimestamp"] = cur.object["metadata"]["creationTimestamp"].clone();
+                    o["metadata"]["creationTimestamp"] =
+                        cur.object["metadata"]["creationTimestamp"].clone();
                     if let Some(st) = cur.object.get("status") {
                         o["status"] = st.clone();
                     }
                     let spec_changed = cur.object.get("spec") != desired.get("spec");
-                    let gen = cur.object["metadata"]["generation"].as_u64().unwrap_or(1) + u64::from(spec_changed);
+                    let gen = cur.object["metadata"]["generation"].as_u64().unwrap_or(1)
+                        + u64::from(spec_changed);
                     (o, Change::Configured, gen)
                 }
                 None => {
@@ -281,7 +323,13 @@ impl CloudStore {
             rv += 1;
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             obj["metadata"]["generation"] = json!(generation);
-            staged.push((key.clone(), Entry { object: obj, push_rv: rv }));
+            staged.push((
+                key.clone(),
+                Entry {
+                    object: obj,
+                    push_rv: rv,
+                },
+            ));
             results.push((key, change, rv));
         }
         if !staged.is_empty() {
@@ -289,9 +337,13 @@ impl CloudStore {
             {
                 let mut t = tx.open_table(OBJECTS).map_err(io)?;
                 for (k, e) in &staged {
-                    t.insert(k.db_key().as_str(), encode_entry(e).as_slice()).map_err(io)?;
+                    t.insert(k.db_key().as_str(), encode_entry(e).as_slice())
+                        .map_err(io)?;
                 }
-                tx.open_table(META).map_err(io)?.insert("rv", rv).map_err(io)?;
+                tx.open_table(META)
+                    .map_err(io)?
+                    .insert("rv", rv)
+                    .map_err(io)?;
             }
             tx.commit().map_err(io)?;
             self.last_rv = rv;
@@ -308,7 +360,10 @@ impl CloudStore {
             return Err(StoreError::NotFound(key.to_string()));
         }
         let tx = self.db.begin_write().map_err(io)?;
-        tx.open_table(OBJECTS).map_err(io)?.remove(key.db_key().as_str()).map_err(io)?;
+        tx.open_table(OBJECTS)
+            .map_err(io)?
+            .remove(key.db_key().as_str())
+            .map_err(io)?;
         tx.commit().map_err(io)?;
         Ok(self.objects.remove(key).expect("checked above").object)
     }
@@ -323,11 +378,20 @@ impl CloudStore {
         smp::strategic_merge(&mut obj, &status_patch);
         let rv = self.last_rv + 1;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let entry = Entry { object: obj.clone(), push_rv: cur.push_rv };
+        let entry = Entry {
+            object: obj.clone(),
+            push_rv: cur.push_rv,
+        };
         let tx = self.db.begin_write().map_err(io)?;
         {
-            tx.open_table(OBJECTS).map_err(io)?.insert(key.db_key().as_str(), encode_entry(&entry).as_slice()).map_err(io)?;
-            tx.open_table(META).map_err(io)?.insert("rv", rv).map_err(io)?;
+            tx.open_table(OBJECTS)
+                .map_err(io)?
+                .insert(key.db_key().as_str(), encode_entry(&entry).as_slice())
+                .map_err(io)?;
+            tx.open_table(META)
+                .map_err(io)?
+                .insert("rv", rv)
+                .map_err(io)?;
         }
         tx.commit().map_err(io)?;
         self.last_rv = rv;
@@ -336,7 +400,10 @@ impl CloudStore {
     }
 
     /// What `node` acknowledged, by object uid.
-    pub fn synced<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (&'a str, &'a SyncEntry)> + 'a {
+    pub fn synced<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a SyncEntry)> + 'a {
         let start = (node.to_owned(), String::new());
         self.synced
             .range(start..)
@@ -349,14 +416,23 @@ impl CloudStore {
     }
 
     /// Records (or, with `None`, forgets) what `node` acknowledged for `uid`, durably.
-    pub fn record_sync(&mut self, node: &str, uid: &str, entry: Option<SyncEntry>) -> Result<(), StoreError> {
+    pub fn record_sync(
+        &mut self,
+        node: &str,
+        uid: &str,
+        entry: Option<SyncEntry>,
+    ) -> Result<(), StoreError> {
         let db_key = format!("{node}\0{uid}");
         let tx = self.db.begin_write().map_err(io)?;
         {
             let mut t = tx.open_table(SYNCED).map_err(io)?;
             match &entry {
                 Some(e) => {
-                    t.insert(db_key.as_str(), serde_json::to_vec(e).unwrap_or_default().as_slice()).map_err(io)?;
+                    t.insert(
+                        db_key.as_str(),
+                        serde_json::to_vec(e).unwrap_or_default().as_slice(),
+                    )
+                    .map_err(io)?;
                 }
                 None => {
                     t.remove(db_key.as_str()).map_err(io)?;
@@ -375,8 +451,12 @@ impl CloudStore {
 
 /// `stringData` is write-only sugar: fold it into base64 `data` as the apiserver does.
 fn fold_string_data(secret: &mut Value) {
-    let Some(sd) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
-    let Some(sd) = sd.as_object().cloned() else { return };
+    let Some(sd) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let Some(sd) = sd.as_object().cloned() else {
+        return;
+    };
     if !secret["data"].is_object() {
         secret["data"] = json!({});
     }
@@ -389,10 +469,18 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
-            out.push(if i <= chunk.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+            out.push(if i <= chunk.len() {
+                A[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
         }
     }
     out
@@ -409,8 +497,11 @@ mod tests {
     }
 
     fn pod(name: &str, image: &str) -> (Kind, Value) {
-        (Kind::Pod, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"nodeName": "edge0", "containers": [{"name": "c", "image": image}]}}))
+        (
+            Kind::Pod,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "edge0", "containers": [{"name": "c", "image": image}]}}),
+        )
     }
 
     #[test]
@@ -444,8 +535,19 @@ mod tests {
             let r = s.apply(&[pod("a", "busybox")], 1000).unwrap();
             key = r[0].0.clone();
             push = s.get(&key).unwrap().push_rv;
-            s.patch_status(&key, &json!({"status": {"phase": "Running"}})).unwrap();
-            s.record_sync("edge0", "u1", Some(SyncEntry { kind: Kind::Pod, namespace: "default".into(), name: "a".into(), rv: push })).unwrap();
+            s.patch_status(&key, &json!({"status": {"phase": "Running"}}))
+                .unwrap();
+            s.record_sync(
+                "edge0",
+                "u1",
+                Some(SyncEntry {
+                    kind: Kind::Pod,
+                    namespace: "default".into(),
+                    name: "a".into(),
+                    rv: push,
+                }),
+            )
+            .unwrap();
         }
         let s = CloudStore::open(&path).unwrap();
         let e = s.get(&key).unwrap();
@@ -460,7 +562,10 @@ mod tests {
     #[test]
     fn delete_and_string_data() {
         let mut s = CloudStore::open(&tmp("del")).unwrap();
-        let secret = (Kind::Secret, json!({"apiVersion": "v1", "metadata": {"name": "s"}, "stringData": {"pw": "hello"}}));
+        let secret = (
+            Kind::Secret,
+            json!({"apiVersion": "v1", "metadata": {"name": "s"}, "stringData": {"pw": "hello"}}),
+        );
         let r = s.apply(&[secret], 0).unwrap();
         assert_eq!(s.get(&r[0].0).unwrap().object["data"]["pw"], "aGVsbG8=");
         s.delete(&r[0].0).unwrap();

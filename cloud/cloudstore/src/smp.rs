@@ -9,7 +9,11 @@ fn merge_key(items: &[Value]) -> Option<&'static str> {
     if items.is_empty() || !items.iter().all(Value::is_object) {
         return None;
     }
-    ["type", "name"].into_iter().find(|k| items.iter().all(|i| i.get(*k).is_some_and(Value::is_string)))
+    ["type", "name"].into_iter().find(|k| {
+        items
+            .iter()
+            .all(|i| i.get(*k).is_some_and(Value::is_string))
+    })
 }
 
 /// Applies `patch` to `target` in place.
@@ -62,10 +66,13 @@ mod tests {
         let mut pod = json!({"status": {"phase": "Pending",
             "conditions": [{"type": "Ready", "status": "False"}],
             "containerStatuses": [{"name": "a", "restartCount": 0}, {"name": "b", "restartCount": 1}]}});
-        strategic_merge(&mut pod, &json!({"status": {"phase": "Running",
+        strategic_merge(
+            &mut pod,
+            &json!({"status": {"phase": "Running",
             "$setElementOrder/conditions": [{"type": "Ready"}],
             "conditions": [{"type": "Ready", "status": "True"}, {"type": "Initialized", "status": "True"}],
-            "containerStatuses": [{"name": "b", "restartCount": 2}], "podIP": null}}));
+            "containerStatuses": [{"name": "b", "restartCount": 2}], "podIP": null}}),
+        );
         assert_eq!(pod["status"]["phase"], "Running");
         assert_eq!(pod["status"]["conditions"].as_array().unwrap().len(), 2);
         assert_eq!(pod["status"]["conditions"][0]["status"], "True");

@@ -138,8 +138,16 @@ impl EdgeController {
 
     /// The messages to send `node` now: resends that are due, then whatever closes the gap
     /// between what it must hold and what it acknowledged, within the window.
-    pub fn plan(&mut self, node: &str, store: &CloudStore, now: Instant, now_ms: i64) -> Vec<Message> {
-        let Some(d) = self.nodes.get_mut(node) else { return Vec::new() };
+    pub fn plan(
+        &mut self,
+        node: &str,
+        store: &CloudStore,
+        now: Instant,
+        now_ms: i64,
+    ) -> Vec<Message> {
+        let Some(d) = self.nodes.get_mut(node) else {
+            return Vec::new();
+        };
         let want = desired(node, store);
         let want_uids: HashSet<&str> = want.iter().map(|w| w.uid.as_str()).collect();
         let mut out = Vec::new();
@@ -171,13 +179,26 @@ impl EdgeController {
             if d.inflight.len() >= WINDOW {
                 break;
             }
-            let Some(entry) = store.get(&w.key) else { continue };
+            let Some(entry) = store.get(&w.key) else {
+                continue;
+            };
             let rv = entry.rv();
             let mut obj = entry.object.clone();
             obj["apiVersion"] = json!("v1");
             obj["kind"] = json!(w.key.kind.name());
-            let op = if acked.is_some() { Operation::Update } else { Operation::Insert };
-            let mut msg = Message::new(ModuleName::EdgeController, Group::Resource, op, path(&w.key), obj, now_ms);
+            let op = if acked.is_some() {
+                Operation::Update
+            } else {
+                Operation::Insert
+            };
+            let mut msg = Message::new(
+                ModuleName::EdgeController,
+                Group::Resource,
+                op,
+                path(&w.key),
+                obj,
+                now_ms,
+            );
             msg.header.resourceversion = rv.to_string();
             d.inflight.push(InFlight {
                 uid: w.uid.clone(),
@@ -195,7 +216,12 @@ impl EdgeController {
         let mut deletes: Vec<(String, ObjectKey)> = store
             .synced(node)
             .filter(|(uid, _)| !want_uids.contains(uid))
-            .map(|(uid, s): (&str, &SyncEntry)| (uid.to_owned(), ObjectKey::new(s.kind, &s.namespace, &s.name)))
+            .map(|(uid, s): (&str, &SyncEntry)| {
+                (
+                    uid.to_owned(),
+                    ObjectKey::new(s.kind, &s.namespace, &s.name),
+                )
+            })
             .collect();
         for c in cancelled {
             if !deletes.iter().any(|(u, _)| *u == c.0) {
@@ -207,11 +233,22 @@ impl EdgeController {
             if d.inflight.len() >= WINDOW {
                 break;
             }
-            if d.inflight.iter().any(|f| f.uid == uid && f.sent == Sent::Delete) {
+            if d.inflight
+                .iter()
+                .any(|f| f.uid == uid && f.sent == Sent::Delete)
+            {
                 continue;
             }
-            let content = json!({ "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } });
-            let msg = Message::new(ModuleName::EdgeController, Group::Resource, Operation::Delete, path(&key), content, now_ms);
+            let content =
+                json!({ "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } });
+            let msg = Message::new(
+                ModuleName::EdgeController,
+                Group::Resource,
+                Operation::Delete,
+                path(&key),
+                content,
+                now_ms,
+            );
             d.inflight.push(InFlight {
                 uid,
                 key,
@@ -227,7 +264,9 @@ impl EdgeController {
         for f in d.inflight.iter_mut() {
             if f.next_resend <= now && !out.iter().any(|m| m.header.msg_id == f.msg.header.msg_id) {
                 f.attempts += 1;
-                let backoff = RESEND_AFTER.saturating_mul(1 << f.attempts.min(8)).min(RESEND_MAX);
+                let backoff = RESEND_AFTER
+                    .saturating_mul(1 << f.attempts.min(8))
+                    .min(RESEND_MAX);
                 f.next_resend = now + backoff;
                 log::debug!("resending {} to {node} (attempt {})", f.key, f.attempts);
                 out.push(f.msg.clone());
@@ -239,9 +278,20 @@ impl EdgeController {
     /// Handles an acknowledgement (`response` with `parent_msg_id`) from `node`: records the
     /// acknowledged version durably. `Ok(None)` if it answers nothing in flight (late or
     /// duplicate ACKs are harmless).
-    pub fn ack(&mut self, node: &str, parent: &str, store: &mut CloudStore) -> Result<Option<Acked>, StoreError> {
-        let Some(d) = self.nodes.get_mut(node) else { return Ok(None) };
-        let Some(pos) = d.inflight.iter().position(|f| f.msg.header.msg_id == parent) else {
+    pub fn ack(
+        &mut self,
+        node: &str,
+        parent: &str,
+        store: &mut CloudStore,
+    ) -> Result<Option<Acked>, StoreError> {
+        let Some(d) = self.nodes.get_mut(node) else {
+            return Ok(None);
+        };
+        let Some(pos) = d
+            .inflight
+            .iter()
+            .position(|f| f.msg.header.msg_id == parent)
+        else {
             return Ok(None);
         };
         let f = d.inflight.remove(pos);
@@ -286,7 +336,10 @@ mod tests {
     }
 
     fn cm(name: &str, v: &str) -> (Kind, Value) {
-        (Kind::ConfigMap, json!({"apiVersion": "v1", "metadata": {"name": name}, "data": {"k": v}}))
+        (
+            Kind::ConfigMap,
+            json!({"apiVersion": "v1", "metadata": {"name": name}, "data": {"k": v}}),
+        )
     }
 
     fn ack_all(c: &mut EdgeController, s: &mut CloudStore, msgs: &[Message]) {
@@ -298,18 +351,42 @@ mod tests {
     #[test]
     fn sends_referenced_configmaps_first_then_pods_and_nothing_once_acked() {
         let mut s = store("first");
-        s.apply(&[cm("cfg", "1"), pod("web", "edge0", "busybox", Some("cfg")), pod("other", "edge1", "busybox", None), cm("unused", "x")], 0).unwrap();
+        s.apply(
+            &[
+                cm("cfg", "1"),
+                pod("web", "edge0", "busybox", Some("cfg")),
+                pod("other", "edge1", "busybox", None),
+                cm("unused", "x"),
+            ],
+            0,
+        )
+        .unwrap();
         let mut c = EdgeController::new();
         let t = Instant::now();
-        assert!(c.plan("edge0", &s, t, 0).is_empty(), "nothing for a node that is not connected");
+        assert!(
+            c.plan("edge0", &s, t, 0).is_empty(),
+            "nothing for a node that is not connected"
+        );
         c.connected("edge0");
         let msgs = c.plan("edge0", &s, t, 0);
-        let res: Vec<(&str, &str)> = msgs.iter().map(|m| (m.route.operation.as_str(), m.route.resource.as_str())).collect();
-        assert_eq!(res, [("insert", "default/configmap/cfg"), ("insert", "default/pod/web")]);
+        let res: Vec<(&str, &str)> = msgs
+            .iter()
+            .map(|m| (m.route.operation.as_str(), m.route.resource.as_str()))
+            .collect();
+        assert_eq!(
+            res,
+            [
+                ("insert", "default/configmap/cfg"),
+                ("insert", "default/pod/web")
+            ]
+        );
         assert_eq!(msgs[1].content["kind"], "Pod");
         assert_eq!(msgs[1].content["apiVersion"], "v1");
         assert!(!msgs[1].header.resourceversion.is_empty());
-        assert!(c.plan("edge0", &s, t, 0).is_empty(), "in flight: not sent twice");
+        assert!(
+            c.plan("edge0", &s, t, 0).is_empty(),
+            "in flight: not sent twice"
+        );
         ack_all(&mut c, &mut s, &msgs);
         assert_eq!(c.in_flight("edge0"), 0);
         assert!(c.plan("edge0", &s, t + RESEND_AFTER * 2, 0).is_empty());
@@ -323,12 +400,24 @@ mod tests {
         c.connected("edge0");
         let t = Instant::now();
         let first = c.plan("edge0", &s, t, 0);
-        assert!(c.plan("edge0", &s, t + RESEND_AFTER - Duration::from_millis(1), 0).is_empty());
+        assert!(c
+            .plan("edge0", &s, t + RESEND_AFTER - Duration::from_millis(1), 0)
+            .is_empty());
         let again = c.plan("edge0", &s, t + RESEND_AFTER, 0);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].header.msg_id, first[0].header.msg_id);
-        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap().unwrap().rv, Some(s.last_rv()));
-        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(), None, "duplicate ACK is harmless");
+        assert_eq!(
+            c.ack("edge0", &first[0].header.msg_id, &mut s)
+                .unwrap()
+                .unwrap()
+                .rv,
+            Some(s.last_rv())
+        );
+        assert_eq!(
+            c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(),
+            None,
+            "duplicate ACK is harmless"
+        );
     }
 
     #[test]
@@ -340,13 +429,17 @@ mod tests {
         s.apply(&[pod("web", "edge0", "v0", None)], 0).unwrap();
         let first = c.plan("edge0", &s, t, 0);
         for i in 1..50 {
-            s.apply(&[pod("web", "edge0", &format!("v{i}"), None)], 0).unwrap();
+            s.apply(&[pod("web", "edge0", &format!("v{i}"), None)], 0)
+                .unwrap();
         }
         let next = c.plan("edge0", &s, t, 0);
         assert_eq!(next.len(), 1, "only the newest version goes");
         assert_eq!(next[0].content["spec"]["containers"][0]["image"], "v49");
         // The late ACK of the superseded send counts for nothing.
-        assert_eq!(c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(), None);
+        assert_eq!(
+            c.ack("edge0", &first[0].header.msg_id, &mut s).unwrap(),
+            None
+        );
         ack_all(&mut c, &mut s, &next);
         assert!(c.plan("edge0", &s, t, 0).is_empty());
     }
@@ -354,7 +447,15 @@ mod tests {
     #[test]
     fn reconnect_resyncs_changes_and_deletes_made_while_away() {
         let mut s = store("resync");
-        s.apply(&[pod("keep", "edge0", "a", None), pod("gone", "edge0", "a", None), pod("moved", "edge0", "a", None)], 0).unwrap();
+        s.apply(
+            &[
+                pod("keep", "edge0", "a", None),
+                pod("gone", "edge0", "a", None),
+                pod("moved", "edge0", "a", None),
+            ],
+            0,
+        )
+        .unwrap();
         let mut c = EdgeController::new();
         c.connected("edge0");
         let t = Instant::now();
@@ -362,11 +463,23 @@ mod tests {
         ack_all(&mut c, &mut s, &msgs);
         c.disconnected("edge0");
         // While away: one changed, one deleted, one moved to another node, one added.
-        s.apply(&[pod("keep", "edge0", "b", None), pod("moved", "edge1", "a", None), pod("new", "edge0", "a", None)], 0).unwrap();
-        s.delete(&ObjectKey::new(Kind::Pod, "default", "gone")).unwrap();
+        s.apply(
+            &[
+                pod("keep", "edge0", "b", None),
+                pod("moved", "edge1", "a", None),
+                pod("new", "edge0", "a", None),
+            ],
+            0,
+        )
+        .unwrap();
+        s.delete(&ObjectKey::new(Kind::Pod, "default", "gone"))
+            .unwrap();
         c.connected("edge0");
         let msgs = c.plan("edge0", &s, t, 0);
-        let mut res: Vec<(String, String)> = msgs.iter().map(|m| (m.route.operation.to_string(), m.route.resource.clone())).collect();
+        let mut res: Vec<(String, String)> = msgs
+            .iter()
+            .map(|m| (m.route.operation.to_string(), m.route.resource.clone()))
+            .collect();
         res.sort();
         assert_eq!(
             res,
@@ -377,7 +490,10 @@ mod tests {
                 ("update".to_owned(), "default/pod/keep".to_owned()),
             ]
         );
-        let del = msgs.iter().find(|m| m.route.resource == "default/pod/gone").unwrap();
+        let del = msgs
+            .iter()
+            .find(|m| m.route.resource == "default/pod/gone")
+            .unwrap();
         assert!(del.content["metadata"]["uid"].is_string());
         ack_all(&mut c, &mut s, &msgs);
         assert_eq!(s.synced("edge0").count(), 2, "keep and new");
@@ -387,7 +503,9 @@ mod tests {
     #[test]
     fn window_bounds_what_is_in_flight() {
         let mut s = store("window");
-        let pods: Vec<(Kind, Value)> = (0..WINDOW + 10).map(|i| pod(&format!("p{i}"), "edge0", "a", None)).collect();
+        let pods: Vec<(Kind, Value)> = (0..WINDOW + 10)
+            .map(|i| pod(&format!("p{i}"), "edge0", "a", None))
+            .collect();
         s.apply(&pods, 0).unwrap();
         let mut c = EdgeController::new();
         c.connected("edge0");
