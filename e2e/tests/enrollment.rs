@@ -174,7 +174,7 @@ fn command_line_errors_exit_2_with_help_pointer() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("edgecore join --cloud"));
     let out = std::process::Command::new(e2e::bin("cloudcore"))
-        .args(["get", "pods"])
+        .args(["get", "widgets"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

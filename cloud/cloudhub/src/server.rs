@@ -215,8 +215,11 @@ where
         }
         let ev = async { Ev::Frame(ws.next().await) }
             .or(async {
-                let _ = bell.recv().await;
-                Ev::Bell
+                // A closed doorbell means the session was replaced: end, never spin on it.
+                match bell.recv().await {
+                    Ok(()) => Ev::Bell,
+                    Err(_) => Ev::Kill,
+                }
             })
             .or(async {
                 ticker.next().await;
