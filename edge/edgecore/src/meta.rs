@@ -24,7 +24,14 @@ fn objects(
         None => "obj/".to_owned(),
     };
     let pairs = match cfg.store_backend()? {
-        store::Backend::Redb => store::ReadOnly::open(&path)?.scan_prefix(prefix.as_bytes())?,
+        store::Backend::Redb => match store::ReadOnly::open(&path) {
+            Ok(ro) => ro.scan_prefix(prefix.as_bytes())?,
+            // A store cut off mid-write (power loss) needs redb's recovery, which only a
+            // writer may run: possible while edgecore is stopped, and what it does at start.
+            Err(ro_err) => store::open(&path, store::Backend::Redb)
+                .map_err(|e| anyhow::anyhow!("{ro_err}; recovering it failed too: {e}"))?
+                .scan_prefix(prefix.as_bytes())?,
+        },
         // sled allows one process only: this works while edgecore is stopped.
         store::Backend::Sled => store::open(&path, store::Backend::Sled)
             .context("the sled store can only be read while edgecore is stopped")?
