@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks: builds release binaries for the host and the gateway targets, then prints the
-# footprint table (edgecore RSS, threads, descriptors, enrollment and Ready latency, binary
-# sizes against DESIGN.md §8). FOOTPRINT_SECS=N changes the 30 s connected period.
+# Benchmarks, printed as tables against DESIGN.md §8's budgets:
+#   footprint  edgecore idle RSS, threads, descriptors, enrollment and Ready latency, binary
+#              sizes per target (FOOTPRINT_SECS=N changes the 30 s connected period)
+#   delivery   edgecore RSS and store size with 300 objects, redb next to sled; apply →
+#              edge acknowledgement throughput and p50/p99 latency for 1,000 pods
 source "$(dirname "$0")/env.sh"
 ensure_rust
 cargo build --release --locked -p cloudcore -p edgecore
 bash cross/build.sh
 cargo bench --locked -p e2e --bench footprint
+# The delivery bench compares store backends, so its edgecore carries both.
+cargo build --release --locked -p edgecore --features sled
+cargo bench --locked -p e2e --bench delivery

@@ -162,3 +162,88 @@ fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
     // And the node registered by the upstream frames is visible.
     assert!(cloud.ready("edge0").is_some());
 }
+
+type Tunnel = async_tungstenite::WebSocketStream<futures_rustls::client::TlsStream<smol::net::TcpStream>>;
+
+async fn connect(cloud: &Cloud, edge: &Edge) -> Tunnel {
+    let tcp = smol::net::TcpStream::connect(cloud.ws).await.unwrap();
+    let tls = futures_rustls::TlsConnector::from(tls(edge))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut req = format!("wss://{}/p/{}/events", cloud.ws, edge.name).into_client_request().unwrap();
+    req.headers_mut().insert("node_id", HeaderValue::from_str(&edge.name).unwrap());
+    req.headers_mut().insert("connectionuse", HeaderValue::from_static("msg"));
+    async_tungstenite::client_async(req, tls).await.unwrap().0
+}
+
+async fn next_message(ws: &mut Tunnel) -> Message {
+    loop {
+        let frame = async { ws.next().await }
+            .or(async {
+                smol::Timer::after(Duration::from_secs(10)).await;
+                None
+            })
+            .await
+            .expect("a message within 10 s")
+            .unwrap();
+        if frame.is_text() || frame.is_binary() {
+            return Message::decode(frame.into_data().as_ref(), 1 << 24).unwrap();
+        }
+    }
+}
+
+/// What upstream edgecore's kubelet does with a delivered pod: acknowledge the push, then
+/// report status with `patch <ns>/podpatch/<pod>`; `cloudcore get pods` shows it.
+#[test]
+fn pod_status_reported_by_the_edge_shows_in_get_pods() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    edge.join_ok(&cloud);
+    cloud.apply_ok("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: edge0\n  containers: [{name: app, image: busybox}]\n");
+    smol::block_on(async {
+        let mut ws = connect(&cloud, &edge).await;
+        let push = next_message(&mut ws).await;
+        assert_eq!((push.route.operation.as_str(), push.route.resource.as_str()), ("insert", "default/pod/web"));
+        assert_eq!(push.content["kind"], "Pod");
+        let uid = push.content["metadata"]["uid"].as_str().unwrap().to_owned();
+        ws.send(Ws::text(push.ack(0).encode())).await.unwrap();
+
+        let patch = serde_json::json!({
+            "metadata": { "uid": uid },
+            "status": {
+                "phase": "Running",
+                "podIP": "10.88.0.7",
+                "conditions": [{ "type": "Ready", "status": "True" }],
+                "containerStatuses": [{ "name": "app", "ready": true, "restartCount": 3, "state": { "running": {} } }]
+            }
+        });
+        let req = Message::new(
+            proto::ModuleName::Edged,
+            proto::Group::Meta,
+            Operation::Patch,
+            "default/podpatch/web",
+            Value::String(patch.to_string()),
+            0,
+        );
+        ws.send(Ws::text(req.encode())).await.unwrap();
+        let reply = next_message(&mut ws).await;
+        assert_eq!(reply.header.parent_msg_id, req.header.msg_id);
+        match Reply::from_content(&reply.content) {
+            Reply::Object(p) => assert_eq!(p["status"]["phase"], "Running"),
+            other => panic!("{other:?}"),
+        }
+        // A status report is not echoed back to the node as a pod update (upstream filters
+        // status-only changes): the next thing the node hears is the answer to a probe.
+        let probe = Message::new(proto::ModuleName::Edged, proto::Group::Meta, Operation::Query, "kube-node-lease/lease/edge0", Value::Null, 0);
+        ws.send(Ws::text(probe.encode())).await.unwrap();
+        assert_eq!(next_message(&mut ws).await.header.parent_msg_id, probe.header.msg_id);
+    });
+    let table = String::from_utf8(cloud.cli(&["get", "pods", "-o", "wide"]).stdout).unwrap();
+    let row = table.lines().nth(1).unwrap_or_default().to_owned();
+    for want in ["web", "1/1", "Running", " 3 ", "edge0", "10.88.0.7"] {
+        assert!(row.contains(want), "{want:?} missing: {table}");
+    }
+    let describe = String::from_utf8(cloud.cli(&["describe", "pod", "web"]).stdout).unwrap();
+    assert!(describe.contains("StatusReported") && describe.contains("Delivered"), "{describe}");
+}

@@ -179,9 +179,7 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                     let result = hub.store.borrow_mut().delete(&key);
                     match result {
                         Ok(obj) => {
-                            hub.events.borrow_mut().record(
-                                &key,
-                                unix_now(),
+                            hub.events.borrow_mut().record(&key, SystemTime::now(),
                                 "Deleted",
                                 "deleted through the admin API".into(),
                             );
@@ -227,7 +225,7 @@ fn apply(hub: &Hub, body: &[u8]) -> (u16, serde_json::Value) {
                 .iter()
                 .map(|(key, change, rv)| {
                     if *change != cloudstore::Change::Unchanged {
-                        events.record(key, now, "Applied", format!("{} at version {rv}", change.as_str()));
+                        events.record(key, SystemTime::now(), "Applied", format!("{} at version {rv}", change.as_str()));
                     }
                     json!({ "kind": key.kind.name(), "namespace": key.namespace, "name": key.name, "change": change.as_str(), "resourceVersion": rv.to_string() })
                 })

@@ -79,12 +79,6 @@ pub enum Effect {
     Other,
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// The pod `ns/name` if it is bound to `node`.
 fn own_pod(store: &CloudStore, node: &str, ns: &str, name: &str) -> Result<ObjectKey, StatusError> {
     let key = ObjectKey::new(Kind::Pod, ns, name);
@@ -129,9 +123,7 @@ fn pod_patch(
     })?;
     let pod = ctx.store.patch_status(&key, &patch).map_err(store_err)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("").to_owned();
-    ctx.events.record(
-        &key,
-        unix(now),
+    ctx.events.record(&key, now,
         "StatusReported",
         format!("node {node} reports phase {phase}"),
     );
@@ -160,9 +152,7 @@ fn legacy_pod_status(
                 .patch_status(&key, &json!({ "status": r["Status"] }))
                 .is_ok()
             {
-                ctx.events.record(
-                    &key,
-                    unix(now),
+                ctx.events.record(&key, now,
                     "StatusReported",
                     format!("node {node} reports status (legacy)"),
                 );
@@ -207,9 +197,7 @@ fn pod_delete(
     }
     match ctx.store.delete(&key) {
         Ok(_) => {
-            ctx.events.record(
-                &key,
-                unix(now),
+            ctx.events.record(&key, now,
                 "Deleted",
                 format!("deleted by node {node}"),
             );

@@ -2,6 +2,7 @@
 //! node, status reported, deleted. A bounded ring in memory; the oldest fall off.
 
 use std::collections::VecDeque;
+use std::time::SystemTime;
 
 use cloudstore::ObjectKey;
 use serde_json::{json, Value};
@@ -12,7 +13,8 @@ pub const CAPACITY: usize = 2000;
 #[derive(Clone, Debug)]
 pub struct Event {
     pub key: ObjectKey,
-    pub unix: i64,
+    /// Unix milliseconds: benchmarks measure delivery latency from these.
+    pub unix_ms: i64,
     pub reason: &'static str,
     pub message: String,
 }
@@ -23,13 +25,14 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn record(&mut self, key: &ObjectKey, unix: i64, reason: &'static str, message: String) {
+    pub fn record(&mut self, key: &ObjectKey, at: SystemTime, reason: &'static str, message: String) {
+        let unix_ms = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         if self.ring.len() >= CAPACITY {
             self.ring.pop_front();
         }
         self.ring.push_back(Event {
             key: key.clone(),
-            unix,
+            unix_ms,
             reason,
             message,
         });
@@ -40,7 +43,7 @@ impl Events {
         self.ring
             .iter()
             .filter(|e| e.key == *key)
-            .map(|e| json!({ "time": proto::time::rfc3339(e.unix), "reason": e.reason, "message": e.message }))
+            .map(|e| json!({ "time": proto::time::rfc3339(e.unix_ms / 1000), "timeMs": e.unix_ms, "reason": e.reason, "message": e.message }))
             .collect()
     }
 }

@@ -274,10 +274,6 @@ where
                         );
                         match acked {
                             Ok(Some(a)) => {
-                                let unix = now
-                                    .duration_since(SystemTime::UNIX_EPOCH)
-                                    .map(|d| d.as_secs() as i64)
-                                    .unwrap_or(0);
                                 let (reason, message) = match a.rv {
                                     Some(rv) => {
                                         ("Delivered", format!("node {node} stored version {rv}"))
@@ -286,7 +282,7 @@ where
                                 };
                                 hub.events
                                     .borrow_mut()
-                                    .record(&a.key, unix, reason, message);
+                                    .record(&a.key, now, reason, message);
                             }
                             Ok(None) => {}
                             // Not recorded: the object is resent and the edge acknowledges again.
