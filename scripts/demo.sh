@@ -50,6 +50,37 @@ done
 "$bin/cloudcore" get nodes -o wide --data-dir "$demo/cloud"
 "$bin/cloudcore" get nodes --data-dir "$demo/cloud" | grep -q '^demo-edge .* Ready ' || {
   echo "node did not turn Ready; logs:" >&2; cat "$demo/cloudcore.log" "$demo/edgecore.log" >&2; exit 1; }
+
+log "deploying a sample workload: a pod bound to demo-edge, using a configmap"
+"$bin/cloudcore" apply --data-dir "$demo/cloud" -f - <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: hello-config}
+data: {message: "hello from the cloud"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hello, labels: {app: hello}}
+spec:
+  nodeName: demo-edge
+  containers:
+  - name: hello
+    image: busybox
+    command: [sh, -c, "cat /config/message; sleep 3600"]
+    volumeMounts: [{name: config, mountPath: /config}]
+  volumes: [{name: config, configMap: {name: hello-config}}]
+YAML
+for _ in $(seq 100); do
+  "$bin/cloudcore" describe pod hello --data-dir "$demo/cloud" | grep -q Delivered && break
+  sleep 0.1
+done
+"$bin/cloudcore" get pods -o wide --data-dir "$demo/cloud"
+"$bin/cloudcore" describe pod hello --data-dir "$demo/cloud"
+log "what the gateway stored (served from its own store, with or without a cloud)"
+"$bin/edgecore" meta list --data-dir "$demo/edge"
+"$bin/cloudcore" describe pod hello --data-dir "$demo/cloud" | grep -q Delivered || {
+  echo "the pod was not delivered; logs:" >&2; cat "$demo/cloudcore.log" "$demo/edgecore.log" >&2; exit 1; }
+echo "(running it as a container is the next release: Edged on containerd)"
 echo
 echo "edgecore (pid $edge_pid): $(grep -E '^(VmRSS|Threads)' /proc/$edge_pid/status | tr -s ' \t' ' ' | paste -sd, -)"
 echo "binary sizes: cloudcore $(stat -c %s "$bin/cloudcore") B, edgecore $(stat -c %s "$bin/edgecore") B"

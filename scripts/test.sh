@@ -17,7 +17,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 log "building binaries for the end-to-end tests"
 cargo build --locked --workspace --bins
 log "tests"
-cargo test --locked --workspace
+cargo test --locked --workspace --no-fail-fast
+log "the sled store backend (a cargo feature)"
+cargo clippy --locked -p store --features sled --all-targets -- -D warnings
+cargo test --locked -p store --features sled
 log "cross builds"
 bash cross/build.sh
 log "cross-built binaries under qemu-user"

@@ -275,25 +275,47 @@ impl Cloud {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run cloudcore apply");
-        child.stdin.take().unwrap().write_all(manifest.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     pub fn apply_ok(&self, manifest: &str) {
         let out = self.apply(manifest);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// One admin API call, straight over HTTP (for streams of requests too fast for the CLI).
     pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        let addrs: Value = serde_json::from_slice(&std::fs::read(self.dir.path().join("cloudcore.addr")).unwrap()).unwrap();
+        let addrs: Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("cloudcore.addr")).unwrap())
+                .unwrap();
         let addr: SocketAddr = addrs["admin"].as_str().unwrap().parse().unwrap();
         let token = std::fs::read_to_string(self.dir.path().join("admin.token")).unwrap();
         let mut tcp = std::net::TcpStream::connect(addr).expect("admin API reachable");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let auth = format!("Bearer {}", token.trim());
-        let r = support::http::exchange(&mut tcp, method, &addr.to_string(), path, &[("Authorization", &auth)], body).expect("admin exchange");
-        (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+        let r = support::http::exchange(
+            &mut tcp,
+            method,
+            &addr.to_string(),
+            path,
+            &[("Authorization", &auth)],
+            body,
+        )
+        .expect("admin exchange");
+        (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        )
     }
 
     /// What `node` acknowledged: name → resourceVersion, for objects of `kind` (`Pod`, ...).
@@ -305,7 +327,12 @@ impl Cloud {
             .unwrap()
             .iter()
             .filter(|i| i["kind"] == kind)
-            .map(|i| (i["name"].as_str().unwrap().to_owned(), i["resourceVersion"].as_str().unwrap().parse().unwrap()))
+            .map(|i| {
+                (
+                    i["name"].as_str().unwrap().to_owned(),
+                    i["resourceVersion"].as_str().unwrap().parse().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -387,13 +414,21 @@ impl Edge {
             .arg(self.dir.path())
             .output()
             .expect("run edgecore meta");
-        assert!(out.status.success(), "edgecore meta list failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "edgecore meta list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("meta list JSON")
     }
 
     /// The stored object of `kind` (`Pod`, `ConfigMap`, `Secret`) named `name` in `default`.
     pub fn stored(&self, kind: &str, name: &str) -> Option<Value> {
-        self.meta().into_iter().find(|o| o["kind"] == kind && o["metadata"]["name"] == name && o["metadata"]["namespace"] == "default")
+        self.meta().into_iter().find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && o["metadata"]["namespace"] == "default"
+        })
     }
 
     pub fn config_path(&self) -> PathBuf {

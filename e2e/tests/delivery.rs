@@ -11,7 +11,9 @@ use serde_json::Value;
 const T: Duration = Duration::from_secs(30);
 
 fn pod(name: &str, node: &str, rev: u32, configmap: Option<&str>) -> String {
-    let vols = configmap.map(|c| format!("\n  volumes: [{{name: cfg, configMap: {{name: {c}}}}}]")).unwrap_or_default();
+    let vols = configmap
+        .map(|c| format!("\n  volumes: [{{name: cfg, configMap: {{name: {c}}}}}]"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{rev: \"{rev}\"}}\nspec:\n  nodeName: {node}\n  containers: [{{name: app, image: busybox}}]{vols}\n"
     )
@@ -33,30 +35,63 @@ fn edge_with_cloud(cloud: &Cloud) -> (Edge, e2e::Proc) {
 fn apply_get_describe_delete_and_refuse_invalid_manifests() {
     let cloud = Cloud::start(&[]);
     let (edge, _run) = edge_with_cloud(&cloud);
-    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {greeting: hello}\n";
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-config}\ndata: {greeting: hello}\n";
     let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: app-secret}\nstringData: {password: s3cret}\n";
     let mut p = pod("web", "edge0", 1, Some("app-config"));
     p.push_str("  imagePullSecrets: [{name: app-secret}]\n");
     let out = cloud.apply(&format!("{cm}---\n{secret}---\n{p}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("configmap/app-config created") && text.contains("pod/web created"), "{text}");
+    assert!(
+        text.contains("configmap/app-config created") && text.contains("pod/web created"),
+        "{text}"
+    );
 
-    wait_for("pod, configmap and secret on the edge", T, || (edge.meta().len() == 3).then_some(()));
-    assert_eq!(edge.stored("ConfigMap", "app-config").unwrap()["data"]["greeting"], "hello");
-    assert_eq!(edge.stored("Secret", "app-secret").unwrap()["data"]["password"], "czNjcmV0");
+    wait_for("pod, configmap and secret on the edge", T, || {
+        (edge.meta().len() == 3).then_some(())
+    });
+    assert_eq!(
+        edge.stored("ConfigMap", "app-config").unwrap()["data"]["greeting"],
+        "hello"
+    );
+    assert_eq!(
+        edge.stored("Secret", "app-secret").unwrap()["data"]["password"],
+        "czNjcmV0"
+    );
 
     let table = String::from_utf8(cloud.cli(&["get", "pods"]).stdout).unwrap();
     let row = table.lines().nth(1).unwrap_or_default().to_owned();
-    assert!(row.starts_with("web") && row.contains("0/1") && row.contains("Pending") && row.ends_with("edge0"), "{table}");
+    assert!(
+        row.starts_with("web")
+            && row.contains("0/1")
+            && row.contains("Pending")
+            && row.ends_with("edge0"),
+        "{table}"
+    );
     let yaml = String::from_utf8(cloud.cli(&["get", "pod", "web", "-o", "yaml"]).stdout).unwrap();
-    assert!(yaml.contains("kind: Pod") && yaml.contains("nodeName: edge0"), "{yaml}");
+    assert!(
+        yaml.contains("kind: Pod") && yaml.contains("nodeName: edge0"),
+        "{yaml}"
+    );
     let describe = String::from_utf8(cloud.cli(&["describe", "pod", "web"]).stdout).unwrap();
-    assert!(describe.contains("Applied") && describe.contains("Delivered") && describe.contains("node edge0 stored version"), "{describe}");
+    assert!(
+        describe.contains("Applied")
+            && describe.contains("Delivered")
+            && describe.contains("node edge0 stored version"),
+        "{describe}"
+    );
 
     // Invalid manifests: a clear error naming the field, and nothing stored, not even the
     // valid document before the bad one.
-    let before = cloud.admin("GET", "/api/v1/configmaps", b"").1["items"].as_array().unwrap().len();
+    let before = cloud.admin("GET", "/api/v1/configmaps", b"").1["items"]
+        .as_array()
+        .unwrap()
+        .len();
     for (manifest, needle) in [
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: nocontainers}\nspec: {containers: []}\n", "spec.containers"),
         ("apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n", "kind: \"Widget\""),
@@ -68,12 +103,20 @@ fn apply_get_describe_delete_and_refuse_invalid_manifests() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{needle} not in {err}");
     }
-    assert_eq!(cloud.admin("GET", "/api/v1/configmaps", b"").1["items"].as_array().unwrap().len(), before);
+    assert_eq!(
+        cloud.admin("GET", "/api/v1/configmaps", b"").1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        before
+    );
 
     // Delete: the pod goes, and with it the configmap and secret no other pod uses.
     let out = cloud.cli(&["delete", "pod", "web"]);
     assert!(out.status.success());
-    wait_for("edge store emptied", T, || edge.meta().is_empty().then_some(()));
+    wait_for("edge store emptied", T, || {
+        edge.meta().is_empty().then_some(())
+    });
     let out = cloud.cli(&["delete", "pod", "web"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
@@ -85,7 +128,9 @@ fn changes_made_while_the_edge_is_away_arrive_when_it_returns() {
     let (edge, mut run) = edge_with_cloud(&cloud);
     cloud.apply_ok(&pod("old", "edge0", 1, None));
     cloud.apply_ok(&pod("changed", "edge0", 1, None));
-    wait_for("two pods on the edge", T, || (edge.meta().len() == 2).then_some(()));
+    wait_for("two pods on the edge", T, || {
+        (edge.meta().len() == 2).then_some(())
+    });
     run.signal(Signal::TERM);
     assert_eq!(run.wait_exit(T), Some(0));
 
@@ -110,12 +155,25 @@ fn a_burst_of_fifty_updates_leaves_the_last_version() {
     let cloud = Cloud::start(&[]);
     let (edge, _run) = edge_with_cloud(&cloud);
     for i in 0..50 {
-        let (status, body) = cloud.admin("POST", "/api/v1/apply", pod("hot", "edge0", i, None).as_bytes());
+        let (status, body) = cloud.admin(
+            "POST",
+            "/api/v1/apply",
+            pod("hot", "edge0", i, None).as_bytes(),
+        );
         assert_eq!(status, 200, "{body}");
     }
-    let final_rv: u64 = cloud.admin("GET", "/api/v1/pods/default/hot", b"").1["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    wait_for("the last version on the edge", T, || (edge.stored("Pod", "hot").as_ref().and_then(rev) == Some(49)).then_some(()));
-    wait_for("the cloud to record it acknowledged", T, || (cloud.synced("edge0", "Pod").get("hot") == Some(&final_rv)).then_some(()));
+    let final_rv: u64 = cloud.admin("GET", "/api/v1/pods/default/hot", b"").1["metadata"]
+        ["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for("the last version on the edge", T, || {
+        (edge.stored("Pod", "hot").as_ref().and_then(rev) == Some(49)).then_some(())
+    });
+    wait_for("the cloud to record it acknowledged", T, || {
+        (cloud.synced("edge0", "Pod").get("hot") == Some(&final_rv)).then_some(())
+    });
 }
 
 #[test]
@@ -125,7 +183,16 @@ fn cloudcore_killed_mid_burst_loses_nothing() {
     let cert = cloud.cert.port().to_string();
     let (edge, _run) = edge_with_cloud(&cloud);
     for i in 0..100 {
-        assert_eq!(cloud.admin("POST", "/api/v1/apply", pod(&format!("p{i}"), "edge0", 1, None).as_bytes()).0, 200);
+        assert_eq!(
+            cloud
+                .admin(
+                    "POST",
+                    "/api/v1/apply",
+                    pod(&format!("p{i}"), "edge0", 1, None).as_bytes()
+                )
+                .0,
+            200
+        );
     }
     // Every apply above was answered, so every one must survive a kill at any instant.
     let Cloud { proc, dir, .. } = cloud;
@@ -133,12 +200,29 @@ fn cloudcore_killed_mid_burst_loses_nothing() {
     drop(proc);
     let cloud = Cloud::start_in(dir, &["--ws-port", &ws, "--cert-port", &cert]);
     let pods = cloud.admin("GET", "/api/v1/pods", b"").1;
-    assert_eq!(pods["items"].as_array().unwrap().len(), 100, "acknowledged writes lost in the crash");
+    assert_eq!(
+        pods["items"].as_array().unwrap().len(),
+        100,
+        "acknowledged writes lost in the crash"
+    );
     for i in 100..200 {
-        assert_eq!(cloud.admin("POST", "/api/v1/apply", pod(&format!("p{i}"), "edge0", 1, None).as_bytes()).0, 200);
+        assert_eq!(
+            cloud
+                .admin(
+                    "POST",
+                    "/api/v1/apply",
+                    pod(&format!("p{i}"), "edge0", 1, None).as_bytes()
+                )
+                .0,
+            200
+        );
     }
-    wait_for("all 200 pods on the edge", Duration::from_secs(60), || (edge.meta().len() == 200).then_some(()));
-    wait_for("all 200 acknowledged", T, || (cloud.synced("edge0", "Pod").len() == 200).then_some(()));
+    wait_for("all 200 pods on the edge", Duration::from_secs(60), || {
+        (edge.meta().len() == 200).then_some(())
+    });
+    wait_for("all 200 acknowledged", T, || {
+        (cloud.synced("edge0", "Pod").len() == 200).then_some(())
+    });
 }
 
 #[test]
@@ -150,7 +234,9 @@ fn edge_restarted_without_a_cloud_still_serves_its_objects() {
     let mut p = pod("web", "edge0", 1, Some("app-config"));
     p.push_str("  imagePullSecrets: [{name: app-secret}]\n");
     cloud.apply_ok(&format!("{cm}---\n{secret}---\n{p}"));
-    wait_for("three objects on the edge", T, || (edge.meta().len() == 3).then_some(()));
+    wait_for("three objects on the edge", T, || {
+        (edge.meta().len() == 3).then_some(())
+    });
     drop(cloud); // the cloud is gone for good
     run.signal(Signal::TERM);
     run.wait_exit(T);
@@ -159,11 +245,21 @@ fn edge_restarted_without_a_cloud_still_serves_its_objects() {
     // Running, offline, and serving everything from its store.
     assert_eq!(edge.meta().len(), 3);
     let out = std::process::Command::new(e2e::bin("edgecore"))
-        .args(["meta", "get", "configmap", "default/app-config", "--data-dir"])
+        .args([
+            "meta",
+            "get",
+            "configmap",
+            "default/app-config",
+            "--data-dir",
+        ])
         .arg(edge.dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cm: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cm["data"]["k"], "v");
 }
@@ -188,9 +284,17 @@ fn sigkill_during_a_stream_of_a_thousand_updates_never_loses_acknowledged_state(
         std::thread::spawn(move || {
             for i in 0..UPDATES {
                 let name = format!("p{}", i % PODS);
-                let (status, body) = cloud.admin("POST", "/api/v1/apply", pod(&name, "edge0", i, None).as_bytes());
+                let (status, body) = cloud.admin(
+                    "POST",
+                    "/api/v1/apply",
+                    pod(&name, "edge0", i, None).as_bytes(),
+                );
                 assert_eq!(status, 200, "{body}");
-                let rv: u64 = body["results"][0]["resourceVersion"].as_str().unwrap().parse().unwrap();
+                let rv: u64 = body["results"][0]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 sent.lock().unwrap().insert(rv, (name, i));
                 // Paced so the stream spans many kills.
                 std::thread::sleep(Duration::from_millis(8));
@@ -215,28 +319,65 @@ fn sigkill_during_a_stream_of_a_thousand_updates_never_loses_acknowledged_state(
         let sent = sent.lock().unwrap().clone();
         for obj in &stored {
             let name = obj["metadata"]["name"].as_str().unwrap();
-            let rv: u64 = obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+            let rv: u64 = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
             match sent.get(&rv) {
-                Some((n, r)) => assert!(n == name && Some(*r) == rev(obj), "torn record: {name} at rv {rv} holds {obj}"),
+                Some((n, r)) => assert!(
+                    n == name && Some(*r) == rev(obj),
+                    "torn record: {name} at rv {rv} holds {obj}"
+                ),
                 None => panic!("{name} at rv {rv} was never sent"),
             }
         }
         for (name, acked_rv) in &acked {
-            let have = stored.iter().find(|o| o["metadata"]["name"] == name.as_str());
-            let have_rv: u64 = have.map(|o| o["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).unwrap_or(0);
-            assert!(have_rv >= *acked_rv, "cut {kills}: {name} stored at rv {have_rv}, older than acknowledged rv {acked_rv}");
+            let have = stored
+                .iter()
+                .find(|o| o["metadata"]["name"] == name.as_str());
+            let have_rv: u64 = have
+                .map(|o| {
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+                .unwrap_or(0);
+            assert!(
+                have_rv >= *acked_rv,
+                "cut {kills}: {name} stored at rv {have_rv}, older than acknowledged rv {acked_rv}"
+            );
         }
         run = edge.run("1s");
-        assert!(started.elapsed() < Duration::from_secs(240), "power-cut test ran too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "power-cut test ran too long"
+        );
     }
     stream.join().unwrap();
     assert!(kills >= 20);
-    let last: std::collections::HashMap<String, u32> =
-        (0..PODS).map(|p| (format!("p{p}"), (0..UPDATES).filter(|i| i % PODS == p).max().unwrap())).collect();
-    wait_for("the final versions on the edge", Duration::from_secs(60), || {
-        let stored = edge.meta();
-        let done = last.iter().all(|(n, r)| stored.iter().any(|o| o["metadata"]["name"] == n.as_str() && rev(o) == Some(*r)));
-        done.then_some(())
-    });
+    let last: std::collections::HashMap<String, u32> = (0..PODS)
+        .map(|p| {
+            (
+                format!("p{p}"),
+                (0..UPDATES).filter(|i| i % PODS == p).max().unwrap(),
+            )
+        })
+        .collect();
+    wait_for(
+        "the final versions on the edge",
+        Duration::from_secs(60),
+        || {
+            let stored = edge.meta();
+            let done = last.iter().all(|(n, r)| {
+                stored
+                    .iter()
+                    .any(|o| o["metadata"]["name"] == n.as_str() && rev(o) == Some(*r))
+            });
+            done.then_some(())
+        },
+    );
     eprintln!("{kills} power cuts survived");
 }

@@ -163,7 +163,8 @@ fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
     assert!(cloud.ready("edge0").is_some());
 }
 
-type Tunnel = async_tungstenite::WebSocketStream<futures_rustls::client::TlsStream<smol::net::TcpStream>>;
+type Tunnel =
+    async_tungstenite::WebSocketStream<futures_rustls::client::TlsStream<smol::net::TcpStream>>;
 
 async fn connect(cloud: &Cloud, edge: &Edge) -> Tunnel {
     let tcp = smol::net::TcpStream::connect(cloud.ws).await.unwrap();
@@ -171,9 +172,13 @@ async fn connect(cloud: &Cloud, edge: &Edge) -> Tunnel {
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap();
-    let mut req = format!("wss://{}/p/{}/events", cloud.ws, edge.name).into_client_request().unwrap();
-    req.headers_mut().insert("node_id", HeaderValue::from_str(&edge.name).unwrap());
-    req.headers_mut().insert("connectionuse", HeaderValue::from_static("msg"));
+    let mut req = format!("wss://{}/p/{}/events", cloud.ws, edge.name)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("node_id", HeaderValue::from_str(&edge.name).unwrap());
+    req.headers_mut()
+        .insert("connectionuse", HeaderValue::from_static("msg"));
     async_tungstenite::client_async(req, tls).await.unwrap().0
 }
 
@@ -204,7 +209,10 @@ fn pod_status_reported_by_the_edge_shows_in_get_pods() {
     smol::block_on(async {
         let mut ws = connect(&cloud, &edge).await;
         let push = next_message(&mut ws).await;
-        assert_eq!((push.route.operation.as_str(), push.route.resource.as_str()), ("insert", "default/pod/web"));
+        assert_eq!(
+            (push.route.operation.as_str(), push.route.resource.as_str()),
+            ("insert", "default/pod/web")
+        );
         assert_eq!(push.content["kind"], "Pod");
         let uid = push.content["metadata"]["uid"].as_str().unwrap().to_owned();
         ws.send(Ws::text(push.ack(0).encode())).await.unwrap();
@@ -235,9 +243,19 @@ fn pod_status_reported_by_the_edge_shows_in_get_pods() {
         }
         // A status report is not echoed back to the node as a pod update (upstream filters
         // status-only changes): the next thing the node hears is the answer to a probe.
-        let probe = Message::new(proto::ModuleName::Edged, proto::Group::Meta, Operation::Query, "kube-node-lease/lease/edge0", Value::Null, 0);
+        let probe = Message::new(
+            proto::ModuleName::Edged,
+            proto::Group::Meta,
+            Operation::Query,
+            "kube-node-lease/lease/edge0",
+            Value::Null,
+            0,
+        );
         ws.send(Ws::text(probe.encode())).await.unwrap();
-        assert_eq!(next_message(&mut ws).await.header.parent_msg_id, probe.header.msg_id);
+        assert_eq!(
+            next_message(&mut ws).await.header.parent_msg_id,
+            probe.header.msg_id
+        );
     });
     let table = String::from_utf8(cloud.cli(&["get", "pods", "-o", "wide"]).stdout).unwrap();
     let row = table.lines().nth(1).unwrap_or_default().to_owned();
@@ -245,5 +263,8 @@ fn pod_status_reported_by_the_edge_shows_in_get_pods() {
         assert!(row.contains(want), "{want:?} missing: {table}");
     }
     let describe = String::from_utf8(cloud.cli(&["describe", "pod", "web"]).stdout).unwrap();
-    assert!(describe.contains("StatusReported") && describe.contains("Delivered"), "{describe}");
+    assert!(
+        describe.contains("StatusReported") && describe.contains("Delivered"),
+        "{describe}"
+    );
 }

@@ -179,7 +179,9 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                     let result = hub.store.borrow_mut().delete(&key);
                     match result {
                         Ok(obj) => {
-                            hub.events.borrow_mut().record(&key, SystemTime::now(),
+                            hub.events.borrow_mut().record(
+                                &key,
+                                SystemTime::now(),
                                 "Deleted",
                                 "deleted through the admin API".into(),
                             );

@@ -123,7 +123,9 @@ fn pod_patch(
     })?;
     let pod = ctx.store.patch_status(&key, &patch).map_err(store_err)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("").to_owned();
-    ctx.events.record(&key, now,
+    ctx.events.record(
+        &key,
+        now,
         "StatusReported",
         format!("node {node} reports phase {phase}"),
     );
@@ -152,7 +154,9 @@ fn legacy_pod_status(
                 .patch_status(&key, &json!({ "status": r["Status"] }))
                 .is_ok()
             {
-                ctx.events.record(&key, now,
+                ctx.events.record(
+                    &key,
+                    now,
                     "StatusReported",
                     format!("node {node} reports status (legacy)"),
                 );
@@ -197,10 +201,8 @@ fn pod_delete(
     }
     match ctx.store.delete(&key) {
         Ok(_) => {
-            ctx.events.record(&key, now,
-                "Deleted",
-                format!("deleted by node {node}"),
-            );
+            ctx.events
+                .record(&key, now, "Deleted", format!("deleted by node {node}"));
             reply(msg, json!("OK"), "", now)
         }
         Err(e) => reply(msg, json!({ "ErrStatus": store_err(e).0 }), "", now),

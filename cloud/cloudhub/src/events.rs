@@ -25,8 +25,17 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn record(&mut self, key: &ObjectKey, at: SystemTime, reason: &'static str, message: String) {
-        let unix_ms = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    pub fn record(
+        &mut self,
+        key: &ObjectKey,
+        at: SystemTime,
+        reason: &'static str,
+        message: String,
+    ) {
+        let unix_ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         if self.ring.len() >= CAPACITY {
             self.ring.pop_front();
         }

@@ -280,9 +280,7 @@ where
                                     }
                                     None => ("RemovedFromNode", format!("node {node} removed it")),
                                 };
-                                hub.events
-                                    .borrow_mut()
-                                    .record(&a.key, now, reason, message);
+                                hub.events.borrow_mut().record(&a.key, now, reason, message);
                             }
                             Ok(None) => {}
                             // Not recorded: the object is resent and the edge acknowledges again.

@@ -189,6 +189,9 @@ pub struct CloudStore {
     objects: BTreeMap<ObjectKey, Entry>,
     synced: BTreeMap<(String, String), SyncEntry>,
     last_rv: u64,
+    /// Bumped by every change to objects (not to sync records): lets readers cache what they
+    /// derive from the objects.
+    objects_version: u64,
 }
 
 impl CloudStore {
@@ -207,6 +210,7 @@ impl CloudStore {
             objects: BTreeMap::new(),
             synced: BTreeMap::new(),
             last_rv: 0,
+            objects_version: 0,
         };
         let tx = store.db.begin_read().map_err(io)?;
         for item in tx.open_table(OBJECTS).map_err(io)?.iter().map_err(io)? {
@@ -258,6 +262,11 @@ impl CloudStore {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+
+    /// Changes whenever any object changes.
+    pub fn objects_version(&self) -> u64 {
+        self.objects_version
     }
 
     /// The latest resourceVersion handed out.
@@ -347,6 +356,7 @@ impl CloudStore {
             }
             tx.commit().map_err(io)?;
             self.last_rv = rv;
+            self.objects_version += 1;
             for (k, e) in staged {
                 self.objects.insert(k, e);
             }
@@ -365,6 +375,7 @@ impl CloudStore {
             .remove(key.db_key().as_str())
             .map_err(io)?;
         tx.commit().map_err(io)?;
+        self.objects_version += 1;
         Ok(self.objects.remove(key).expect("checked above").object)
     }
 
@@ -395,6 +406,7 @@ impl CloudStore {
         }
         tx.commit().map_err(io)?;
         self.last_rv = rv;
+        self.objects_version += 1;
         self.objects.insert(key.clone(), entry);
         Ok(obj)
     }

@@ -52,6 +52,9 @@ struct InFlight {
 #[derive(Default)]
 struct NodeDelivery {
     inflight: Vec<InFlight>,
+    /// What the node must hold, as of a store `objects_version`: recomputed only when objects
+    /// change, not on every acknowledgement.
+    desired: Option<(u64, Vec<Desired>)>,
 }
 
 /// What an acknowledgement confirmed.
@@ -63,6 +66,7 @@ pub struct Acked {
 }
 
 /// One object a node must hold.
+#[derive(Clone)]
 struct Desired {
     uid: String,
     key: ObjectKey,
@@ -148,7 +152,12 @@ impl EdgeController {
         let Some(d) = self.nodes.get_mut(node) else {
             return Vec::new();
         };
-        let want = desired(node, store);
+        let version = store.objects_version();
+        if d.desired.as_ref().is_none_or(|(v, _)| *v != version) {
+            d.desired = Some((version, desired(node, store)));
+        }
+        // Disjoint fields: the cached list is read while `inflight` is changed below.
+        let want: &[Desired] = d.desired.as_ref().map(|(_, w)| w.as_slice()).unwrap_or(&[]);
         let want_uids: HashSet<&str> = want.iter().map(|w| w.uid.as_str()).collect();
         let mut out = Vec::new();
 
@@ -162,7 +171,7 @@ impl EdgeController {
             keep
         });
 
-        for w in &want {
+        for w in want {
             let acked = store.synced_entry(node, &w.uid).map(|s| s.rv);
             if acked.is_some_and(|rv| rv >= w.push_rv) {
                 continue;
