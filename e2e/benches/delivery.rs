@@ -124,7 +124,7 @@ fn burst(one_apply: bool) -> String {
     lat.sort();
     let span = (last_ack - applied[0]).max(1) as f64 / 1000.0;
     format!(
-        "| {N} pods, {:<17} | {:>7.0} msg/s | {:>5} ms | {:>5} ms | {:>5} ms |",
+        "| {N} pods, {:<20} | {:>7.0} msg/s | {:>5} ms | {:>5} ms | {:>5} ms |",
         if one_apply {
             "in one apply"
         } else {

@@ -70,7 +70,7 @@ mod tests {
         for i in 0..CAPACITY + 5 {
             ev.record(
                 if i % 2 == 0 { &a } else { &b },
-                i as i64,
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(i as u64),
                 "Applied",
                 format!("{i}"),
             );
