@@ -45,6 +45,11 @@ ensure_rust() {
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 }
 
+# The real container runtime the Edged tests drive (started privately by the test harness).
+ensure_runtime() {
+  ensure_apt containerd runc busybox-static
+}
+
 ensure_cross() {
   ensure_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross \
     gcc-riscv64-linux-gnu libc6-dev-riscv64-cross qemu-user file

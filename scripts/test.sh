@@ -7,6 +7,7 @@
 #      run under qemu-user
 source "$(dirname "$0")/env.sh"
 ensure_rust
+ensure_runtime
 ensure_cross
 
 log "cargo target dir: $CARGO_TARGET_DIR"

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod containerd;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
