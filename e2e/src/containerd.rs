@@ -84,19 +84,21 @@ fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     archive
 }
 
-/// The image archives, built once per test process.
+/// The image archives, built once per test process into the cargo target dir (so nothing is
+/// left in /tmp, and a later run can reuse the dir).
 fn images() -> &'static [(String, PathBuf)] {
-    static IMAGES: OnceLock<(TempDir, Vec<(String, PathBuf)>)> = OnceLock::new();
-    &IMAGES
-        .get_or_init(|| {
-            let work = TempDir::new("images");
-            let imgs = vec![
-                (BUSYBOX.to_owned(), build_image(work.path(), BUSYBOX, &["/bin/sh"])),
-                (PAUSE.to_owned(), build_image(work.path(), PAUSE, &["/bin/sleep", "2147483647"])),
-            ];
-            (work, imgs)
-        })
-        .1
+    static IMAGES: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        // Test binaries run one after another, so one shared directory is safe; its content
+        // is rebuilt each process because it is cheap and keeps stale images impossible.
+        let work = crate::target_root().join("e2e-images");
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).unwrap();
+        vec![
+            (BUSYBOX.to_owned(), build_image(&work, BUSYBOX, &["/bin/sh"])),
+            (PAUSE.to_owned(), build_image(&work, PAUSE, &["/bin/sleep", "2147483647"])),
+        ]
+    })
 }
 
 pub struct Containerd {

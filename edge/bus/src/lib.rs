@@ -139,6 +139,18 @@ pub enum CloudRequest {
     CreateLease { lease: serde_json::Value },
     /// `update kube-node-lease/lease/<node>`.
     UpdateLease { lease: serde_json::Value },
+    /// `patch <ns>/podpatch/<name>` with a strategic-merge patch (sent as a JSON string).
+    PatchPodStatus { namespace: String, name: String, patch: String },
+}
+
+/// Everything Edged must run, as MetaManager holds it: the pods bound to this node and the
+/// configmaps and secrets they may use, keyed by `(namespace, name)`. Sent whole (it is small
+/// on a gateway) at start and after every change, so Edged never reads the store itself.
+#[derive(Debug, Default, PartialEq)]
+pub struct DesiredPods {
+    pub pods: Vec<serde_json::Value>,
+    pub configmaps: std::collections::BTreeMap<(String, String), serde_json::Value>,
+    pub secrets: std::collections::BTreeMap<(String, String), serde_json::Value>,
 }
 
 /// State of the cloud tunnel, announced by EdgeHub to every module.
@@ -183,6 +195,8 @@ pub enum BusMessage {
     FromCloud(Box<CloudObject>),
     /// To EdgeHub: the object behind this handle is durably stored; acknowledge it.
     Persisted(AckHandle),
+    /// From MetaManager to Edged: the current desired state (shared, not copied per reader).
+    Desired(std::rc::Rc<DesiredPods>),
 }
 
 /// A module's receiving end.

@@ -223,9 +223,45 @@ pub fn list_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<StoredObject>, Me
     Ok(out)
 }
 
+impl MetaCore {
+    /// The desired state for Edged: every stored pod, configmap and secret.
+    pub fn desired(&self) -> Result<bus::DesiredPods, MetaError> {
+        let json = |o: &StoredObject| serde_json::from_slice::<serde_json::Value>(&o.record.json).unwrap_or_default();
+        let mut d = bus::DesiredPods::default();
+        for o in self.list(Some(ObjectKind::Pod))? {
+            d.pods.push(json(&o));
+        }
+        for o in self.list(Some(ObjectKind::ConfigMap))? {
+            d.configmaps.insert((o.namespace.clone(), o.name.clone()), json(&o));
+        }
+        for o in self.list(Some(ObjectKind::Secret))? {
+            d.secrets.insert((o.namespace.clone(), o.name.clone()), json(&o));
+        }
+        Ok(d)
+    }
+}
+
+/// Tells Edged what it must run now, from the store.
+async fn publish(core: &MetaCore, bus: &Bus) -> bool {
+    if !bus.is_enabled(ModuleId::Edged) {
+        return true;
+    }
+    match core.desired() {
+        Ok(d) => bus.send(ModuleId::Edged, BusMessage::Desired(std::rc::Rc::new(d))).await,
+        Err(e) => {
+            log::error!("cannot read the store for edged: {e}");
+            true
+        }
+    }
+}
+
 /// Runs MetaManager until shutdown.
 pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     use smol::future::FutureExt;
+    // Edged starts from the store, cloud or no cloud: this is what keeps pods running offline.
+    if !publish(&core, &bus).await {
+        return;
+    }
     loop {
         let first = async { mailbox.recv().await }
             .or(async {
@@ -254,6 +290,7 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
         }
         match core.apply_batch(&objs) {
             Ok(results) => {
+                let changed = results.iter().any(|r| matches!(r, Applied::Stored | Applied::Deleted));
                 for (obj, res) in objs.iter().zip(results) {
                     match res {
                         Applied::Stale { stored } => log::debug!(
@@ -276,6 +313,9 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
                     {
                         return;
                     }
+                }
+                if changed && !publish(&core, &bus).await {
+                    return;
                 }
             }
             // Nothing is acknowledged: the cloud resends, and the next attempt may succeed
