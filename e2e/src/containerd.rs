@@ -37,8 +37,12 @@ fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::copy("/usr/bin/busybox", bin.join("busybox")).expect("busybox-static is installed (/usr/bin/busybox)");
-    let list = Command::new("/usr/bin/busybox").arg("--list").output().unwrap();
+    std::fs::copy("/usr/bin/busybox", bin.join("busybox"))
+        .expect("busybox-static is installed (/usr/bin/busybox)");
+    let list = Command::new("/usr/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let link = bin.join(applet);
         if !link.exists() {
@@ -49,7 +53,14 @@ fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let layer_path = work.join("layer.tar");
-    let st = Command::new("tar").args(["--numeric-owner", "--owner=0", "--group=0", "-C"]).arg(&rootfs).args(["-cf"]).arg(&layer_path).arg(".").status().unwrap();
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(&rootfs)
+        .args(["-cf"])
+        .arg(&layer_path)
+        .arg(".")
+        .status()
+        .unwrap();
     assert!(st.success());
     let layer = std::fs::read(&layer_path).unwrap();
     let layer_digest = sha256_hex(&layer);
@@ -77,9 +88,20 @@ fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
             "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap() } }]
     });
     std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let archive = work.join(format!("{}.tar", sha256_hex(name.as_bytes())));
-    let st = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status().unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .arg(".")
+        .status()
+        .unwrap();
     assert!(st.success());
     archive
 }
@@ -95,8 +117,14 @@ fn images() -> &'static [(String, PathBuf)] {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work).unwrap();
         vec![
-            (BUSYBOX.to_owned(), build_image(&work, BUSYBOX, &["/bin/sh"])),
-            (PAUSE.to_owned(), build_image(&work, PAUSE, &["/bin/sleep", "2147483647"])),
+            (
+                BUSYBOX.to_owned(),
+                build_image(&work, BUSYBOX, &["/bin/sh"]),
+            ),
+            (
+                PAUSE.to_owned(),
+                build_image(&work, PAUSE, &["/bin/sleep", "2147483647"]),
+            ),
         ]
     })
 }
@@ -143,11 +171,22 @@ state = "{state}"
             d = d.display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let mut c = Containerd { dir, proc: None, socket };
+        let mut c = Containerd {
+            dir,
+            proc: None,
+            socket,
+        };
         c.launch();
         for (name, archive) in images() {
-            let out = c.ctr(&["images", "import", "--no-unpack", "--all-platforms"], Some(archive));
-            assert!(out.status.success(), "importing {name}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = c.ctr(
+                &["images", "import", "--no-unpack", "--all-platforms"],
+                Some(archive),
+            );
+            assert!(
+                out.status.success(),
+                "importing {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         c
     }
@@ -158,10 +197,14 @@ state = "{state}"
         cmd.arg("--config").arg(self.dir.path().join("config.toml"));
         self.proc = Some(Proc::spawn(cmd));
         let sock = self.socket.clone();
-        wait_for("containerd socket", Duration::from_secs(30), || sock.exists().then_some(()));
+        wait_for("containerd socket", Duration::from_secs(30), || {
+            sock.exists().then_some(())
+        });
         // The socket exists before the CRI plugin answers; wait for a real answer.
         let me = &*self;
-        wait_for("containerd to answer", Duration::from_secs(30), || me.ctr(&["version"], None).status.success().then_some(()));
+        wait_for("containerd to answer", Duration::from_secs(30), || {
+            me.ctr(&["version"], None).status.success().then_some(())
+        });
     }
 
     pub fn endpoint(&self) -> String {
@@ -171,7 +214,10 @@ state = "{state}"
     /// Runs `ctr` against this containerd in the CRI namespace.
     pub fn ctr(&self, args: &[&str], file: Option<&Path>) -> Output {
         let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(&self.socket).args(["-n", "k8s.io"]).args(args);
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io"])
+            .args(args);
         if let Some(f) = file {
             cmd.arg(f);
         }
@@ -185,6 +231,26 @@ state = "{state}"
         self.launch();
     }
 
+    /// A power cut for the runtime: containers (their shims), then containerd, all SIGKILLed.
+    pub fn crash(&mut self) {
+        self.kill_shims();
+        self.kill();
+    }
+
+    /// Starts containerd again on the same root after [`Containerd::crash`] or a kill.
+    pub fn start_again(&mut self) {
+        self.launch();
+    }
+
+    fn kill_shims(&self) {
+        for pid in self.shims() {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
     pub fn kill(&mut self) {
         if let Some(p) = self.proc.take() {
             drop(p); // Proc's drop kills by PID and reaps
@@ -196,8 +262,12 @@ state = "{state}"
         let needle = self.socket.display().to_string();
         let mut pids = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains("containerd-shim") && cmdline.contains(&needle) {
                 pids.push(pid);
@@ -211,16 +281,15 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         // Containers first (through their shims, which we started), then containerd, then
         // whatever mounts it left under our directory.
-        for pid in self.shims() {
-            if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
-                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-            }
-        }
+        self.kill_shims();
         self.kill();
         let dir = self.dir.path().display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&dir)).collect();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for m in points {
             let _ = Command::new("umount").args(["-l", m]).status();

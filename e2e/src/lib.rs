@@ -376,6 +376,11 @@ impl Edge {
 
     /// `edgecore join` against `cloud` with `token`.
     pub fn join(&self, cloud: &Cloud, token: &str) -> Output {
+        self.join_with(cloud, token, "")
+    }
+
+    /// `edgecore join` with a CRI endpoint (empty: this edge runs no pods).
+    pub fn join_with(&self, cloud: &Cloud, token: &str, cri: &str) -> Output {
         Command::new(bin("edgecore"))
             .args([
                 "join",
@@ -385,6 +390,8 @@ impl Edge {
                 token,
                 "--node-name",
                 &self.name,
+                "--cri-endpoint",
+                cri,
             ])
             .args([
                 "--ws-port",
@@ -430,6 +437,14 @@ impl Edge {
                 && o["metadata"]["name"] == name
                 && o["metadata"]["namespace"] == "default"
         })
+    }
+
+    /// Sets one top-level key of edgecore.json.
+    pub fn set_config(&self, key: &str, value: Value) {
+        let path = self.config_path();
+        let mut cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        cfg[key] = value;
+        std::fs::write(&path, cfg.to_string()).unwrap();
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -140,7 +140,11 @@ pub enum CloudRequest {
     /// `update kube-node-lease/lease/<node>`.
     UpdateLease { lease: serde_json::Value },
     /// `patch <ns>/podpatch/<name>` with a strategic-merge patch (sent as a JSON string).
-    PatchPodStatus { namespace: String, name: String, patch: String },
+    PatchPodStatus {
+        namespace: String,
+        name: String,
+        patch: String,
+    },
 }
 
 /// Everything Edged must run, as MetaManager holds it: the pods bound to this node and the

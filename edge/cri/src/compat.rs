@@ -10,7 +10,11 @@ use smol::io::{AsyncRead, AsyncWrite};
 pub struct Compat<T>(pub T);
 
 impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for Compat<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let slice = buf.initialize_unfilled();
         match Pin::new(&mut self.0).poll_read(cx, slice) {
             Poll::Ready(Ok(n)) => {
@@ -24,7 +28,11 @@ impl<T: AsyncRead + Unpin> tokio::io::AsyncRead for Compat<T> {
 }
 
 impl<T: AsyncWrite + Unpin> tokio::io::AsyncWrite for Compat<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 

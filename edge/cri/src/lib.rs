@@ -46,13 +46,23 @@ pub enum CriError {
     #[error("bad CRI endpoint {0:?}: use unix:///path/to/socket")]
     Endpoint(String),
     #[error("cannot connect to the container runtime at {path}: {source} (is containerd running? set --cri-endpoint)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("container runtime: HTTP/2: {0}")]
     Transport(String),
     #[error("container runtime: {method} timed out after {after:?}")]
-    Timeout { method: &'static str, after: Duration },
+    Timeout {
+        method: &'static str,
+        after: Duration,
+    },
     #[error("container runtime refused {method}: {message} (gRPC status {code})")]
-    Status { method: &'static str, code: u32, message: String },
+    Status {
+        method: &'static str,
+        code: u32,
+        message: String,
+    },
     #[error("container runtime sent a malformed {method} response: {why}")]
     Malformed { method: &'static str, why: String },
 }
@@ -85,8 +95,14 @@ pub struct CriClient {
 
 /// Accepts `unix:///path`, `unix:/path` or a plain path.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf, CriError> {
-    let p = endpoint.strip_prefix("unix://").or_else(|| endpoint.strip_prefix("unix:")).unwrap_or(endpoint);
-    if p.is_empty() || !p.starts_with('/') || endpoint.contains("://") && !endpoint.starts_with("unix://") {
+    let p = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .unwrap_or(endpoint);
+    if p.is_empty()
+        || !p.starts_with('/')
+        || endpoint.contains("://") && !endpoint.starts_with("unix://")
+    {
         return Err(CriError::Endpoint(endpoint.to_owned()));
     }
     Ok(PathBuf::from(p))
@@ -105,24 +121,42 @@ fn frame(msg: &impl prost::Message) -> Bytes {
 fn unframe<M: prost::Message + Default>(method: &'static str, body: &[u8]) -> Result<M, CriError> {
     let bad = |why: String| CriError::Malformed { method, why };
     if body.len() < 5 {
-        return Err(bad(format!("{} byte body, shorter than a gRPC frame header", body.len())));
+        return Err(bad(format!(
+            "{} byte body, shorter than a gRPC frame header",
+            body.len()
+        )));
     }
     if body[0] != 0 {
         return Err(bad("compressed messages are not supported".into()));
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let msg = body.get(5..5 + len).ok_or_else(|| bad(format!("frame says {len} bytes, body has {}", body.len() - 5)))?;
+    let msg = body.get(5..5 + len).ok_or_else(|| {
+        bad(format!(
+            "frame says {len} bytes, body has {}",
+            body.len() - 5
+        ))
+    })?;
     M::decode(msg).map_err(|e| bad(e.to_string()))
 }
 
 fn grpc_status(method: &'static str, headers: &http::HeaderMap) -> Result<(), CriError> {
-    let Some(code) = headers.get("grpc-status") else { return Ok(()) };
+    let Some(code) = headers.get("grpc-status") else {
+        return Ok(());
+    };
     let code: u32 = code.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     if code == 0 {
         return Ok(());
     }
-    let message = headers.get("grpc-message").and_then(|m| m.to_str().ok()).map(percent_decode).unwrap_or_default();
-    Err(CriError::Status { method, code, message })
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Err(CriError::Status {
+        method,
+        code,
+        message,
+    })
 }
 
 /// grpc-message is percent-encoded.
@@ -157,10 +191,12 @@ impl CriClient {
     }
 
     async fn connect(path: &Path) -> Result<Conn, CriError> {
-        let io = Async::<UnixStream>::connect(path).await.map_err(|source| CriError::Connect {
-            path: path.to_owned(),
-            source,
-        })?;
+        let io = Async::<UnixStream>::connect(path)
+            .await
+            .map_err(|source| CriError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
         let (send, connection) = h2::client::handshake(Compat(io)).await?;
         Ok(Conn {
             send,
@@ -169,7 +205,13 @@ impl CriClient {
     }
 
     /// One unary call with a deadline.
-    pub async fn call<Req, Resp>(&mut self, service: &str, method: &'static str, req: &Req, timeout: Duration) -> Result<Resp, CriError>
+    pub async fn call<Req, Resp>(
+        &mut self,
+        service: &str,
+        method: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, CriError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -207,7 +249,10 @@ impl CriClient {
                     let _ = recv.flow_control().release_capacity(chunk.len());
                     buf.extend_from_slice(&chunk);
                     if buf.len() > MAX_RESPONSE_BYTES {
-                        return Err(CriError::Malformed { method, why: "response over 16 MiB".into() });
+                        return Err(CriError::Malformed {
+                            method,
+                            why: "response over 16 MiB".into(),
+                        });
                     }
                 }
                 if let Some(trailers) = recv.trailers().await? {
@@ -219,7 +264,9 @@ impl CriClient {
             exchange
                 .or(async {
                     match driver.await {
-                        Ok(()) => Err(CriError::Transport("connection closed by the runtime".into())),
+                        Ok(()) => Err(CriError::Transport(
+                            "connection closed by the runtime".into(),
+                        )),
                         Err(e) => Err(CriError::from(e)),
                     }
                 })
@@ -228,109 +275,261 @@ impl CriClient {
         let result = work
             .or(async {
                 smol::Timer::after(timeout).await;
-                Err(CriError::Timeout { method, after: timeout })
+                Err(CriError::Timeout {
+                    method,
+                    after: timeout,
+                })
             })
             .await;
-        if matches!(result, Err(CriError::Transport(_) | CriError::Timeout { .. } | CriError::Connect { .. })) {
+        if matches!(
+            result,
+            Err(CriError::Transport(_) | CriError::Timeout { .. } | CriError::Connect { .. })
+        ) {
             self.conn = None; // redial next time
         }
         result
     }
 
     pub async fn version(&mut self) -> Result<v1::VersionResponse, CriError> {
-        self.call("RuntimeService", "Version", &v1::VersionRequest { version: "v1".into() }, CALL_TIMEOUT).await
+        self.call(
+            "RuntimeService",
+            "Version",
+            &v1::VersionRequest {
+                version: "v1".into(),
+            },
+            CALL_TIMEOUT,
+        )
+        .await
     }
 
-    pub async fn run_pod_sandbox(&mut self, config: v1::PodSandboxConfig) -> Result<String, CriError> {
-        let req = v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+    pub async fn run_pod_sandbox(
+        &mut self,
+        config: v1::PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        let req = v1::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        };
         // Creating a sandbox may include pulling the sandbox image.
-        let r: v1::RunPodSandboxResponse = self.call("RuntimeService", "RunPodSandbox", &req, PULL_TIMEOUT).await?;
+        let r: v1::RunPodSandboxResponse = self
+            .call("RuntimeService", "RunPodSandbox", &req, PULL_TIMEOUT)
+            .await?;
         Ok(r.pod_sandbox_id)
     }
 
     pub async fn stop_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
         let _: v1::StopPodSandboxResponse = self
-            .call("RuntimeService", "StopPodSandbox", &v1::StopPodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "StopPodSandbox",
+                &v1::StopPodSandboxRequest {
+                    pod_sandbox_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
 
     pub async fn remove_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
         let _: v1::RemovePodSandboxResponse = self
-            .call("RuntimeService", "RemovePodSandbox", &v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "RemovePodSandbox",
+                &v1::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
 
     pub async fn pod_sandbox_status(&mut self, id: &str) -> Result<v1::PodSandboxStatus, CriError> {
         let r: v1::PodSandboxStatusResponse = self
-            .call("RuntimeService", "PodSandboxStatus", &v1::PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose: false }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "PodSandboxStatus",
+                &v1::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.into(),
+                    verbose: false,
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
-        r.status.ok_or(CriError::Malformed { method: "PodSandboxStatus", why: "no status".into() })
+        r.status.ok_or(CriError::Malformed {
+            method: "PodSandboxStatus",
+            why: "no status".into(),
+        })
     }
 
-    pub async fn list_pod_sandbox(&mut self, filter: Option<v1::PodSandboxFilter>) -> Result<Vec<v1::PodSandbox>, CriError> {
-        let r: v1::ListPodSandboxResponse = self.call("RuntimeService", "ListPodSandbox", &v1::ListPodSandboxRequest { filter }, CALL_TIMEOUT).await?;
+    pub async fn list_pod_sandbox(
+        &mut self,
+        filter: Option<v1::PodSandboxFilter>,
+    ) -> Result<Vec<v1::PodSandbox>, CriError> {
+        let r: v1::ListPodSandboxResponse = self
+            .call(
+                "RuntimeService",
+                "ListPodSandbox",
+                &v1::ListPodSandboxRequest { filter },
+                CALL_TIMEOUT,
+            )
+            .await?;
         Ok(r.items)
     }
 
-    pub async fn create_container(&mut self, sandbox: &str, config: v1::ContainerConfig, sandbox_config: v1::PodSandboxConfig) -> Result<String, CriError> {
-        let req = v1::CreateContainerRequest { pod_sandbox_id: sandbox.into(), config: Some(config), sandbox_config: Some(sandbox_config) };
-        let r: v1::CreateContainerResponse = self.call("RuntimeService", "CreateContainer", &req, CALL_TIMEOUT).await?;
+    pub async fn create_container(
+        &mut self,
+        sandbox: &str,
+        config: v1::ContainerConfig,
+        sandbox_config: v1::PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        let req = v1::CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        let r: v1::CreateContainerResponse = self
+            .call("RuntimeService", "CreateContainer", &req, CALL_TIMEOUT)
+            .await?;
         Ok(r.container_id)
     }
 
     pub async fn start_container(&mut self, id: &str) -> Result<(), CriError> {
         let _: v1::StartContainerResponse = self
-            .call("RuntimeService", "StartContainer", &v1::StartContainerRequest { container_id: id.into() }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "StartContainer",
+                &v1::StartContainerRequest {
+                    container_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
 
     pub async fn stop_container(&mut self, id: &str, grace: Duration) -> Result<(), CriError> {
-        let req = v1::StopContainerRequest { container_id: id.into(), timeout: grace.as_secs() as i64 };
-        let _: v1::StopContainerResponse = self.call("RuntimeService", "StopContainer", &req, CALL_TIMEOUT + grace).await?;
+        let req = v1::StopContainerRequest {
+            container_id: id.into(),
+            timeout: grace.as_secs() as i64,
+        };
+        let _: v1::StopContainerResponse = self
+            .call(
+                "RuntimeService",
+                "StopContainer",
+                &req,
+                CALL_TIMEOUT + grace,
+            )
+            .await?;
         Ok(())
     }
 
     pub async fn remove_container(&mut self, id: &str) -> Result<(), CriError> {
         let _: v1::RemoveContainerResponse = self
-            .call("RuntimeService", "RemoveContainer", &v1::RemoveContainerRequest { container_id: id.into() }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "RemoveContainer",
+                &v1::RemoveContainerRequest {
+                    container_id: id.into(),
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
 
-    pub async fn list_containers(&mut self, filter: Option<v1::ContainerFilter>) -> Result<Vec<v1::Container>, CriError> {
-        let r: v1::ListContainersResponse = self.call("RuntimeService", "ListContainers", &v1::ListContainersRequest { filter }, CALL_TIMEOUT).await?;
+    pub async fn list_containers(
+        &mut self,
+        filter: Option<v1::ContainerFilter>,
+    ) -> Result<Vec<v1::Container>, CriError> {
+        let r: v1::ListContainersResponse = self
+            .call(
+                "RuntimeService",
+                "ListContainers",
+                &v1::ListContainersRequest { filter },
+                CALL_TIMEOUT,
+            )
+            .await?;
         Ok(r.containers)
     }
 
     pub async fn container_status(&mut self, id: &str) -> Result<v1::ContainerStatus, CriError> {
         let r: v1::ContainerStatusResponse = self
-            .call("RuntimeService", "ContainerStatus", &v1::ContainerStatusRequest { container_id: id.into(), verbose: false }, CALL_TIMEOUT)
+            .call(
+                "RuntimeService",
+                "ContainerStatus",
+                &v1::ContainerStatusRequest {
+                    container_id: id.into(),
+                    verbose: false,
+                },
+                CALL_TIMEOUT,
+            )
             .await?;
-        r.status.ok_or(CriError::Malformed { method: "ContainerStatus", why: "no status".into() })
+        r.status.ok_or(CriError::Malformed {
+            method: "ContainerStatus",
+            why: "no status".into(),
+        })
     }
 
-    pub async fn exec_sync(&mut self, id: &str, cmd: Vec<String>, timeout: Duration) -> Result<v1::ExecSyncResponse, CriError> {
-        let req = v1::ExecSyncRequest { container_id: id.into(), cmd, timeout: timeout.as_secs().max(1) as i64 };
-        self.call("RuntimeService", "ExecSync", &req, timeout + Duration::from_secs(5)).await
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<v1::ExecSyncResponse, CriError> {
+        let req = v1::ExecSyncRequest {
+            container_id: id.into(),
+            cmd,
+            timeout: timeout.as_secs().max(1) as i64,
+        };
+        self.call(
+            "RuntimeService",
+            "ExecSync",
+            &req,
+            timeout + Duration::from_secs(5),
+        )
+        .await
     }
 
     pub async fn image_status(&mut self, image: &str) -> Result<Option<v1::Image>, CriError> {
-        let req = v1::ImageStatusRequest { image: Some(v1::ImageSpec { image: image.into(), annotations: Default::default() }), verbose: false };
-        let r: v1::ImageStatusResponse = self.call("ImageService", "ImageStatus", &req, CALL_TIMEOUT).await?;
+        let req = v1::ImageStatusRequest {
+            image: Some(v1::ImageSpec {
+                image: image.into(),
+                annotations: Default::default(),
+            }),
+            verbose: false,
+        };
+        let r: v1::ImageStatusResponse = self
+            .call("ImageService", "ImageStatus", &req, CALL_TIMEOUT)
+            .await?;
         Ok(r.image)
     }
 
     pub async fn pull_image(&mut self, image: &str) -> Result<String, CriError> {
-        let req = v1::PullImageRequest { image: Some(v1::ImageSpec { image: image.into(), annotations: Default::default() }), auth: None, sandbox_config: None };
-        let r: v1::PullImageResponse = self.call("ImageService", "PullImage", &req, PULL_TIMEOUT).await?;
+        let req = v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image: image.into(),
+                annotations: Default::default(),
+            }),
+            auth: None,
+            sandbox_config: None,
+        };
+        let r: v1::PullImageResponse = self
+            .call("ImageService", "PullImage", &req, PULL_TIMEOUT)
+            .await?;
         Ok(r.image_ref)
     }
 
     pub async fn list_images(&mut self) -> Result<Vec<v1::Image>, CriError> {
-        let r: v1::ListImagesResponse = self.call("ImageService", "ListImages", &v1::ListImagesRequest { filter: None }, CALL_TIMEOUT).await?;
+        let r: v1::ListImagesResponse = self
+            .call(
+                "ImageService",
+                "ListImages",
+                &v1::ListImagesRequest { filter: None },
+                CALL_TIMEOUT,
+            )
+            .await?;
         Ok(r.images)
     }
 }
@@ -341,8 +540,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(socket_path("unix:///run/containerd/containerd.sock").unwrap(), PathBuf::from("/run/containerd/containerd.sock"));
-        assert_eq!(socket_path("/tmp/c.sock").unwrap(), PathBuf::from("/tmp/c.sock"));
+        assert_eq!(
+            socket_path("unix:///run/containerd/containerd.sock").unwrap(),
+            PathBuf::from("/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            socket_path("/tmp/c.sock").unwrap(),
+            PathBuf::from("/tmp/c.sock")
+        );
         assert!(socket_path("tcp://1.2.3.4:1").is_err());
         assert!(socket_path("unix://relative").is_err());
         assert!(socket_path("").is_err());
@@ -350,7 +555,12 @@ mod tests {
 
     #[test]
     fn framing_round_trips_and_rejects_garbage() {
-        let m = v1::VersionResponse { version: "v1".into(), runtime_name: "containerd".into(), runtime_version: "1.6".into(), runtime_api_version: "v1".into() };
+        let m = v1::VersionResponse {
+            version: "v1".into(),
+            runtime_name: "containerd".into(),
+            runtime_version: "1.6".into(),
+            runtime_api_version: "v1".into(),
+        };
         let f = frame(&m);
         assert_eq!(f[0], 0);
         assert_eq!(unframe::<v1::VersionResponse>("Version", &f).unwrap(), m);

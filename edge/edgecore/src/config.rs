@@ -34,6 +34,25 @@ pub struct Config {
     pub modules: Modules,
     #[serde(default)]
     pub store: StoreConfig,
+    /// CRI endpoint of the container runtime; empty runs no pods.
+    #[serde(default = "default_cri")]
+    pub cri_endpoint: String,
+    /// First restart back-off of a crashed container, doubling up to 5 minutes.
+    #[serde(default = "default_crash_backoff", with = "duration_text")]
+    pub crash_backoff: Duration,
+    /// How often running pods are compared with what the cloud asked for.
+    #[serde(default = "default_pod_sync", with = "duration_text")]
+    pub pod_sync_period: Duration,
+}
+
+fn default_cri() -> String {
+    cri::DEFAULT_ENDPOINT.into()
+}
+fn default_crash_backoff() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pod_sync() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -136,6 +155,9 @@ impl Config {
             log_level: default_log_level(),
             modules: Modules::default(),
             store: StoreConfig::default(),
+            cri_endpoint: default_cri(),
+            crash_backoff: default_crash_backoff(),
+            pod_sync_period: default_pod_sync(),
         }
     }
 
@@ -185,6 +207,9 @@ impl Config {
         }
         support::parse_level(&self.log_level).map_err(anyhow::Error::msg)?;
         self.store_backend()?;
+        if !self.cri_endpoint.is_empty() {
+            cri::socket_path(&self.cri_endpoint)?;
+        }
         Ok(())
     }
 

@@ -31,6 +31,7 @@ pub struct JoinArgs {
     pub ws_port: u16,
     pub cert_port: u16,
     pub project_id: Option<String>,
+    pub cri_endpoint: Option<String>,
 }
 
 fn https_get(
@@ -75,6 +76,9 @@ fn host_port(host: &str, port: u16) -> String {
 
 pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     proto::validate_node_name(&args.node_name).map_err(anyhow::Error::msg)?;
+    if let Some(ep) = args.cri_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        cri::socket_path(ep)?;
+    }
     let token =
         EnrollToken::parse(&args.token).context("the token is not a cloudcore enrollment token")?;
     let host = args.cloud.trim_start_matches('[').trim_end_matches(']');
@@ -173,6 +177,9 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     );
     if let Some(p) = args.project_id {
         cfg.cloud.project_id = p;
+    }
+    if let Some(ep) = args.cri_endpoint {
+        cfg.cri_endpoint = ep;
     }
     let path = data_dir.join(CONFIG_FILE);
     cfg.save(&path)?;

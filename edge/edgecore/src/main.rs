@@ -43,6 +43,8 @@ JOIN OPTIONS:
     --ws-port <PORT>        CloudHub WebSocket port [default: 10000]
     --cert-port <PORT>      CloudHub certificate port [default: 10002]
     --project-id <ID>       Project id in the tunnel URL [default: upstream's]
+    --cri-endpoint <URL>    Container runtime socket, unix:///path; an empty value runs no pods
+                            [default: unix:///run/containerd/containerd.sock]
 
 RUN OPTIONS:
     --data-dir <DIR>        Data dir holding edgecore.json [default: /var/lib/edgecore]
@@ -107,7 +109,7 @@ fn hostname() -> String {
 
 fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let (mut cloud, mut token, mut node, mut dir) = (None, None, None, None);
-    let (mut ws_port, mut cert_port, mut project) = (10000u16, 10002u16, None);
+    let (mut ws_port, mut cert_port, mut project, mut cri) = (10000u16, 10002u16, None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("cloud") => cloud = Some(text(p.value()?)?),
@@ -124,6 +126,7 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("ws-port") => ws_port = p.value()?.parse()?,
             Long("cert-port") => cert_port = p.value()?.parse()?,
             Long("project-id") => project = Some(text(p.value()?)?),
+            Long("cri-endpoint") => cri = Some(text(p.value()?)?),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -146,6 +149,7 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
         ws_port,
         cert_port,
         project_id: project,
+        cri_endpoint: cri,
     })
 }
 

@@ -95,6 +95,9 @@ fn start_edged(
         status_interval: cfg.status_interval,
         lease_interval: cfg.lease_interval,
         data_dir: cfg.data_dir.clone(),
+        cri_endpoint: (!cfg.cri_endpoint.is_empty()).then(|| cfg.cri_endpoint.clone()),
+        crash_backoff: cfg.crash_backoff,
+        pod_sync_period: cfg.pod_sync_period,
     };
     Ok(Box::pin(edged::run(edged, mailbox, bus, shutdown)))
 }

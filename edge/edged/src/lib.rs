@@ -5,11 +5,16 @@
 //! every status interval, as upstream's kubelet does. [`NodeAgent`] is the sans-IO state
 //! machine; [`run`] feeds it bus messages and clock ticks.
 //!
-//! Running pods through CRI is a later release; this module will grow it.
+//! With a CRI endpoint configured it also runs the pods MetaManager holds ([`pods`]): the
+//! desired set arrives whole on the bus, a sync pass converges the runtime every
+//! `pod_sync_period` and on every change, and changed pod statuses go to the cloud as
+//! `podpatch` requests (all of them again after each reconnect). It works the same offline:
+//! the desired set comes from the local store.
 
 #![forbid(unsafe_code)]
 
 pub mod node;
+pub mod pods;
 pub mod sysinfo;
 
 use std::net::IpAddr;
@@ -36,6 +41,12 @@ pub struct EdgedConfig {
     pub lease_interval: Duration,
     /// Where edgecore keeps its data: the filesystem reported as ephemeral storage.
     pub data_dir: PathBuf,
+    /// CRI endpoint (`unix:///…`); `None` runs no pods.
+    pub cri_endpoint: Option<String>,
+    /// First restart back-off of a crashed container (kubelet: 10 s), doubling to 5 min.
+    pub crash_backoff: Duration,
+    /// How often the runtime is compared with the desired pods.
+    pub pod_sync_period: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,6 +113,11 @@ impl NodeAgent {
 
     pub fn is_registered(&self) -> bool {
         self.registered
+    }
+
+    /// Records the container runtime's version for the node object.
+    pub fn set_runtime_version(&mut self, v: String) {
+        self.facts.runtime_version = v;
     }
 
     fn ask(&mut self, what: Asked, req: CloudRequest, out: &mut Vec<(RequestId, CloudRequest)>) {
@@ -292,6 +308,9 @@ fn rfc3339(t: SystemTime) -> String {
     proto::time::rfc3339(unix_micros(t) / 1_000_000)
 }
 
+/// Request ids of pod status patches: a range of their own so NodeAgent ignores their replies.
+const POD_STATUS_IDS: u32 = 0x8000_0000;
+
 /// Runs Edged until shutdown.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let facts = sysinfo::read_facts(&cfg.data_dir);
@@ -302,12 +321,37 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         cfg.lease_interval,
         Instant::now(),
     );
+    let mut runtime = match &cfg.cri_endpoint {
+        Some(ep) => match pods::PodRuntime::new(ep, cfg.data_dir.join("pods"), cfg.crash_backoff) {
+            Ok(mut r) => {
+                match r.runtime_version().await {
+                    Ok(v) => {
+                        log::info!("container runtime {v} at {ep}");
+                        agent.set_runtime_version(v);
+                    }
+                    Err(e) => log::warn!("{e}; pods wait for the runtime"),
+                }
+                Some(r)
+            }
+            Err(e) => {
+                log::error!("{e}; no pods will run");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut desired: std::rc::Rc<bus::DesiredPods> = Default::default();
+    let mut node_ip = String::new();
+    let mut connected = false;
+    let mut next_status_id = POD_STATUS_IDS;
     let period = (cfg.status_interval.min(cfg.lease_interval) / 4).max(Duration::from_millis(50));
     let mut ticker = smol::Timer::interval(period);
+    let mut pod_ticker = smol::Timer::interval(cfg.pod_sync_period.max(Duration::from_millis(100)));
     loop {
         enum Ev {
             Mail(Option<BusMessage>),
             Tick,
+            PodTick,
             Stop,
         }
         let ev = async { Ev::Mail(mailbox.recv().await) }
@@ -316,24 +360,82 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
                 Ev::Tick
             })
             .or(async {
+                pod_ticker.next().await;
+                Ev::PodTick
+            })
+            .or(async {
                 shutdown.wait().await;
                 Ev::Stop
             })
             .await;
         let now = Instant::now();
         let wall = SystemTime::now();
+        let mut sync_pods = false;
         let requests = match ev {
             Ev::Mail(None) | Ev::Stop => return,
             Ev::Mail(Some(BusMessage::Link(link))) => {
+                connected = matches!(link, Link::Connected { .. });
+                if let Link::Connected { local_ip } = link {
+                    node_ip = local_ip.to_string();
+                    if let Some(r) = runtime.as_mut() {
+                        r.resend_all();
+                        sync_pods = true;
+                    }
+                }
                 agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir))
             }
+            Ev::Mail(Some(BusMessage::Reply { id, outcome })) if id.0 >= POD_STATUS_IDS => {
+                if !matches!(
+                    outcome,
+                    Outcome::Answered {
+                        reply: Reply::Object(_),
+                        ..
+                    }
+                ) {
+                    // Not stored by the cloud: report everything again on the next pass.
+                    if let Some(r) = runtime.as_mut() {
+                        r.resend_all();
+                    }
+                }
+                continue;
+            }
             Ev::Mail(Some(BusMessage::Reply { id, outcome })) => agent.on_reply(id, outcome, wall),
+            Ev::Mail(Some(BusMessage::Desired(d))) => {
+                desired = d;
+                sync_pods = true;
+                Vec::new()
+            }
             Ev::Mail(Some(other)) => {
                 log::debug!("edged ignores {other:?}");
                 continue;
             }
             Ev::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
+            Ev::PodTick => {
+                sync_pods = true;
+                Vec::new()
+            }
         };
+        let mut requests: Vec<(RequestId, CloudRequest)> = requests;
+        if sync_pods {
+            if let Some(r) = runtime.as_mut() {
+                for (namespace, name, patch) in r.sync(&desired, &node_ip).await {
+                    if connected {
+                        next_status_id = next_status_id.wrapping_add(1) | POD_STATUS_IDS;
+                        requests.push((
+                            RequestId(next_status_id),
+                            CloudRequest::PatchPodStatus {
+                                namespace,
+                                name,
+                                patch,
+                            },
+                        ));
+                    }
+                }
+                if !connected {
+                    r.resend_all();
+                }
+            }
+        }
         for (id, request) in requests {
             let msg = BusMessage::ToCloud {
                 from: ModuleId::Edged,

@@ -147,7 +147,7 @@ pub fn node_object(
                 "bootID": facts.boot_id,
                 "kernelVersion": facts.kernel,
                 "osImage": facts.os_image,
-                "containerRuntimeVersion": "",
+                "containerRuntimeVersion": facts.runtime_version,
                 "kubeletVersion": kubelet_version(),
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
@@ -207,6 +207,7 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
             arch: "arm64",
+            runtime_version: "containerd://1.6.20".into(),
         }
     }
 
@@ -237,6 +238,10 @@ mod tests {
         assert_eq!(n["status"]["addresses"][0]["address"], "10.0.0.2");
         assert_eq!(n["status"]["nodeInfo"]["architecture"], "arm64");
         assert_eq!(n["status"]["nodeInfo"]["kernelVersion"], "6.1.0");
+        assert_eq!(
+            n["status"]["nodeInfo"]["containerRuntimeVersion"],
+            "containerd://1.6.20"
+        );
         let ready = &n["status"]["conditions"][3];
         assert_eq!(
             (ready["type"].as_str(), ready["status"].as_str()),

@@ -19,6 +19,8 @@ pub struct NodeFacts {
     pub boot_id: String,
     /// Go's GOARCH spelling (`amd64`, `arm64`, `arm`, `riscv64`).
     pub arch: &'static str,
+    /// `containerd://1.6.20` once the runtime answered; empty before or without one.
+    pub runtime_version: String,
 }
 
 /// A sample of what changes: used for the pressure conditions.
@@ -95,6 +97,7 @@ pub fn read_facts(data_dir: &Path) -> NodeFacts {
         machine_id: read_trim("/etc/machine-id"),
         boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
         arch: go_arch(),
+        runtime_version: String::new(),
     }
 }
 

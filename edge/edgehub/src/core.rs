@@ -98,7 +98,11 @@ impl HubCore {
             CloudRequest::QueryLease => (Operation::Query, lease_path, serde_json::Value::Null),
             CloudRequest::CreateLease { lease } => (Operation::Insert, lease_path, lease),
             CloudRequest::UpdateLease { lease } => (Operation::Update, lease_path, lease),
-            CloudRequest::PatchPodStatus { namespace, name, patch } => (
+            CloudRequest::PatchPodStatus {
+                namespace,
+                name,
+                patch,
+            } => (
                 Operation::Patch,
                 ResourcePath::object(&namespace, ResourceKind::PodPatch, &name).to_string(),
                 serde_json::Value::String(patch),

@@ -226,16 +226,20 @@ pub fn list_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<StoredObject>, Me
 impl MetaCore {
     /// The desired state for Edged: every stored pod, configmap and secret.
     pub fn desired(&self) -> Result<bus::DesiredPods, MetaError> {
-        let json = |o: &StoredObject| serde_json::from_slice::<serde_json::Value>(&o.record.json).unwrap_or_default();
+        let json = |o: &StoredObject| {
+            serde_json::from_slice::<serde_json::Value>(&o.record.json).unwrap_or_default()
+        };
         let mut d = bus::DesiredPods::default();
         for o in self.list(Some(ObjectKind::Pod))? {
             d.pods.push(json(&o));
         }
         for o in self.list(Some(ObjectKind::ConfigMap))? {
-            d.configmaps.insert((o.namespace.clone(), o.name.clone()), json(&o));
+            d.configmaps
+                .insert((o.namespace.clone(), o.name.clone()), json(&o));
         }
         for o in self.list(Some(ObjectKind::Secret))? {
-            d.secrets.insert((o.namespace.clone(), o.name.clone()), json(&o));
+            d.secrets
+                .insert((o.namespace.clone(), o.name.clone()), json(&o));
         }
         Ok(d)
     }
@@ -247,7 +251,10 @@ async fn publish(core: &MetaCore, bus: &Bus) -> bool {
         return true;
     }
     match core.desired() {
-        Ok(d) => bus.send(ModuleId::Edged, BusMessage::Desired(std::rc::Rc::new(d))).await,
+        Ok(d) => {
+            bus.send(ModuleId::Edged, BusMessage::Desired(std::rc::Rc::new(d)))
+                .await
+        }
         Err(e) => {
             log::error!("cannot read the store for edged: {e}");
             true
@@ -290,7 +297,9 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
         }
         match core.apply_batch(&objs) {
             Ok(results) => {
-                let changed = results.iter().any(|r| matches!(r, Applied::Stored | Applied::Deleted));
+                let changed = results
+                    .iter()
+                    .any(|r| matches!(r, Applied::Stored | Applied::Deleted));
                 for (obj, res) in objs.iter().zip(results) {
                     match res {
                         Applied::Stale { stored } => log::debug!(
