@@ -186,19 +186,19 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
     wait_for("web's containers removed", T, || {
         (!runtime_containers(&ctrd).contains_key("web")).then_some(())
     });
-    let sandboxes = smol::block_on(async {
-        cri::CriClient::new(&ctrd.endpoint())
-            .unwrap()
-            .list_pod_sandbox(None)
-            .await
-            .unwrap()
-    });
-    assert!(
-        !sandboxes
+    wait_for("web's sandbox removed", T, || {
+        let sandboxes = smol::block_on(async {
+            cri::CriClient::new(&ctrd.endpoint())
+                .unwrap()
+                .list_pod_sandbox(None)
+                .await
+                .unwrap()
+        });
+        (!sandboxes
             .iter()
-            .any(|s| s.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("web")),
-        "sandbox left behind"
-    );
+            .any(|s| s.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("web")))
+        .then_some(())
+    });
 }
 
 #[test]
