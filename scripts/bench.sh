@@ -4,11 +4,16 @@
 #              sizes per target (FOOTPRINT_SECS=N changes the 30 s connected period)
 #   delivery   edgecore RSS and store size with 300 objects, redb next to sled; apply →
 #              edge acknowledgement throughput and p50/p99 latency for 1,000 pods
+#   pods       apply → Running for 1 and 20 pods on containerd; edgecore RSS and CPU with 21
 source "$(dirname "$0")/env.sh"
 ensure_rust
+ensure_runtime
 cargo build --release --locked -p cloudcore -p edgecore
 bash cross/build.sh
 cargo bench --locked -p e2e --bench footprint
 # The delivery bench compares store backends, so its edgecore carries both.
 cargo build --release --locked -p edgecore --features sled
 cargo bench --locked -p e2e --bench delivery
+# Pods on a private containerd (started and stopped by the bench itself).
+cargo build --release --locked -p edgecore
+cargo bench --locked -p e2e --bench pods

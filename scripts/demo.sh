@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The main job: a cloudcore and an edgecore on this machine, the edge enrolled with a token,
-# connected over mutual TLS and shown Ready.
+# connected over mutual TLS and shown Ready, and a sample pod (with a ConfigMap volume) applied
+# in the cloud and shown running as a container on the edge, through containerd.
 #
-#   scripts/demo.sh          run, show the node, stop both
-#   scripts/demo.sh --keep   leave both running (their PIDs and data dirs are printed)
+#   scripts/demo.sh          run, show, stop everything it started
+#   scripts/demo.sh --keep   leave it all running (PIDs and data dirs are printed)
+#
+# Needs root: it starts a private containerd (its own socket and root, never the system one).
 source "$(dirname "$0")/env.sh"
 ensure_rust
+ensure_runtime
 keep=0
 [ "${1:-}" = "--keep" ] && keep=1
 
 log "building release cloudcore and edgecore"
-cargo build --release --locked -p cloudcore -p edgecore
+cargo build --release --locked -p cloudcore -p edgecore -p e2e --bin cloudcore --bin edgecore --bin testbed
 bin="$CARGO_TARGET_DIR/release"
 demo="${DEMO_DIR:-$(mktemp -d /tmp/edgecore-demo.XXXXXX)}"
 mkdir -p "$demo"
@@ -32,10 +36,17 @@ addr_port() { sed -E "s/.*\"$1\":\"[^\"]*:([0-9]+)\".*/\1/" "$demo/cloud/cloudco
 ws_port=$(addr_port ws)
 cert_port=$(addr_port cert)
 
+log "starting a private containerd with locally built images (log in $demo/containerd.log)"
+"$bin/testbed" containerd >"$demo/containerd.out" 2>"$demo/containerd.log" &
+pids+=($!)
+for _ in $(seq 600); do grep -q '^ready ' "$demo/containerd.out" 2>/dev/null && break; sleep 0.1; done
+endpoint=$(sed -n 's/^ready //p' "$demo/containerd.out")
+[ -n "$endpoint" ] || { echo "containerd did not start:" >&2; cat "$demo/containerd.log" >&2; exit 1; }
+
 log "making an enrollment token and joining edge node demo-edge"
 token=$("$bin/cloudcore" token --data-dir "$demo/cloud")
 "$bin/edgecore" join --cloud 127.0.0.1 --ws-port "$ws_port" --cert-port "$cert_port" \
-  --token "$token" --node-name demo-edge --data-dir "$demo/edge"
+  --token "$token" --node-name demo-edge --data-dir "$demo/edge" --cri-endpoint "$endpoint"
 
 log "starting edgecore (log in $demo/edgecore.log)"
 "$bin/edgecore" run --data-dir "$demo/edge" >"$demo/edgecore.log" 2>&1 &
@@ -63,29 +74,34 @@ kind: Pod
 metadata: {name: hello, labels: {app: hello}}
 spec:
   nodeName: demo-edge
+  hostNetwork: true
   containers:
   - name: hello
-    image: busybox
+    image: localhost/busybox:test
     command: [sh, -c, "cat /config/message; sleep 3600"]
     volumeMounts: [{name: config, mountPath: /config}]
   volumes: [{name: config, configMap: {name: hello-config}}]
 YAML
-for _ in $(seq 100); do
-  "$bin/cloudcore" describe pod hello --data-dir "$demo/cloud" | grep -q Delivered && break
+log "waiting for the pod to run on the edge"
+for _ in $(seq 600); do
+  "$bin/cloudcore" get pods --data-dir "$demo/cloud" | grep -q '^hello .*1/1 .*Running' && break
   sleep 0.1
 done
 "$bin/cloudcore" get pods -o wide --data-dir "$demo/cloud"
 "$bin/cloudcore" describe pod hello --data-dir "$demo/cloud"
 log "what the gateway stored (served from its own store, with or without a cloud)"
 "$bin/edgecore" meta list --data-dir "$demo/edge"
-"$bin/cloudcore" describe pod hello --data-dir "$demo/cloud" | grep -q Delivered || {
-  echo "the pod was not delivered; logs:" >&2; cat "$demo/cloudcore.log" "$demo/edgecore.log" >&2; exit 1; }
-echo "(running it as a container is the next release: Edged on containerd)"
+log "the container's output, from its log on the gateway (CRI log format)"
+for _ in $(seq 50); do [ -s "$(ls "$demo"/edge/pods/*/logs/hello/0.log 2>/dev/null | head -1)" ] && break; sleep 0.1; done
+cat "$demo"/edge/pods/*/logs/hello/0.log 2>/dev/null | tail -3 || true
+echo
+"$bin/cloudcore" get pods --data-dir "$demo/cloud" | grep -q '^hello .*1/1 .*Running' || {
+  echo "the pod is not running; logs:" >&2; cat "$demo/cloudcore.log" "$demo/edgecore.log" >&2; exit 1; }
 echo
 echo "edgecore (pid $edge_pid): $(grep -E '^(VmRSS|Threads)' /proc/$edge_pid/status | tr -s ' \t' ' ' | paste -sd, -)"
 echo "binary sizes: cloudcore $(stat -c %s "$bin/cloudcore") B, edgecore $(stat -c %s "$bin/edgecore") B"
 if [ "$keep" = 1 ]; then
-  echo "left running: cloudcore pid ${pids[0]}, edgecore pid $edge_pid; data in $demo"
+  echo "left running: cloudcore pid ${pids[0]}, containerd testbed pid ${pids[1]}, edgecore pid $edge_pid; data in $demo"
   echo "try: $bin/cloudcore get nodes --data-dir $demo/cloud"
 else
   echo "stopping (run with --keep to leave them running)"
