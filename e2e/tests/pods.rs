@@ -257,3 +257,71 @@ fn offline_cold_boot_brings_pods_back_and_the_cloud_does_not_recreate_them() {
     );
     let _ = BUSYBOX;
 }
+
+#[test]
+fn liveness_restarts_never_policy_completes_and_secret_and_empty_dir_volumes_mount() {
+    let ctrd = Containerd::start();
+    let cloud = Cloud::start(&[]);
+    let (_edge, _run) = start_edge(&cloud, &ctrd);
+    cloud.apply_ok(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {pw: s3cret}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: volumes}
+spec:
+  nodeName: edge0
+  hostNetwork: true
+  containers:
+  - name: app
+    image: localhost/busybox:test
+    command: [sleep, "3600"]
+    volumeMounts: [{name: s, mountPath: /secret, readOnly: true}, {name: scratch, mountPath: /scratch}]
+    readinessProbe:
+      exec: {command: [sh, -c, "test \"$(cat /secret/pw)\" = s3cret && touch /scratch/ok && test -f /scratch/ok"]}
+      periodSeconds: 1
+  volumes: [{name: s, secret: {secretName: creds}}, {name: scratch, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unhealthy}
+spec:
+  nodeName: edge0
+  hostNetwork: true
+  containers:
+  - name: app
+    image: localhost/busybox:test
+    command: [sleep, "3600"]
+    livenessProbe: {exec: {command: ["false"]}, periodSeconds: 1, failureThreshold: 2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  nodeName: edge0
+  hostNetwork: true
+  restartPolicy: Never
+  containers: [{name: app, image: localhost/busybox:test, command: [sh, -c, "exit 0"]}]
+"#,
+    );
+    wait_for(
+        "secret and emptyDir volumes usable (readiness passes)",
+        T,
+        || running_and_ready(&cloud, "volumes").then_some(()),
+    );
+    wait_for("liveness failures restart the container", T, || {
+        (container_status(&cloud, "unhealthy")["restartCount"].as_u64() >= Some(1)).then_some(())
+    });
+    wait_for("restartPolicy Never: the pod completes", T, || {
+        (pod(&cloud, "once")?["status"]["phase"] == "Succeeded").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2)); // several sync passes: a Never pod must stay done
+    assert_eq!(container_status(&cloud, "once")["restartCount"], 0);
+    assert_eq!(
+        container_status(&cloud, "once")["state"]["terminated"]["exitCode"],
+        0
+    );
+}
