@@ -311,7 +311,22 @@ fn rfc3339(t: SystemTime) -> String {
 /// Request ids of pod status patches: a range of their own so NodeAgent ignores their replies.
 const POD_STATUS_IDS: u32 = 0x8000_0000;
 
-/// Runs Edged until shutdown.
+/// What the node loop tells the pod loop.
+enum PodEvent {
+    Desired(std::rc::Rc<bus::DesiredPods>),
+    /// Connected (with the node address) or disconnected.
+    Link(Option<String>),
+    /// A status report was not stored by the cloud: report everything again.
+    Resend,
+}
+
+/// Events waiting for the pod loop at most; a full queue drops the event (the next sync pass,
+/// at most `pod_sync_period` later, reads the latest state anyway) except desired-state
+/// changes, which wait.
+const POD_EVENTS: usize = 16;
+
+/// Runs Edged until shutdown: the node lifecycle and the pods, as two loops of one task, so a
+/// slow container runtime (an image pull) never delays the lease or node status.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let facts = sysinfo::read_facts(&cfg.data_dir);
     let mut agent = NodeAgent::new(
@@ -340,18 +355,42 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         },
         None => None,
     };
-    let mut desired: std::rc::Rc<bus::DesiredPods> = Default::default();
-    let mut node_ip = String::new();
-    let mut connected = false;
-    let mut next_status_id = POD_STATUS_IDS;
+    let (pod_tx, pod_rx) = smol::channel::bounded::<PodEvent>(POD_EVENTS);
+    let node_loop = node_loop(
+        &cfg,
+        agent,
+        &mailbox,
+        &bus,
+        &shutdown,
+        runtime.is_some().then_some(pod_tx),
+    );
+    let pod_loop = async {
+        if let Some(r) = runtime.as_mut() {
+            pod_loop(&cfg, r, pod_rx, &bus, &shutdown).await;
+        }
+    };
+    smol::future::zip(node_loop, pod_loop).await;
+}
+
+async fn node_loop(
+    cfg: &EdgedConfig,
+    mut agent: NodeAgent,
+    mailbox: &Mailbox,
+    bus: &Bus,
+    shutdown: &Shutdown,
+    pods: Option<smol::channel::Sender<PodEvent>>,
+) {
     let period = (cfg.status_interval.min(cfg.lease_interval) / 4).max(Duration::from_millis(50));
     let mut ticker = smol::Timer::interval(period);
-    let mut pod_ticker = smol::Timer::interval(cfg.pod_sync_period.max(Duration::from_millis(100)));
+    let tell = |ev: PodEvent| {
+        if let Some(tx) = &pods {
+            let _ = tx.try_send(ev);
+        }
+    };
     loop {
         enum Ev {
             Mail(Option<BusMessage>),
             Tick,
-            PodTick,
             Stop,
         }
         let ev = async { Ev::Mail(mailbox.recv().await) }
@@ -360,28 +399,19 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
                 Ev::Tick
             })
             .or(async {
-                pod_ticker.next().await;
-                Ev::PodTick
-            })
-            .or(async {
                 shutdown.wait().await;
                 Ev::Stop
             })
             .await;
         let now = Instant::now();
         let wall = SystemTime::now();
-        let mut sync_pods = false;
         let requests = match ev {
             Ev::Mail(None) | Ev::Stop => return,
             Ev::Mail(Some(BusMessage::Link(link))) => {
-                connected = matches!(link, Link::Connected { .. });
-                if let Link::Connected { local_ip } = link {
-                    node_ip = local_ip.to_string();
-                    if let Some(r) = runtime.as_mut() {
-                        r.resend_all();
-                        sync_pods = true;
-                    }
-                }
+                tell(PodEvent::Link(match link {
+                    Link::Connected { local_ip } => Some(local_ip.to_string()),
+                    Link::Disconnected => None,
+                }));
                 agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir))
             }
             Ev::Mail(Some(BusMessage::Reply { id, outcome })) if id.0 >= POD_STATUS_IDS => {
@@ -392,55 +422,94 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
                         ..
                     }
                 ) {
-                    // Not stored by the cloud: report everything again on the next pass.
-                    if let Some(r) = runtime.as_mut() {
-                        r.resend_all();
-                    }
+                    tell(PodEvent::Resend);
                 }
                 continue;
             }
             Ev::Mail(Some(BusMessage::Reply { id, outcome })) => agent.on_reply(id, outcome, wall),
             Ev::Mail(Some(BusMessage::Desired(d))) => {
-                desired = d;
-                sync_pods = true;
-                Vec::new()
+                if let Some(tx) = &pods {
+                    // Desired state must not be lost: wait for room.
+                    let _ = tx.send(PodEvent::Desired(d)).await;
+                }
+                continue;
             }
             Ev::Mail(Some(other)) => {
                 log::debug!("edged ignores {other:?}");
                 continue;
             }
             Ev::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
-            Ev::PodTick => {
-                sync_pods = true;
-                Vec::new()
-            }
         };
-        let mut requests: Vec<(RequestId, CloudRequest)> = requests;
-        if sync_pods {
-            if let Some(r) = runtime.as_mut() {
-                for (namespace, name, patch) in r.sync(&desired, &node_ip).await {
-                    if connected {
-                        next_status_id = next_status_id.wrapping_add(1) | POD_STATUS_IDS;
-                        requests.push((
-                            RequestId(next_status_id),
-                            CloudRequest::PatchPodStatus {
-                                namespace,
-                                name,
-                                patch,
-                            },
-                        ));
-                    }
-                }
-                if !connected {
-                    r.resend_all();
-                }
-            }
-        }
         for (id, request) in requests {
             let msg = BusMessage::ToCloud {
                 from: ModuleId::Edged,
                 id,
                 request,
+            };
+            if !bus.send(ModuleId::EdgeHub, msg).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn pod_loop(
+    cfg: &EdgedConfig,
+    runtime: &mut pods::PodRuntime,
+    events: smol::channel::Receiver<PodEvent>,
+    bus: &Bus,
+    shutdown: &Shutdown,
+) {
+    let mut desired: std::rc::Rc<bus::DesiredPods> = Default::default();
+    let mut node_ip: Option<String> = None;
+    let mut last_ip = String::new();
+    let mut next_id = POD_STATUS_IDS;
+    let mut ticker = smol::Timer::interval(cfg.pod_sync_period.max(Duration::from_millis(100)));
+    loop {
+        enum Ev {
+            Event(Option<PodEvent>),
+            Tick,
+            Stop,
+        }
+        let ev = async { Ev::Event(events.recv().await.ok()) }
+            .or(async {
+                ticker.next().await;
+                Ev::Tick
+            })
+            .or(async {
+                shutdown.wait().await;
+                Ev::Stop
+            })
+            .await;
+        match ev {
+            Ev::Stop | Ev::Event(None) => return,
+            Ev::Event(Some(PodEvent::Desired(d))) => desired = d,
+            Ev::Event(Some(PodEvent::Link(ip))) => {
+                if let Some(ip) = &ip {
+                    last_ip = ip.clone();
+                }
+                node_ip = ip;
+                runtime.resend_all();
+            }
+            Ev::Event(Some(PodEvent::Resend)) => runtime.resend_all(),
+            Ev::Tick => {}
+        }
+        let patches = runtime.sync(&desired, &last_ip).await;
+        if node_ip.is_none() {
+            // Offline: nothing is sent, so everything is reported once the tunnel is back.
+            runtime.resend_all();
+            continue;
+        }
+        for (namespace, name, patch) in patches {
+            next_id = next_id.wrapping_add(1) | POD_STATUS_IDS;
+            let msg = BusMessage::ToCloud {
+                from: ModuleId::Edged,
+                id: RequestId(next_id),
+                request: CloudRequest::PatchPodStatus {
+                    namespace,
+                    name,
+                    patch,
+                },
             };
             if !bus.send(ModuleId::EdgeHub, msg).await {
                 return;
