@@ -26,16 +26,20 @@ pub enum ModuleId {
     EdgeHub = 0,
     Edged = 1,
     MetaManager = 2,
+    EventBus = 3,
+    DeviceTwin = 4,
 }
 
 impl ModuleId {
-    pub const ALL: [ModuleId; 3] = [ModuleId::EdgeHub, ModuleId::Edged, ModuleId::MetaManager];
+    pub const ALL: [ModuleId; 5] = [ModuleId::EdgeHub, ModuleId::Edged, ModuleId::MetaManager, ModuleId::EventBus, ModuleId::DeviceTwin];
 
     pub fn name(self) -> &'static str {
         match self {
             ModuleId::EdgeHub => "edgehub",
             ModuleId::Edged => "edged",
             ModuleId::MetaManager => "metamanager",
+            ModuleId::EventBus => "eventbus",
+            ModuleId::DeviceTwin => "twin",
         }
     }
 }
@@ -201,6 +205,12 @@ pub enum BusMessage {
     Persisted(AckHandle),
     /// From MetaManager to Edged: the current desired state (shared, not copied per reader).
     Desired(std::rc::Rc<DesiredPods>),
+    /// From EventBus to DeviceTwin: a message published on a device or node topic.
+    Mqtt { topic: String, payload: Vec<u8> },
+    /// From DeviceTwin to EventBus: publish this.
+    MqttPublish { topic: String, payload: Vec<u8> },
+    /// From EdgeHub to DeviceTwin: a device membership change pushed by the cloud (§5.3).
+    Membership(serde_json::Value),
 }
 
 /// A module's receiving end.
