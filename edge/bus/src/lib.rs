@@ -31,7 +31,13 @@ pub enum ModuleId {
 }
 
 impl ModuleId {
-    pub const ALL: [ModuleId; 5] = [ModuleId::EdgeHub, ModuleId::Edged, ModuleId::MetaManager, ModuleId::EventBus, ModuleId::DeviceTwin];
+    pub const ALL: [ModuleId; 5] = [
+        ModuleId::EdgeHub,
+        ModuleId::Edged,
+        ModuleId::MetaManager,
+        ModuleId::EventBus,
+        ModuleId::DeviceTwin,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,6 +65,9 @@ pub enum ObjectKind {
     Pod,
     ConfigMap,
     Secret,
+    /// Routed to DeviceTwin, which stores it.
+    Device,
+    DeviceModel,
 }
 
 impl ObjectKind {
@@ -70,6 +79,8 @@ impl ObjectKind {
             ObjectKind::Pod => "pod",
             ObjectKind::ConfigMap => "configmap",
             ObjectKind::Secret => "secret",
+            ObjectKind::Device => "device",
+            ObjectKind::DeviceModel => "devicemodel",
         }
     }
 
@@ -78,6 +89,8 @@ impl ObjectKind {
             proto::ResourceKind::Pod => Some(ObjectKind::Pod),
             proto::ResourceKind::ConfigMap => Some(ObjectKind::ConfigMap),
             proto::ResourceKind::Secret => Some(ObjectKind::Secret),
+            proto::ResourceKind::Device => Some(ObjectKind::Device),
+            proto::ResourceKind::DeviceModel => Some(ObjectKind::DeviceModel),
             _ => None,
         }
     }
@@ -148,6 +161,18 @@ pub enum CloudRequest {
         namespace: String,
         name: String,
         patch: String,
+    },
+    /// `update device/<ns>/<name>/twin/edge_updated` with a `DeviceTwinResult` (§5.3).
+    TwinReported {
+        namespace: String,
+        name: String,
+        content: serde_json::Value,
+    },
+    /// `update device/<ns>/<name>/state/update` with a `DeviceMsg` as a JSON string (§5.3).
+    DeviceState {
+        namespace: String,
+        name: String,
+        content: String,
     },
 }
 

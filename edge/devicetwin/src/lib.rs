@@ -1,1 +1,864 @@
-//! placeholder
+//! DeviceTwin (§5 of the protocol spec): devices and their twins in the store, the upstream
+//! MQTT API (`$hw/events/device/<ns>/<name>/twin/update|get`, `state/update`,
+//! `$hw/events/node/<node>/membership/get`), desired values from the cloud turned into deltas,
+//! and reported values synced to the cloud.
+//!
+//! [`TwinCore`] is sans-IO over the store: input an MQTT message or a cloud object, output
+//! publishes and cloud requests. Reports for the cloud are queued in the store
+//! (`twinq/<seq>`, at most [`QUEUE_CAPACITY`], oldest evicted and counted) and removed only
+//! when the cloud confirms them, so updates made offline reach the cloud after reconnect.
+//! Bad input (malformed JSON, wrong types, unknown devices, oversize values) gets an error on
+//! the matching result topic and never changes stored state.
+
+#![forbid(unsafe_code)]
+
+use std::rc::Rc;
+
+use bus::{
+    Bus, BusMessage, CloudObject, CloudRequest, Link, Mailbox, ModuleId, ObjectOp, Outcome, Reply,
+    RequestId, Shutdown,
+};
+use serde_json::{json, Map, Value};
+use smol::future::FutureExt;
+use smol::stream::StreamExt;
+use store::{KvStore, Op, StoreError};
+
+/// Reports waiting for the cloud at most; the oldest is dropped (and counted) beyond this.
+pub const QUEUE_CAPACITY: usize = 1000;
+/// Longest twin value (upstream's limit).
+pub const MAX_VALUE_BYTES: usize = 512;
+/// Longest twin or attribute name (upstream's limit).
+pub const MAX_KEY_BYTES: usize = 128;
+/// Largest MQTT payload DeviceTwin parses.
+pub const MAX_PAYLOAD_BYTES: usize = 64 << 10;
+
+const STATES: [&str; 5] = ["online", "offline", "ok", "unknown", "unhealthy"];
+
+/// What the core wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Out {
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+    },
+    /// A report was queued for the cloud.
+    Queued,
+}
+
+fn device_key(ns: &str, name: &str) -> Vec<u8> {
+    format!("dev/{ns}/{name}").into_bytes()
+}
+
+fn valid_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() < MAX_KEY_BYTES
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/@#".contains(c))
+}
+
+fn publish(topic: String, v: &Value) -> Out {
+    Out::Publish {
+        topic,
+        payload: v.to_string().into_bytes(),
+    }
+}
+
+fn error_result(topic: &str, event_id: &str, now_ms: i64, code: u16, reason: &str) -> Out {
+    publish(
+        format!("{topic}/result"),
+        &json!({ "event_id": event_id, "timestamp": now_ms, "code": code, "reason": reason }),
+    )
+}
+
+/// The sans-IO core.
+pub struct TwinCore {
+    node: String,
+    store: Rc<dyn KvStore>,
+    next_seq: u64,
+    /// Reports dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl TwinCore {
+    pub fn new(node: &str, store: Rc<dyn KvStore>) -> Result<Self, StoreError> {
+        let next_seq = store
+            .scan_prefix(b"twinq/")?
+            .last()
+            .and_then(|(k, _)| std::str::from_utf8(&k[6..]).ok()?.parse::<u64>().ok())
+            .map_or(0, |s| s + 1);
+        Ok(TwinCore {
+            node: node.to_owned(),
+            store,
+            next_seq,
+            dropped: 0,
+        })
+    }
+
+    pub fn device(&self, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
+        Ok(self
+            .store
+            .get(&device_key(ns, name))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    pub fn devices(&self) -> Result<Vec<Value>, StoreError> {
+        Ok(self
+            .store
+            .scan_prefix(b"dev/")?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+
+    /// Reports waiting for the cloud: `(queue key, request)`.
+    pub fn queued(&self) -> Result<Vec<(Vec<u8>, CloudRequest)>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self.store.scan_prefix(b"twinq/")? {
+            let Ok(q) = serde_json::from_slice::<Value>(&v) else {
+                continue;
+            };
+            let (ns, name) = (
+                q["namespace"].as_str().unwrap_or("").to_owned(),
+                q["name"].as_str().unwrap_or("").to_owned(),
+            );
+            let req = match q["kind"].as_str() {
+                Some("state") => CloudRequest::DeviceState {
+                    namespace: ns,
+                    name,
+                    content: q["content"].as_str().unwrap_or("").to_owned(),
+                },
+                _ => CloudRequest::TwinReported {
+                    namespace: ns,
+                    name,
+                    content: q["content"].clone(),
+                },
+            };
+            out.push((k, req));
+        }
+        Ok(out)
+    }
+
+    /// The cloud confirmed a queued report.
+    pub fn confirmed(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.store.delete(key)
+    }
+
+    fn enqueue_op(
+        &mut self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        content: Value,
+        ops: &mut Vec<Op>,
+    ) -> Result<(), StoreError> {
+        let existing = self.store.scan_prefix(b"twinq/")?;
+        if existing.len() >= QUEUE_CAPACITY {
+            let overflow = existing.len() + 1 - QUEUE_CAPACITY;
+            for (k, _) in existing.into_iter().take(overflow) {
+                ops.push(Op::Delete(k));
+                self.dropped += 1;
+            }
+            log::warn!(
+                "twin report queue full ({QUEUE_CAPACITY}); dropped the oldest ({} so far)",
+                self.dropped
+            );
+        }
+        let key = format!("twinq/{:016}", self.next_seq).into_bytes();
+        self.next_seq += 1;
+        let q = json!({ "kind": kind, "namespace": ns, "name": name, "content": content });
+        ops.push(Op::Put(key, q.to_string().into_bytes()));
+        Ok(())
+    }
+
+    fn save(&self, dev: &Value, mut ops: Vec<Op>) -> Result<(), StoreError> {
+        let ns = dev["namespace"].as_str().unwrap_or("default");
+        let name = dev["name"].as_str().unwrap_or("");
+        ops.push(Op::Put(device_key(ns, name), dev.to_string().into_bytes()));
+        self.store.apply(&ops)
+    }
+
+    /// Handles one MQTT message from EventBus.
+    pub fn on_mqtt(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Out>, StoreError> {
+        let parts: Vec<&str> = topic.split('/').collect();
+        match parts.as_slice() {
+            ["$hw", "events", "node", node, "membership", "get"] if *node == self.node => {
+                let event_id = serde_json::from_slice::<Value>(payload)
+                    .ok()
+                    .and_then(|v| v["event_id"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let devices: Vec<Value> = self.devices()?.iter().map(membership_entry).collect();
+                Ok(vec![publish(
+                    format!("{topic}/result"),
+                    &json!({ "event_id": event_id, "timestamp": now_ms, "devices": devices }),
+                )])
+            }
+            ["$hw", "events", "device", ns, name, "twin", action] => {
+                self.twin_api(topic, ns, name, action, payload, now_ms)
+            }
+            ["$hw", "events", "device", ns, name, "state", "update"] => {
+                self.state_update(topic, ns, name, payload, now_ms)
+            }
+            _ => {
+                log::debug!("twin: no handler for topic {topic}");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn parse(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<(Value, String), Out> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(error_result(
+                topic,
+                "",
+                now_ms,
+                400,
+                &format!(
+                    "payload of {} bytes is over {MAX_PAYLOAD_BYTES}",
+                    payload.len()
+                ),
+            ));
+        }
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(v) if v.is_object() => {
+                let id = v["event_id"].as_str().unwrap_or("").to_owned();
+                Ok((v, id))
+            }
+            Ok(_) => Err(error_result(
+                topic,
+                "",
+                now_ms,
+                400,
+                "payload must be a JSON object",
+            )),
+            Err(e) => Err(error_result(
+                topic,
+                "",
+                now_ms,
+                400,
+                &format!("malformed JSON: {e}"),
+            )),
+        }
+    }
+
+    fn twin_api(
+        &mut self,
+        topic: &str,
+        ns: &str,
+        name: &str,
+        action: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Out>, StoreError> {
+        let (msg, event_id) = match self.parse(topic, payload, now_ms) {
+            Ok(x) => x,
+            Err(out) => return Ok(vec![out]),
+        };
+        let Some(mut dev) = self.device(ns, name)? else {
+            return Ok(vec![error_result(
+                topic,
+                &event_id,
+                now_ms,
+                404,
+                &format!("device {ns}/{name} not found on this node"),
+            )]);
+        };
+        match action {
+            "get" => Ok(vec![publish(
+                format!("{topic}/result"),
+                &json!({ "event_id": event_id, "timestamp": now_ms, "twin": dev["twin"] }),
+            )]),
+            "update" => {
+                let Some(twins) = msg["twin"].as_object() else {
+                    return Ok(vec![error_result(
+                        topic,
+                        &event_id,
+                        now_ms,
+                        400,
+                        "twin must be an object of twin name → value",
+                    )]);
+                };
+                // Validate everything before changing anything.
+                for (k, t) in twins {
+                    if !valid_key(k) {
+                        return Ok(vec![error_result(
+                            topic,
+                            &event_id,
+                            now_ms,
+                            400,
+                            &format!("twin name {k:?} is not valid"),
+                        )]);
+                    }
+                    match &t["actual"]["value"] {
+                        Value::String(s) if s.len() <= MAX_VALUE_BYTES => {}
+                        Value::String(_) => {
+                            return Ok(vec![error_result(
+                                topic,
+                                &event_id,
+                                now_ms,
+                                400,
+                                &format!("twin {k}: value over {MAX_VALUE_BYTES} bytes"),
+                            )])
+                        }
+                        Value::Null if t.get("actual").is_none() => {}
+                        _ => {
+                            return Ok(vec![error_result(
+                                topic,
+                                &event_id,
+                                now_ms,
+                                400,
+                                &format!("twin {k}: actual.value must be a string"),
+                            )])
+                        }
+                    }
+                }
+                let mut result = Map::new();
+                let mut document = Map::new();
+                let mut report = Map::new();
+                for (k, t) in twins {
+                    let old = dev["twin"][k].clone();
+                    let mut cur = if old.is_object() {
+                        old.clone()
+                    } else {
+                        json!({})
+                    };
+                    if let Some(v) = t["actual"]["value"].as_str() {
+                        cur["actual"] = json!({ "value": v, "metadata": { "timestamp": now_ms } });
+                        let edge = cur["actual_version"]["edge"].as_i64().unwrap_or(0) + 1;
+                        let cloud = cur["actual_version"]["cloud"].as_i64().unwrap_or(0);
+                        cur["actual_version"] = json!({ "cloud": cloud, "edge": edge });
+                    }
+                    if let Some(ty) = t["metadata"]["type"].as_str() {
+                        cur["metadata"] = json!({ "type": ty });
+                    }
+                    if !dev["twin"].is_object() {
+                        dev["twin"] = json!({});
+                    }
+                    dev["twin"][k] = cur.clone();
+                    result.insert(k.clone(), cur.clone());
+                    document.insert(k.clone(), json!({ "last": if old.is_null() { Value::Null } else { old }, "current": cur.clone() }));
+                    report.insert(k.clone(), json!({ "actual": cur["actual"], "metadata": cur["metadata"], "actual_version": cur["actual_version"] }));
+                }
+                let mut ops = Vec::new();
+                self.enqueue_op(
+                    "twin",
+                    ns,
+                    name,
+                    json!({ "event_id": event_id, "timestamp": now_ms, "twin": report }),
+                    &mut ops,
+                )?;
+                self.save(&dev, ops)?;
+                let mut out = vec![
+                    publish(
+                        format!("{topic}/result"),
+                        &json!({ "event_id": event_id, "timestamp": now_ms, "twin": result }),
+                    ),
+                    publish(
+                        format!("{topic}/document"),
+                        &json!({ "event_id": event_id, "timestamp": now_ms, "twin": document }),
+                    ),
+                ];
+                out.extend(delta(
+                    &dev,
+                    &format!("$hw/events/device/{ns}/{name}/twin/update/delta"),
+                    now_ms,
+                ));
+                out.push(Out::Queued);
+                Ok(out)
+            }
+            // Results, deltas and documents are ours; cloud_updated is legacy.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn state_update(
+        &mut self,
+        topic: &str,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Vec<Out>, StoreError> {
+        let (msg, event_id) = match self.parse(topic, payload, now_ms) {
+            Ok(x) => x,
+            Err(out) => return Ok(vec![out]),
+        };
+        let Some(mut dev) = self.device(ns, name)? else {
+            return Ok(vec![error_result(
+                topic,
+                &event_id,
+                now_ms,
+                404,
+                &format!("device {ns}/{name} not found on this node"),
+            )]);
+        };
+        let Some(state) = msg["state"].as_str().filter(|s| STATES.contains(s)) else {
+            return Ok(vec![error_result(
+                topic,
+                &event_id,
+                now_ms,
+                400,
+                &format!("state must be one of {}", STATES.join(", ")),
+            )]);
+        };
+        dev["state"] = json!(state);
+        if matches!(state, "online" | "ok") {
+            dev["last_online"] = json!(proto::time::rfc3339(now_ms / 1000));
+        }
+        let device_msg = json!({ "event_id": event_id, "timestamp": now_ms,
+            "device": { "name": name, "state": state, "last_online": dev["last_online"] } });
+        let mut ops = Vec::new();
+        self.enqueue_op("state", ns, name, json!(device_msg.to_string()), &mut ops)?;
+        self.save(&dev, ops)?;
+        Ok(vec![
+            publish(format!("{topic}/result"), &device_msg),
+            Out::Queued,
+        ])
+    }
+
+    /// A Device (devices.kubeedge.io/v1beta1) pushed by the cloud: its desired values become
+    /// expected twin values; a new device joins the membership.
+    pub fn on_device(&mut self, obj: &CloudObject, now_ms: i64) -> Result<Vec<Out>, StoreError> {
+        let (ns, name) = (obj.namespace.as_str(), obj.name.as_str());
+        let membership = format!("$hw/events/node/{}/membership/updated", self.node);
+        let existing = self.device(ns, name)?;
+        if obj.op == ObjectOp::Delete {
+            if let Some(dev) = existing {
+                self.store.delete(&device_key(ns, name))?;
+                return Ok(vec![publish(
+                    membership,
+                    &json!({ "event_id": "", "timestamp": now_ms, "added_devices": [], "removed_devices": [membership_entry(&dev)] }),
+                )]);
+            }
+            return Ok(Vec::new());
+        }
+        let is_new = existing.is_none();
+        let mut dev = existing.unwrap_or_else(|| json!({ "id": format!("{ns}/{name}"), "name": name, "namespace": ns, "state": "unknown", "attributes": {}, "twin": {} }));
+        dev["description"] = obj.object["metadata"]["labels"]["description"].clone();
+        for p in obj.object["spec"]["properties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(pname) = p["name"].as_str().filter(|k| valid_key(k)) else {
+                continue;
+            };
+            let mut cur = dev["twin"][pname].clone();
+            if !cur.is_object() {
+                cur = json!({});
+            }
+            if let Some(v) = p["desired"]["value"].as_str() {
+                if cur["expected"]["value"].as_str() != Some(v) {
+                    let cloud = cur["expected_version"]["cloud"].as_i64().unwrap_or(0) + 1;
+                    cur["expected"] = json!({ "value": v, "metadata": { "timestamp": now_ms } });
+                    cur["expected_version"] = json!({ "cloud": cloud, "edge": cur["expected_version"]["edge"].as_i64().unwrap_or(0) });
+                }
+            }
+            if let Some(ty) = p["desired"]["metadata"]["type"].as_str() {
+                cur["metadata"] = json!({ "type": ty });
+            }
+            dev["twin"][pname] = cur;
+        }
+        self.save(&dev, Vec::new())?;
+        let mut out = Vec::new();
+        if is_new {
+            out.push(publish(membership, &json!({ "event_id": "", "timestamp": now_ms, "added_devices": [membership_entry(&dev)], "removed_devices": [] })));
+        }
+        out.extend(delta(
+            &dev,
+            &format!("$hw/events/device/{ns}/{name}/twin/update/delta"),
+            now_ms,
+        ));
+        Ok(out)
+    }
+
+    /// Upstream's membership push (`added_devices`, `removed_devices`).
+    pub fn on_membership(&mut self, content: &Value, now_ms: i64) -> Result<Vec<Out>, StoreError> {
+        for d in content["added_devices"].as_array().into_iter().flatten() {
+            let Some(id) = d["id"].as_str() else { continue };
+            let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+            if self.device(ns, name)?.is_none() {
+                let dev = json!({ "id": id, "name": name, "namespace": ns, "state": "unknown", "attributes": {}, "twin": {} });
+                self.save(&dev, Vec::new())?;
+            }
+        }
+        for d in content["removed_devices"].as_array().into_iter().flatten() {
+            let Some(id) = d["id"].as_str() else { continue };
+            let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+            self.store.delete(&device_key(ns, name))?;
+        }
+        let mut c = content.clone();
+        c["timestamp"] = json!(now_ms);
+        Ok(vec![publish(
+            format!("$hw/events/node/{}/membership/updated", self.node),
+            &c,
+        )])
+    }
+}
+
+fn membership_entry(dev: &Value) -> Value {
+    json!({ "id": dev["id"], "name": dev["name"], "description": dev["description"] })
+}
+
+/// The delta message when any expected value differs from the actual one.
+fn delta(dev: &Value, topic: &str, now_ms: i64) -> Option<Out> {
+    let mut d = Map::new();
+    for (k, t) in dev["twin"].as_object()? {
+        if let Some(exp) = t["expected"]["value"].as_str() {
+            if t["actual"]["value"].as_str() != Some(exp) {
+                d.insert(k.clone(), json!(exp));
+            }
+        }
+    }
+    (!d.is_empty()).then(|| {
+        publish(
+            topic.to_owned(),
+            &json!({ "event_id": "", "timestamp": now_ms, "twin": dev["twin"], "delta": d }),
+        )
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reports in flight at most.
+const IN_FLIGHT: usize = 16;
+
+/// Runs DeviceTwin until shutdown.
+pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
+    let mut connected = false;
+    let mut in_flight: Vec<(RequestId, Vec<u8>)> = Vec::new();
+    let mut next_id = 0u32;
+    let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(5));
+    loop {
+        enum Ev {
+            Mail(Option<BusMessage>),
+            Tick,
+            Stop,
+        }
+        let ev = async { Ev::Mail(mailbox.recv().await) }
+            .or(async {
+                ticker.next().await;
+                Ev::Tick
+            })
+            .or(async {
+                shutdown.wait().await;
+                Ev::Stop
+            })
+            .await;
+        let now = now_ms();
+        let result = match ev {
+            Ev::Mail(None) | Ev::Stop => return,
+            Ev::Mail(Some(BusMessage::Mqtt { topic, payload })) => {
+                core.on_mqtt(&topic, &payload, now)
+            }
+            Ev::Mail(Some(BusMessage::FromCloud(obj))) => {
+                let r = core.on_device(&obj, now);
+                if r.is_ok()
+                    && !bus
+                        .send(ModuleId::EdgeHub, BusMessage::Persisted(obj.ack.clone()))
+                        .await
+                {
+                    return;
+                }
+                r
+            }
+            Ev::Mail(Some(BusMessage::Membership(c))) => core.on_membership(&c, now),
+            Ev::Mail(Some(BusMessage::Link(l))) => {
+                connected = matches!(l, Link::Connected { .. });
+                in_flight.clear();
+                Ok(Vec::new())
+            }
+            Ev::Mail(Some(BusMessage::Reply { id, outcome })) => {
+                if let Some(pos) = in_flight.iter().position(|(i, _)| *i == id) {
+                    let (_, key) = in_flight.remove(pos);
+                    match outcome {
+                        Outcome::Answered {
+                            reply: Reply::Ok, ..
+                        }
+                        | Outcome::Answered {
+                            reply: Reply::Object(_),
+                            ..
+                        } => {
+                            if let Err(e) = core.confirmed(&key) {
+                                log::error!("twin: cannot drop a confirmed report: {e}");
+                            }
+                        }
+                        other => {
+                            log::debug!("twin report not confirmed ({other:?}); it stays queued")
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            Ev::Mail(Some(_)) => Ok(Vec::new()),
+            Ev::Tick => Ok(Vec::new()),
+        };
+        match result {
+            Ok(outs) => {
+                for o in outs {
+                    if let Out::Publish { topic, payload } = o {
+                        bus.deliver(
+                            ModuleId::EventBus,
+                            BusMessage::MqttPublish { topic, payload },
+                        );
+                    }
+                }
+            }
+            Err(e) => log::error!("twin: store failed, nothing changed: {e}"),
+        }
+        if connected && in_flight.len() < IN_FLIGHT {
+            match core.queued() {
+                Ok(queue) => {
+                    for (key, req) in queue {
+                        if in_flight.len() >= IN_FLIGHT {
+                            break;
+                        }
+                        if in_flight.iter().any(|(_, k)| *k == key) {
+                            continue;
+                        }
+                        next_id = next_id.wrapping_add(1);
+                        in_flight.push((RequestId(next_id), key));
+                        if !bus
+                            .send(
+                                ModuleId::EdgeHub,
+                                BusMessage::ToCloud {
+                                    from: ModuleId::DeviceTwin,
+                                    id: RequestId(next_id),
+                                    request: req,
+                                },
+                            )
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => log::error!("twin: cannot read the report queue: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(name: &str) -> TwinCore {
+        let p = std::env::temp_dir().join(format!("twin-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        TwinCore::new(
+            "edge0",
+            Rc::from(store::open(&p, store::Backend::Redb).unwrap()),
+        )
+        .unwrap()
+    }
+
+    fn device_obj(desired: &str) -> CloudObject {
+        CloudObject {
+            op: ObjectOp::Upsert,
+            kind: bus::ObjectKind::Device,
+            namespace: "default".into(),
+            name: "thermo".into(),
+            resource_version: "5".into(),
+            object: json!({"metadata": {"name": "thermo"}, "spec": {"properties": [{"name": "temperature", "desired": {"value": desired, "metadata": {"type": "string"}}}]}}),
+            ack: bus::AckHandle {
+                msg_id: "m".into(),
+                route: proto::Route::default(),
+            },
+        }
+    }
+
+    fn topics(out: &[Out]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Publish { topic, .. } => Some(topic.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn payload(out: &[Out], suffix: &str) -> Value {
+        out.iter()
+            .find_map(|o| match o {
+                Out::Publish { topic, payload } if topic.ends_with(suffix) => {
+                    serde_json::from_slice(payload).ok()
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    const UPD: &str = "$hw/events/device/default/thermo/twin/update";
+
+    #[test]
+    fn cloud_desired_value_becomes_a_delta_and_membership() {
+        let mut c = core("desired");
+        let out = c.on_device(&device_obj("20"), 1).unwrap();
+        assert_eq!(
+            topics(&out),
+            [
+                "$hw/events/node/edge0/membership/updated",
+                "$hw/events/device/default/thermo/twin/update/delta"
+            ]
+        );
+        assert_eq!(payload(&out, "delta")["delta"]["temperature"], "20");
+        let out = c
+            .on_mqtt(
+                "$hw/events/node/edge0/membership/get",
+                br#"{"event_id":"e1"}"#,
+                2,
+            )
+            .unwrap();
+        let r = payload(&out, "membership/get/result");
+        assert_eq!(r["devices"][0]["id"], "default/thermo");
+        assert_eq!(r["event_id"], "e1");
+    }
+
+    #[test]
+    fn reported_values_update_twin_queue_a_report_and_clear_the_delta() {
+        let mut c = core("reported");
+        c.on_device(&device_obj("20"), 1).unwrap();
+        let out = c.on_mqtt(UPD, br#"{"event_id":"e","timestamp":1,"twin":{"temperature":{"actual":{"value":"19"},"metadata":{"type":"string"}}}}"#, 2).unwrap();
+        assert!(topics(&out).contains(&format!("{UPD}/result")));
+        assert!(
+            topics(&out).contains(&format!("{UPD}/delta")),
+            "19 != 20: still a delta"
+        );
+        assert_eq!(
+            payload(&out, "result")["twin"]["temperature"]["actual"]["value"],
+            "19"
+        );
+        assert_eq!(
+            payload(&out, "document")["twin"]["temperature"]["current"]["actual"]["value"],
+            "19"
+        );
+        let out = c
+            .on_mqtt(
+                UPD,
+                br#"{"twin":{"temperature":{"actual":{"value":"20"}}}}"#,
+                3,
+            )
+            .unwrap();
+        assert!(
+            !topics(&out).iter().any(|t| t.ends_with("delta")),
+            "matching values: no delta"
+        );
+        let q = c.queued().unwrap();
+        assert_eq!(q.len(), 2);
+        match &q[1].1 {
+            CloudRequest::TwinReported {
+                namespace,
+                name,
+                content,
+            } => {
+                assert_eq!((namespace.as_str(), name.as_str()), ("default", "thermo"));
+                assert_eq!(content["twin"]["temperature"]["actual"]["value"], "20");
+                assert_eq!(content["twin"]["temperature"]["actual_version"]["edge"], 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        c.confirmed(&q[0].0).unwrap();
+        assert_eq!(c.queued().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_input_gets_an_error_result_and_changes_nothing() {
+        let mut c = core("bad");
+        c.on_device(&device_obj("20"), 1).unwrap();
+        let before = c.device("default", "thermo").unwrap();
+        let long = format!(
+            r#"{{"twin":{{"temperature":{{"actual":{{"value":"{}"}}}}}}}}"#,
+            "x".repeat(600)
+        );
+        for (topic, body, code) in [
+            (UPD, "not json".to_owned(), 400),
+            (UPD, "[1]".to_owned(), 400),
+            (UPD, r#"{"twin":null}"#.to_owned(), 400),
+            (
+                UPD,
+                r#"{"twin":{"temperature":{"actual":{"value":5}}}}"#.to_owned(),
+                400,
+            ),
+            (
+                UPD,
+                r#"{"twin":{"bad key!":{"actual":{"value":"1"}}}}"#.to_owned(),
+                400,
+            ),
+            (UPD, long, 400),
+            (
+                "$hw/events/device/default/nosuch/twin/update",
+                r#"{"twin":{}}"#.to_owned(),
+                404,
+            ),
+            (
+                "$hw/events/device/default/thermo/state/update",
+                r#"{"state":"exploded"}"#.to_owned(),
+                400,
+            ),
+        ] {
+            let out = c.on_mqtt(topic, body.as_bytes(), 2).unwrap();
+            assert_eq!(out.len(), 1, "{body}");
+            assert_eq!(payload(&out, "/result")["code"], code, "{body}");
+        }
+        let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert_eq!(
+            payload(&c.on_mqtt(UPD, &big, 2).unwrap(), "/result")["code"],
+            400
+        );
+        assert_eq!(
+            c.device("default", "thermo").unwrap(),
+            before,
+            "bad input changed the device"
+        );
+        assert!(c.queued().unwrap().is_empty(), "bad input queued a report");
+    }
+
+    #[test]
+    fn state_updates_and_a_bounded_queue() {
+        let mut c = core("state");
+        c.on_device(&device_obj("1"), 1).unwrap();
+        let out = c
+            .on_mqtt(
+                "$hw/events/device/default/thermo/state/update",
+                br#"{"event_id":"s","state":"online"}"#,
+                1_718_006_440_000,
+            )
+            .unwrap();
+        assert_eq!(
+            payload(&out, "state/update/result")["device"]["state"],
+            "online"
+        );
+        assert_eq!(
+            c.device("default", "thermo").unwrap().unwrap()["state"],
+            "online"
+        );
+        for i in 0..QUEUE_CAPACITY + 5 {
+            c.on_mqtt(
+                UPD,
+                format!(r#"{{"twin":{{"temperature":{{"actual":{{"value":"{i}"}}}}}}}}"#)
+                    .as_bytes(),
+                2,
+            )
+            .unwrap();
+        }
+        assert_eq!(c.queued().unwrap().len(), QUEUE_CAPACITY);
+        assert_eq!(c.dropped, 6);
+        // The newest report survives eviction.
+        match &c.queued().unwrap().last().unwrap().1 {
+            CloudRequest::TwinReported { content, .. } => assert_eq!(
+                content["twin"]["temperature"]["actual"]["value"],
+                format!("{}", QUEUE_CAPACITY + 4)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}

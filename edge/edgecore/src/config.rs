@@ -34,6 +34,8 @@ pub struct Config {
     pub modules: Modules,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub eventbus: EventBusConfig,
     /// CRI endpoint of the container runtime; empty runs no pods.
     #[serde(default = "default_cri")]
     pub cri_endpoint: String,
@@ -93,6 +95,10 @@ pub struct Modules {
     pub edged: bool,
     #[serde(default = "yes")]
     pub metamanager: bool,
+    #[serde(default = "yes")]
+    pub eventbus: bool,
+    #[serde(default = "yes")]
+    pub devicetwin: bool,
 }
 
 impl Default for Modules {
@@ -100,8 +106,43 @@ impl Default for Modules {
         Modules {
             edged: true,
             metamanager: true,
+            eventbus: true,
+            devicetwin: true,
         }
     }
+}
+
+/// The MQTT broker EventBus connects to (upstream's default: the local broker on 1883).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EventBusConfig {
+    #[serde(default = "default_broker")]
+    pub broker: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// Largest MQTT packet accepted.
+    #[serde(default = "default_max_packet")]
+    pub max_packet_bytes: usize,
+}
+
+impl Default for EventBusConfig {
+    fn default() -> Self {
+        EventBusConfig {
+            broker: default_broker(),
+            username: String::new(),
+            password: String::new(),
+            max_packet_bytes: default_max_packet(),
+        }
+    }
+}
+
+fn default_broker() -> String {
+    "127.0.0.1:1883".into()
+}
+fn default_max_packet() -> usize {
+    256 << 10
 }
 
 fn yes() -> bool {
@@ -155,6 +196,7 @@ impl Config {
             log_level: default_log_level(),
             modules: Modules::default(),
             store: StoreConfig::default(),
+            eventbus: EventBusConfig::default(),
             cri_endpoint: default_cri(),
             crash_backoff: default_crash_backoff(),
             pod_sync_period: default_pod_sync(),

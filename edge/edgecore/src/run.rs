@@ -20,11 +20,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 type ModuleFuture = Pin<Box<dyn Future<Output = ()>>>;
 
+/// What modules share: the one store file (MetaManager's objects, DeviceTwin's devices).
+struct Shared {
+    store: std::rc::Rc<dyn store::KvStore>,
+}
+
 /// One row of the module table.
 struct ModuleSpec {
     id: ModuleId,
     enabled: fn(&Config) -> bool,
-    start: fn(&Config, Mailbox, Bus, Shutdown) -> anyhow::Result<ModuleFuture>,
+    start: fn(&Config, &Shared, Mailbox, Bus, Shutdown) -> anyhow::Result<ModuleFuture>,
 }
 
 const MODULES: &[ModuleSpec] = &[
@@ -45,19 +50,61 @@ const MODULES: &[ModuleSpec] = &[
         enabled: |c| c.modules.edged,
         start: start_edged,
     },
+    #[cfg(feature = "devicetwin")]
+    ModuleSpec {
+        id: ModuleId::DeviceTwin,
+        enabled: |c| c.modules.devicetwin,
+        start: start_devicetwin,
+    },
+    #[cfg(feature = "eventbus")]
+    ModuleSpec {
+        id: ModuleId::EventBus,
+        enabled: |c| c.modules.eventbus,
+        start: start_eventbus,
+    },
 ];
 
-#[cfg(feature = "metamanager")]
-fn start_metamanager(
+#[cfg(feature = "devicetwin")]
+fn start_devicetwin(
     cfg: &Config,
+    shared: &Shared,
     mailbox: Mailbox,
     bus: Bus,
     shutdown: Shutdown,
 ) -> anyhow::Result<ModuleFuture> {
-    let path = cfg.store_path()?;
-    let store = store::open(&path, cfg.store_backend()?)?;
+    let core = devicetwin::TwinCore::new(&cfg.node_name, shared.store.clone())?;
+    Ok(Box::pin(devicetwin::run(core, mailbox, bus, shutdown)))
+}
+
+#[cfg(feature = "eventbus")]
+fn start_eventbus(
+    cfg: &Config,
+    _: &Shared,
+    mailbox: Mailbox,
+    bus: Bus,
+    shutdown: Shutdown,
+) -> anyhow::Result<ModuleFuture> {
+    let e = &cfg.eventbus;
+    let ebc = eventbus::EventBusConfig {
+        broker: e.broker.clone(),
+        client_id: format!("edgecore-{}", cfg.node_name),
+        credentials: (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone())),
+        max_packet: e.max_packet_bytes,
+        keepalive: Duration::from_secs(30),
+    };
+    Ok(Box::pin(eventbus::run(ebc, mailbox, bus, shutdown)))
+}
+
+#[cfg(feature = "metamanager")]
+fn start_metamanager(
+    _: &Config,
+    shared: &Shared,
+    mailbox: Mailbox,
+    bus: Bus,
+    shutdown: Shutdown,
+) -> anyhow::Result<ModuleFuture> {
     Ok(Box::pin(metamanager::run(
-        metamanager::MetaCore::new(store),
+        metamanager::MetaCore::new(shared.store.clone()),
         mailbox,
         bus,
         shutdown,
@@ -66,6 +113,7 @@ fn start_metamanager(
 
 fn start_edgehub(
     cfg: &Config,
+    _shared: &Shared,
     mailbox: Mailbox,
     bus: Bus,
     shutdown: Shutdown,
@@ -86,6 +134,7 @@ fn start_edgehub(
 #[cfg(feature = "edged")]
 fn start_edged(
     cfg: &Config,
+    _shared: &Shared,
     mailbox: Mailbox,
     bus: Bus,
     shutdown: Shutdown,
@@ -108,9 +157,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let ids: Vec<ModuleId> = enabled.iter().map(|m| m.id).collect();
     let (bus, mailboxes) = Bus::new(&ids);
     let (mut trigger, shutdown) = Shutdown::new();
+    let path = cfg.store_path()?;
+    let shared = Shared {
+        store: std::rc::Rc::from(
+            store::open(&path, cfg.store_backend()?)
+                .with_context(|| format!("cannot open the store {}", path.display()))?,
+        ),
+    };
     let mut futures = Vec::new();
     for (spec, mailbox) in enabled.iter().zip(mailboxes) {
-        let fut = (spec.start)(&cfg, mailbox, bus.clone(), shutdown.clone())
+        let fut = (spec.start)(&cfg, &shared, mailbox, bus.clone(), shutdown.clone())
             .with_context(|| format!("cannot start module {}", spec.id))?;
         futures.push((spec.id, fut));
     }

@@ -27,6 +27,11 @@ struct Pending {
     deadline: Instant,
 }
 
+enum ReqKind {
+    Edged,
+    Twin,
+}
+
 /// What to do with a frame from the cloud.
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
@@ -38,8 +43,11 @@ pub enum Inbound {
     },
     /// Send this acknowledgement back to the cloud and do nothing else.
     Ack(Message),
-    /// Hand this object to MetaManager, which acknowledges once it is persisted.
+    /// Hand this object to MetaManager (DeviceTwin for devices), which acknowledges once it
+    /// is persisted.
     Store(Box<CloudObject>),
+    /// A device membership change for DeviceTwin (§5.3; needs no ACK).
+    Membership(serde_json::Value),
     /// Nothing to do; the reason is logged at debug.
     Ignore(&'static str),
 }
@@ -84,8 +92,12 @@ impl HubCore {
         let node_path = |kind| ResourcePath::object(proto::NULL_NAMESPACE, kind, node).to_string();
         let lease_path =
             ResourcePath::object(proto::LEASE_NAMESPACE, ResourceKind::Lease, node).to_string();
-        // Node and lease traffic is edged's, through metamanager: source `edged`, group `meta`
-        // (§1.3 b, c; golden frames).
+        // Node, lease and pod traffic is edged's, through metamanager: source `edged`, group
+        // `meta` (§1.3 b, c; golden frames). Twin reports are the twin module's (§5.3).
+        let req_kind = match &req {
+            CloudRequest::TwinReported { .. } | CloudRequest::DeviceState { .. } => ReqKind::Twin,
+            _ => ReqKind::Edged,
+        };
         let (op, resource, content) = match req {
             CloudRequest::RegisterNode { node } => {
                 (Operation::Insert, node_path(ResourceKind::Node), node)
@@ -98,6 +110,34 @@ impl HubCore {
             CloudRequest::QueryLease => (Operation::Query, lease_path, serde_json::Value::Null),
             CloudRequest::CreateLease { lease } => (Operation::Insert, lease_path, lease),
             CloudRequest::UpdateLease { lease } => (Operation::Update, lease_path, lease),
+            CloudRequest::TwinReported {
+                namespace,
+                name,
+                content,
+            } => (
+                Operation::Update,
+                ResourcePath::Device {
+                    namespace,
+                    name,
+                    suffix: "twin/edge_updated".into(),
+                }
+                .to_string(),
+                content,
+            ),
+            CloudRequest::DeviceState {
+                namespace,
+                name,
+                content,
+            } => (
+                Operation::Update,
+                ResourcePath::Device {
+                    namespace,
+                    name,
+                    suffix: "state/update".into(),
+                }
+                .to_string(),
+                serde_json::Value::String(content),
+            ),
             CloudRequest::PatchPodStatus {
                 namespace,
                 name,
@@ -108,14 +148,11 @@ impl HubCore {
                 serde_json::Value::String(patch),
             ),
         };
-        let msg = Message::new(
-            ModuleName::Edged,
-            Group::Meta,
-            op,
-            resource,
-            content,
-            now_ms,
-        );
+        let (source, group) = match req_kind {
+            ReqKind::Twin => (ModuleName::Twin, Group::Resource),
+            ReqKind::Edged => (ModuleName::Edged, Group::Meta),
+        };
+        let msg = Message::new(source, group, op, resource, content, now_ms);
         let evicted = if self.pending.len() >= PENDING_CAPACITY {
             self.pending.pop_front().map(|p| (p.from, p.id))
         } else {
@@ -173,6 +210,9 @@ impl HubCore {
                     Ok(_) => Inbound::Ignore("no module for this resource"),
                     Err(_) => Inbound::Ignore("malformed resource path"),
                 }
+            }
+            (Group::Twin, Operation::Update) if msg.route.resource == "membership" => {
+                Inbound::Membership(msg.content)
             }
             _ => Inbound::Ignore("no module for this group"),
         }
@@ -490,6 +530,57 @@ mod tests {
             Inbound::Store(o) => assert_eq!((o.op, o.kind), (ObjectOp::Delete, ObjectKind::Secret)),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn twin_reports_and_membership_use_upstream_routes() {
+        let mut core = HubCore::new("edge0");
+        let req = CloudRequest::TwinReported {
+            namespace: "default".into(),
+            name: "t".into(),
+            content: json!({"twin": {}}),
+        };
+        let (m, _) = core.request(ModuleId::DeviceTwin, RequestId(1), req, 0, Instant::now());
+        assert_eq!(
+            (
+                m.route.source.as_str(),
+                m.route.group.as_str(),
+                m.route.operation.as_str(),
+                m.route.resource.as_str()
+            ),
+            (
+                "twin",
+                "resource",
+                "update",
+                "device/default/t/twin/edge_updated"
+            )
+        );
+        let req = CloudRequest::DeviceState {
+            namespace: "default".into(),
+            name: "t".into(),
+            content: "{}".into(),
+        };
+        let (m, _) = core.request(ModuleId::DeviceTwin, RequestId(2), req, 0, Instant::now());
+        assert_eq!(m.route.resource, "device/default/t/state/update");
+        assert!(m.content.is_string());
+        let push = Message::new(
+            ModuleName::DeviceController,
+            Group::Twin,
+            Operation::Update,
+            "membership",
+            json!({"added_devices": []}),
+            0,
+        );
+        assert!(matches!(core.inbound(push, 0), Inbound::Membership(_)));
+        let dev = Message::new(
+            ModuleName::DeviceController,
+            Group::Resource,
+            Operation::Insert,
+            "default/device/t",
+            json!({}),
+            0,
+        );
+        assert!(matches!(core.inbound(dev, 0), Inbound::Store(o) if o.kind == ObjectKind::Device));
     }
 
     #[test]

@@ -249,6 +249,14 @@ async fn wait_offline(delay: Duration, mailbox: &Mailbox, bus: &Bus, shutdown: &
     }
 }
 
+/// Which module stores and acknowledges objects of `kind`.
+fn store_module(kind: bus::ObjectKind) -> ModuleId {
+    match kind {
+        bus::ObjectKind::Device | bus::ObjectKind::DeviceModel => ModuleId::DeviceTwin,
+        _ => ModuleId::MetaManager,
+    }
+}
+
 async fn send(ws: &mut Ws, msg: WsMessage, limit: Duration) -> Result<(), HubError> {
     async { ws.send(msg).await.map_err(HubError::Ws) }
         .or(async {
@@ -329,11 +337,15 @@ async fn session(
                     // Not acknowledged here: MetaManager answers with `Persisted` once the object
                     // is on disk. Without MetaManager nothing is acknowledged, so the cloud keeps
                     // the object queued rather than believing it delivered.
-                    Inbound::Store(obj) if bus.is_enabled(ModuleId::MetaManager) => {
-                        bus.deliver(ModuleId::MetaManager, BusMessage::FromCloud(obj))
+                    Inbound::Store(obj) if bus.is_enabled(store_module(obj.kind)) => {
+                        bus.deliver(store_module(obj.kind), BusMessage::FromCloud(obj))
+                    }
+                    Inbound::Membership(content) => {
+                        bus.deliver(ModuleId::DeviceTwin, BusMessage::Membership(content))
                     }
                     Inbound::Store(obj) => log::warn!(
-                        "metamanager is disabled; not accepting {:?} {}/{}",
+                        "{} is disabled; not accepting {:?} {}/{}",
+                        store_module(obj.kind),
                         obj.kind,
                         obj.namespace,
                         obj.name

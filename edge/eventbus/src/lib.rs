@@ -19,7 +19,11 @@ use smol::stream::StreamExt;
 use smol::Async;
 
 /// The topics upstream's eventbus subscribes to (QoS 1) that DeviceTwin serves.
-pub const TWIN_TOPICS: [&str; 3] = ["$hw/events/device/+/+/twin/+", "$hw/events/device/+/+/state/update", "$hw/events/node/+/membership/get"];
+pub const TWIN_TOPICS: [&str; 3] = [
+    "$hw/events/device/+/+/twin/+",
+    "$hw/events/device/+/+/state/update",
+    "$hw/events/node/+/membership/get",
+];
 
 /// EventBus settings.
 #[derive(Clone, Debug)]
@@ -85,7 +89,11 @@ pub async fn run(cfg: EventBusConfig, mailbox: Mailbox, bus: Bus, shutdown: Shut
     }
 }
 
-async fn read_packet(sock: &mut Async<TcpStream>, buf: &mut Vec<u8>, max: usize) -> Result<mqtt::Packet, LinkError> {
+async fn read_packet(
+    sock: &mut Async<TcpStream>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<mqtt::Packet, LinkError> {
     loop {
         if let Some((p, n)) = mqtt::decode(buf, max)? {
             buf.drain(..n);
@@ -102,9 +110,19 @@ async fn read_packet(sock: &mut Async<TcpStream>, buf: &mut Vec<u8>, max: usize)
 
 async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(), LinkError> {
     let addr = resolve(&cfg.broker)?;
-    let mut sock = Async::<TcpStream>::connect(addr).await.map_err(|e| LinkError::Connect(cfg.broker.clone(), e.to_string()))?;
-    let creds = cfg.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-    sock.write_all(&mqtt::connect(&cfg.client_id, cfg.keepalive.as_secs() as u16, creds)).await?;
+    let mut sock = Async::<TcpStream>::connect(addr)
+        .await
+        .map_err(|e| LinkError::Connect(cfg.broker.clone(), e.to_string()))?;
+    let creds = cfg
+        .credentials
+        .as_ref()
+        .map(|(u, p)| (u.as_str(), p.as_str()));
+    sock.write_all(&mqtt::connect(
+        &cfg.client_id,
+        cfg.keepalive.as_secs() as u16,
+        creds,
+    ))
+    .await?;
     let mut buf = Vec::new();
     match read_packet(&mut sock, &mut buf, cfg.max_packet).await? {
         mqtt::Packet::ConnAck { code: 0, .. } => {}
@@ -113,7 +131,10 @@ async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(
     }
     let filters: Vec<(&str, u8)> = TWIN_TOPICS.iter().map(|t| (*t, 1)).collect();
     sock.write_all(&mqtt::subscribe(1, &filters)).await?;
-    log::info!("MQTT: connected to {} and subscribed to the device topics", cfg.broker);
+    log::info!(
+        "MQTT: connected to {} and subscribed to the device topics",
+        cfg.broker
+    );
     let mut ticker = smol::Timer::interval(cfg.keepalive / 2);
     let mut last_rx = Instant::now();
     let mut pending_ping = false;
@@ -144,7 +165,13 @@ async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(
                         if let (1, Some(id)) = (p.qos, p.id) {
                             sock.write_all(&mqtt::puback(id)).await?;
                         }
-                        bus.deliver(ModuleId::DeviceTwin, BusMessage::Mqtt { topic: p.topic, payload: p.payload });
+                        bus.deliver(
+                            ModuleId::DeviceTwin,
+                            BusMessage::Mqtt {
+                                topic: p.topic,
+                                payload: p.payload,
+                            },
+                        );
                     }
                 }
             }
@@ -153,7 +180,8 @@ async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(
                 return Ok(());
             }
             Ev::Mail(Some(BusMessage::MqttPublish { topic, payload })) => {
-                sock.write_all(&mqtt::publish(&topic, &payload, 0, 0)).await?;
+                sock.write_all(&mqtt::publish(&topic, &payload, 0, 0))
+                    .await?;
             }
             Ev::Mail(Some(_)) => {}
             Ev::Tick => {

@@ -8,10 +8,18 @@
 /// A decoded packet (the client-relevant subset).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Packet {
-    ConnAck { session_present: bool, code: u8 },
+    ConnAck {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish),
-    PubAck { id: u16 },
-    SubAck { id: u16, codes: Vec<u8> },
+    PubAck {
+        id: u16,
+    },
+    SubAck {
+        id: u16,
+        codes: Vec<u8>,
+    },
     PingResp,
     /// Anything else a broker may send (PUBREC for QoS 2, …): type nibble, ignored.
     Other(u8),
@@ -114,7 +122,9 @@ pub fn disconnect() -> Vec<u8> {
 }
 
 fn u16_at(b: &[u8], i: usize) -> Result<u16, MqttError> {
-    b.get(i..i + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).ok_or(MqttError::Malformed("truncated field"))
+    b.get(i..i + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or(MqttError::Malformed("truncated field"))
 }
 
 /// Decodes one packet from the front of `buf`.
@@ -127,7 +137,9 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Option<(Packet, usize)>, 
     let mut mult = 1usize;
     let mut i = 1;
     loop {
-        let Some(&b) = buf.get(i) else { return Ok(None) };
+        let Some(&b) = buf.get(i) else {
+            return Ok(None);
+        };
         len += (b & 0x7F) as usize * mult;
         i += 1;
         if b & 0x80 == 0 {
@@ -140,7 +152,10 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Option<(Packet, usize)>, 
     }
     let total = i + len;
     if total > max_packet {
-        return Err(MqttError::TooLarge { len: total, max: max_packet });
+        return Err(MqttError::TooLarge {
+            len: total,
+            max: max_packet,
+        });
     }
     if buf.len() < total {
         return Ok(None);
@@ -151,7 +166,10 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Option<(Packet, usize)>, 
             if body.len() != 2 {
                 return Err(MqttError::Malformed("CONNACK length"));
             }
-            Packet::ConnAck { session_present: body[0] & 1 == 1, code: body[1] }
+            Packet::ConnAck {
+                session_present: body[0] & 1 == 1,
+                code: body[1],
+            }
         }
         3 => {
             let qos = (first >> 1) & 3;
@@ -159,8 +177,12 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Option<(Packet, usize)>, 
                 return Err(MqttError::Malformed("PUBLISH QoS 3"));
             }
             let tlen = u16_at(body, 0)? as usize;
-            let topic = body.get(2..2 + tlen).ok_or(MqttError::Malformed("PUBLISH topic"))?;
-            let topic = std::str::from_utf8(topic).map_err(|_| MqttError::Malformed("PUBLISH topic is not UTF-8"))?.to_owned();
+            let topic = body
+                .get(2..2 + tlen)
+                .ok_or(MqttError::Malformed("PUBLISH topic"))?;
+            let topic = std::str::from_utf8(topic)
+                .map_err(|_| MqttError::Malformed("PUBLISH topic is not UTF-8"))?
+                .to_owned();
             let mut at = 2 + tlen;
             let id = if qos > 0 {
                 let id = u16_at(body, at)?;
@@ -169,10 +191,22 @@ pub fn decode(buf: &[u8], max_packet: usize) -> Result<Option<(Packet, usize)>, 
             } else {
                 None
             };
-            Packet::Publish(Publish { topic, qos, retain: first & 1 == 1, dup: first & 8 == 8, id, payload: body[at..].to_vec() })
+            Packet::Publish(Publish {
+                topic,
+                qos,
+                retain: first & 1 == 1,
+                dup: first & 8 == 8,
+                id,
+                payload: body[at..].to_vec(),
+            })
         }
-        4 => Packet::PubAck { id: u16_at(body, 0)? },
-        9 => Packet::SubAck { id: u16_at(body, 0)?, codes: body.get(2..).unwrap_or_default().to_vec() },
+        4 => Packet::PubAck {
+            id: u16_at(body, 0)?,
+        },
+        9 => Packet::SubAck {
+            id: u16_at(body, 0)?,
+            codes: body.get(2..).unwrap_or_default().to_vec(),
+        },
         13 => Packet::PingResp,
         0 | 15 => return Err(MqttError::Malformed("reserved packet type")),
         t => Packet::Other(t),
@@ -202,7 +236,12 @@ mod tests {
     #[test]
     fn publish_round_trips_at_qos_0_and_1() {
         for (qos, id) in [(0, 0), (1, 7)] {
-            let bytes = publish("$hw/events/device/default/t/twin/update", b"{\"x\":1}", qos, id);
+            let bytes = publish(
+                "$hw/events/device/default/t/twin/update",
+                b"{\"x\":1}",
+                qos,
+                id,
+            );
             let (p, n) = decode(&bytes, 1 << 20).unwrap().unwrap();
             assert_eq!(n, bytes.len());
             match p {
@@ -226,9 +265,27 @@ mod tests {
         assert!(matches!(decode(&big, 100), Err(MqttError::TooLarge { .. })));
         assert!(decode(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], 1 << 30).is_err());
         assert!(decode(&[0x20, 0x01, 0x00], 64).is_err());
-        assert_eq!(decode(&[0x20, 0x02, 0x00, 0x00], 64).unwrap().unwrap().0, Packet::ConnAck { session_present: false, code: 0 });
-        assert_eq!(decode(&[0xD0, 0x00], 64).unwrap().unwrap().0, Packet::PingResp);
-        assert_eq!(decode(&[0x90, 0x03, 0x00, 0x05, 0x01], 64).unwrap().unwrap().0, Packet::SubAck { id: 5, codes: vec![1] });
+        assert_eq!(
+            decode(&[0x20, 0x02, 0x00, 0x00], 64).unwrap().unwrap().0,
+            Packet::ConnAck {
+                session_present: false,
+                code: 0
+            }
+        );
+        assert_eq!(
+            decode(&[0xD0, 0x00], 64).unwrap().unwrap().0,
+            Packet::PingResp
+        );
+        assert_eq!(
+            decode(&[0x90, 0x03, 0x00, 0x05, 0x01], 64)
+                .unwrap()
+                .unwrap()
+                .0,
+            Packet::SubAck {
+                id: 5,
+                codes: vec![1]
+            }
+        );
         assert!(decode(&[0x36, 0x02, 0x00, 0x00], 64).is_err(), "QoS 3");
     }
 
@@ -244,9 +301,18 @@ mod tests {
 
     #[test]
     fn topic_filters() {
-        assert!(topic_matches("$hw/events/device/+/+/twin/+", "$hw/events/device/default/t/twin/update"));
-        assert!(!topic_matches("$hw/events/device/+/+/twin/+", "$hw/events/device/default/t/twin/update/result"));
-        assert!(topic_matches("$hw/events/upload/#", "$hw/events/upload/a/b"));
+        assert!(topic_matches(
+            "$hw/events/device/+/+/twin/+",
+            "$hw/events/device/default/t/twin/update"
+        ));
+        assert!(!topic_matches(
+            "$hw/events/device/+/+/twin/+",
+            "$hw/events/device/default/t/twin/update/result"
+        ));
+        assert!(topic_matches(
+            "$hw/events/upload/#",
+            "$hw/events/upload/a/b"
+        ));
         assert!(topic_matches("+/user/#", "x/user/y"));
         assert!(!topic_matches("a/b", "a"));
     }

@@ -102,11 +102,12 @@ pub struct StoredObject {
 
 /// The store logic, IO only through the [`KvStore`].
 pub struct MetaCore {
-    store: Box<dyn KvStore>,
+    store: std::rc::Rc<dyn KvStore>,
 }
 
 impl MetaCore {
-    pub fn new(store: Box<dyn KvStore>) -> Self {
+    /// `store` is shared with DeviceTwin (one store file per gateway; keys are namespaced).
+    pub fn new(store: std::rc::Rc<dyn KvStore>) -> Self {
         MetaCore { store }
     }
 
@@ -346,7 +347,9 @@ mod tests {
     fn core(name: &str) -> MetaCore {
         let p = std::env::temp_dir().join(format!("meta-{name}-{}", std::process::id()));
         let _ = std::fs::remove_file(&p);
-        MetaCore::new(store::open(&p, store::Backend::Redb).unwrap())
+        MetaCore::new(std::rc::Rc::from(
+            store::open(&p, store::Backend::Redb).unwrap(),
+        ))
     }
 
     fn obj(op: ObjectOp, kind: ObjectKind, name: &str, rv: &str, uid: &str) -> CloudObject {
