@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod containerd;
+pub mod mqtt;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

@@ -115,7 +115,7 @@ impl Client {
         let k = self.positional.first().map(String::as_str).unwrap_or("");
         Kind::from_cli(k).ok_or_else(|| {
             UsageError(format!(
-                "{verb} needs a kind: pods, configmaps or secrets (got {k:?})"
+                "{verb} needs a kind: pods, configmaps, secrets, devices or devicemodels (got {k:?})"
             ))
             .into()
         })
@@ -235,6 +235,45 @@ fn describe_text(kind: Kind, obj: &Value, events: &Value) -> String {
                 .unwrap_or_default();
             out.push_str(&format!("Data keys:         {}\n", keys.join(", ")));
         }
+        Kind::Device => {
+            out.push_str(&format!(
+                "Model:             {}\n",
+                s(&obj["spec"]["deviceModelRef"]["name"])
+            ));
+            out.push_str(&format!(
+                "Node:              {}\n",
+                s(&obj["spec"]["nodeName"])
+            ));
+            out.push_str(&format!(
+                "State:             {}\n",
+                obj["status"]["state"].as_str().unwrap_or("unknown")
+            ));
+            out.push_str("Twins (desired / reported):\n");
+            for p in obj["spec"]["properties"].as_array().into_iter().flatten() {
+                let name = s(&p["name"]);
+                let reported = obj["status"]["twins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|t| t["propertyName"] == name.as_str())
+                    .and_then(|t| t["reported"]["value"].as_str())
+                    .unwrap_or("<none>")
+                    .to_owned();
+                out.push_str(&format!(
+                    "  {name}:  {} / {reported}\n",
+                    p["desired"]["value"].as_str().unwrap_or("<none>")
+                ));
+            }
+        }
+        Kind::DeviceModel => {
+            let props: Vec<String> = obj["spec"]["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| s(&p["name"]))
+                .collect();
+            out.push_str(&format!("Properties:        {}\n", props.join(", ")));
+        }
     }
     out.push_str("Events:\n");
     let items = events.as_array().cloned().unwrap_or_default();
@@ -278,7 +317,7 @@ pub fn cmd_get(p: lexopt::Parser) -> anyhow::Result<()> {
     }
     let Some(kind) = Kind::from_cli(kind_text) else {
         return Err(UsageError(format!(
-            "get needs a kind: nodes, pods, configmaps or secrets (got {kind_text:?})"
+            "get needs a kind: nodes, pods, configmaps, secrets, devices or devicemodels (got {kind_text:?})"
         ))
         .into());
     };
@@ -391,6 +430,8 @@ pub fn object_table(
         Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "NODE"],
         Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
+        Kind::Device => vec!["NAME", "MODEL", "NODE", "STATE", "AGE"],
+        Kind::DeviceModel => vec!["NAME", "PROPERTIES", "AGE"],
     };
     if wide && kind == Kind::Pod {
         head.push("IP");
@@ -433,6 +474,24 @@ pub fn object_table(
                 s(&o["metadata"]["name"]),
                 o["type"].as_str().unwrap_or("Opaque").to_owned(),
                 data.to_string(),
+                age(o, now),
+            ],
+            Kind::Device => vec![
+                s(&o["metadata"]["name"]),
+                s(&o["spec"]["deviceModelRef"]["name"]),
+                s(&o["spec"]["nodeName"]),
+                o["status"]["state"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_owned(),
+                age(o, now),
+            ],
+            Kind::DeviceModel => vec![
+                s(&o["metadata"]["name"]),
+                o["spec"]["properties"]
+                    .as_array()
+                    .map_or(0, |p| p.len())
+                    .to_string(),
                 age(o, now),
             ],
         };

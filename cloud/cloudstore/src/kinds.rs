@@ -9,10 +9,34 @@ pub enum Kind {
     Pod,
     ConfigMap,
     Secret,
+    Device,
+    DeviceModel,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Pod, Kind::ConfigMap, Kind::Secret];
+    pub const ALL: [Kind; 5] = [
+        Kind::Pod,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Device,
+        Kind::DeviceModel,
+    ];
+
+    /// `apiVersion` of the kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Device | Kind::DeviceModel => "devices.kubeedge.io/v1beta1",
+            _ => "v1",
+        }
+    }
+
+    /// The module that sends this kind to edges (§2.5).
+    pub fn source(self) -> proto::ModuleName {
+        match self {
+            Kind::Device | Kind::DeviceModel => proto::ModuleName::DeviceController,
+            _ => proto::ModuleName::EdgeController,
+        }
+    }
 
     /// `kind` in manifests.
     pub fn name(self) -> &'static str {
@@ -20,6 +44,8 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::ConfigMap => "ConfigMap",
             Kind::Secret => "Secret",
+            Kind::Device => "Device",
+            Kind::DeviceModel => "DeviceModel",
         }
     }
 
@@ -29,6 +55,8 @@ impl Kind {
             Kind::Pod => proto::ResourceKind::Pod,
             Kind::ConfigMap => proto::ResourceKind::ConfigMap,
             Kind::Secret => proto::ResourceKind::Secret,
+            Kind::Device => proto::ResourceKind::Device,
+            Kind::DeviceModel => proto::ResourceKind::DeviceModel,
         }
     }
 
@@ -38,6 +66,8 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::ConfigMap => "configmaps",
             Kind::Secret => "secrets",
+            Kind::Device => "devices",
+            Kind::DeviceModel => "devicemodels",
         }
     }
 
@@ -51,6 +81,8 @@ impl Kind {
             "pod" | "pods" | "po" => Some(Kind::Pod),
             "configmap" | "configmaps" | "cm" => Some(Kind::ConfigMap),
             "secret" | "secrets" => Some(Kind::Secret),
+            "device" | "devices" | "dev" => Some(Kind::Device),
+            "devicemodel" | "devicemodels" => Some(Kind::DeviceModel),
             _ => None,
         }
     }
@@ -101,10 +133,10 @@ fn is_base64(s: &str) -> bool {
 
 /// Checks a manifest object of `kind`.
 pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
-    if obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {
+    if obj.get("apiVersion").and_then(Value::as_str) != Some(kind.api_version()) {
         return Err(err(
             "apiVersion",
-            format!("must be \"v1\" for {}", kind.name()),
+            format!("must be {:?} for {}", kind.api_version(), kind.name()),
         ));
     }
     let meta = obj
@@ -173,6 +205,46 @@ pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
             string_map("data", obj.get("data").unwrap_or(&Value::Null))?;
             string_map("binaryData", obj.get("binaryData").unwrap_or(&Value::Null))?;
         }
+        Kind::Device => {
+            let spec = obj.get("spec").ok_or_else(|| err("spec", "required"))?;
+            spec["deviceModelRef"]["name"]
+                .as_str()
+                .ok_or_else(|| err("spec.deviceModelRef.name", "required"))?;
+            if let Some(node) = spec.get("nodeName") {
+                validate_name(
+                    "spec.nodeName",
+                    node.as_str()
+                        .ok_or_else(|| err("spec.nodeName", "must be a string"))?,
+                )?;
+            }
+            for (i, p) in spec["properties"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let n = p["name"]
+                    .as_str()
+                    .ok_or_else(|| err(format!("spec.properties[{i}].name"), "required"))?;
+                if n.is_empty() || n.len() >= 128 {
+                    return Err(err(
+                        format!("spec.properties[{i}].name"),
+                        "must be 1 to 127 characters",
+                    ));
+                }
+                match &p["desired"]["value"] {
+                    Value::Null => {}
+                    Value::String(v) if v.len() <= 512 => {}
+                    _ => {
+                        return Err(err(
+                            format!("spec.properties[{i}].desired.value"),
+                            "must be a string of at most 512 bytes",
+                        ))
+                    }
+                }
+            }
+        }
+        Kind::DeviceModel => {}
         Kind::Secret => {
             string_map("stringData", obj.get("stringData").unwrap_or(&Value::Null))?;
             match obj.get("data") {

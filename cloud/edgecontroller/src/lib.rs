@@ -96,6 +96,24 @@ fn desired(node: &str, store: &CloudStore) -> Vec<Desired> {
             push_rv: e.push_rv,
         });
     }
+    // Devices bound to the node, and the models they use.
+    let mut devices = Vec::new();
+    for (key, e) in store.list(Kind::Device, None) {
+        if e.object["spec"]["nodeName"].as_str() != Some(node) {
+            continue;
+        }
+        if let Some(model) = e.object["spec"]["deviceModelRef"]["name"].as_str() {
+            let k = ObjectKey::new(Kind::DeviceModel, &key.namespace, model);
+            if !refs.contains(&k) {
+                refs.push(k);
+            }
+        }
+        devices.push(Desired {
+            uid: e.uid().to_owned(),
+            key: key.clone(),
+            push_rv: e.push_rv,
+        });
+    }
     let mut out: Vec<Desired> = refs
         .into_iter()
         .filter_map(|k| {
@@ -108,6 +126,7 @@ fn desired(node: &str, store: &CloudStore) -> Vec<Desired> {
         })
         .collect();
     out.extend(pods);
+    out.extend(devices);
     out
 }
 

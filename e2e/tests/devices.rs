@@ -1,0 +1,134 @@
+//! Devices end to end with the real `mosquitto_pub`/`mosquitto_sub` clients against an external
+//! mosquitto broker: a device applied in the cloud appears in membership on the edge; a desired
+//! value set in the cloud produces a delta on MQTT; a reported value published on MQTT appears
+//! in the cloud's device status; both survive an edgecore restart and a period with the cloud
+//! down; bad input gets an error result.
+
+use std::time::Duration;
+
+use e2e::mqtt::{publish, Mosquitto, Subscriber};
+use e2e::{wait_for, Cloud, Edge};
+use rustix::process::Signal;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+const TWIN: &str = "$hw/events/device/default/thermo/twin";
+
+fn device(desired: &str) -> String {
+    format!(
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\nmetadata: {{name: thermometer}}\nspec:\n  properties: [{{name: temperature}}]\n---\n\
+         apiVersion: devices.kubeedge.io/v1beta1\nkind: Device\nmetadata: {{name: thermo}}\nspec:\n  deviceModelRef: {{name: thermometer}}\n  nodeName: edge0\n  \
+         properties: [{{name: temperature, desired: {{value: \"{desired}\"}}}}]\n"
+    )
+}
+
+fn reported(cloud: &Cloud) -> Option<String> {
+    let (status, d) = cloud.admin("GET", "/api/v1/devices/default/thermo", b"");
+    if status != 200 {
+        return None;
+    }
+    d["status"]["twins"]
+        .as_array()?
+        .iter()
+        .find(|t| t["propertyName"] == "temperature")?["reported"]["value"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn twin_update(port: u16, value: &str) {
+    publish(port, &format!("{TWIN}/update"), &json!({"event_id": "", "timestamp": 1, "twin": {"temperature": {"actual": {"value": value}, "metadata": {"type": "string"}}}}).to_string());
+}
+
+#[test]
+fn devices_flow_both_ways_over_mqtt_and_survive_restarts_and_outages() {
+    let broker = Mosquitto::start();
+    let port = broker.port;
+    let cloud = Cloud::start(&[]);
+    let ws = cloud.ws.port().to_string();
+    let cert = cloud.cert.port().to_string();
+    let edge = Edge::new("edge0");
+    edge.join_ok(&cloud);
+    edge.set_config("eventbus", json!({ "broker": format!("127.0.0.1:{port}") }));
+    let mut run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    run.wait_log("MQTT: connected", T);
+
+    let sub = Subscriber::start(
+        port,
+        &[
+            "$hw/events/node/edge0/membership/updated",
+            &format!("{TWIN}/update/delta"),
+            &format!("{TWIN}/update/result"),
+            &format!("{TWIN}/get/result"),
+        ],
+    );
+    cloud.apply_ok(&device("20"));
+    let m = sub.wait("$hw/events/node/edge0/membership/updated", T, |v| {
+        v["added_devices"][0]["id"] == "default/thermo"
+    });
+    assert_eq!(m["added_devices"][0]["name"], "thermo");
+    let d = sub.wait(&format!("{TWIN}/update/delta"), T, |v| {
+        v["delta"]["temperature"] == "20"
+    });
+    assert_eq!(d["twin"]["temperature"]["expected"]["value"], "20");
+
+    // A new desired value from the cloud: a new delta.
+    cloud.apply_ok(&device("22"));
+    sub.wait(&format!("{TWIN}/update/delta"), T, |v| {
+        v["delta"]["temperature"] == "22"
+    });
+
+    // Reported by a mapper: result on MQTT, value in the cloud's status.
+    twin_update(port, "25.3");
+    sub.wait(&format!("{TWIN}/update/result"), T, |v| {
+        v["twin"]["temperature"]["actual"]["value"] == "25.3"
+    });
+    wait_for("reported value in the cloud", T, || {
+        (reported(&cloud).as_deref() == Some("25.3")).then_some(())
+    });
+    let yaml =
+        String::from_utf8(cloud.cli(&["get", "device", "thermo", "-o", "yaml"]).stdout).unwrap();
+    assert!(yaml.contains("25.3"), "{yaml}");
+
+    // Bad input: an error result, nothing stored, nothing sent.
+    publish(port, &format!("{TWIN}/update"), "{not json");
+    sub.wait(&format!("{TWIN}/update/result"), T, |v| v["code"] == 400);
+    publish(
+        port,
+        "$hw/events/device/default/nosuch/twin/update",
+        r#"{"twin":{}}"#,
+    );
+
+    // edgecore restart: the twin (desired and reported) is still there.
+    run.signal(Signal::TERM);
+    run.wait_exit(T);
+    let mut run = edge.run("1s");
+    run.wait_log("MQTT: connected", T);
+    publish(port, &format!("{TWIN}/get"), r#"{"event_id":"g1"}"#);
+    let g = sub.wait(&format!("{TWIN}/get/result"), T, |v| v["event_id"] == "g1");
+    assert_eq!(g["twin"]["temperature"]["actual"]["value"], "25.3");
+    assert_eq!(g["twin"]["temperature"]["expected"]["value"], "22");
+
+    // Cloud down: a report made offline is kept and delivered when the cloud returns.
+    let Cloud { proc, dir, .. } = cloud;
+    drop(proc);
+    twin_update(port, "30.1");
+    sub.wait(&format!("{TWIN}/update/result"), T, |v| {
+        v["twin"]["temperature"]["actual"]["value"] == "30.1"
+    });
+    run.signal(Signal::KILL); // and the edge restarts while offline, too
+    run.wait_exit(T);
+    let _run = edge.run("1s");
+    let cloud = Cloud::start_in(dir, &["--ws-port", &ws, "--cert-port", &cert]);
+    wait_for("the offline report in the cloud", T, || {
+        (reported(&cloud).as_deref() == Some("30.1")).then_some(())
+    });
+    let table = String::from_utf8(cloud.cli(&["get", "devices"]).stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("thermo") && l.contains("thermometer") && l.contains("edge0")),
+        "{table}"
+    );
+    let _: Value = json!(null);
+}
