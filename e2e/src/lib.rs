@@ -413,6 +413,22 @@ impl Edge {
             "join failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.private_broker();
+    }
+
+    /// Gives this edge's embedded MQTT broker a free loopback port, so edges of tests running
+    /// side by side do not compete for 1883. Returns the port.
+    pub fn private_broker(&self) -> u16 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        self.set_config(
+            "eventbus",
+            serde_json::json!({ "embedded": true, "broker": format!("127.0.0.1:{port}") }),
+        );
+        port
     }
 
     /// Everything MetaManager stored, through `edgecore meta list -o json` (works while

@@ -40,28 +40,45 @@ fn twin_update(port: u16, value: &str) {
 }
 
 #[test]
-fn devices_flow_both_ways_over_mqtt_and_survive_restarts_and_outages() {
+fn devices_through_an_external_mosquitto() {
     let broker = Mosquitto::start();
-    let port = broker.port;
+    scenario(Some(broker.port));
+}
+
+#[test]
+fn devices_through_the_embedded_broker() {
+    scenario(None);
+}
+
+/// `external`: the port of a mosquitto to use; `None` runs edgecore's embedded broker.
+fn scenario(external: Option<u16>) {
     let cloud = Cloud::start(&[]);
     let ws = cloud.ws.port().to_string();
     let cert = cloud.cert.port().to_string();
     let edge = Edge::new("edge0");
     edge.join_ok(&cloud);
-    edge.set_config("eventbus", json!({ "broker": format!("127.0.0.1:{port}") }));
+    let port = match external {
+        Some(p) => {
+            edge.set_config(
+                "eventbus",
+                json!({ "embedded": false, "broker": format!("127.0.0.1:{p}") }),
+            );
+            p
+        }
+        None => edge.private_broker(),
+    };
     let mut run = edge.run("1s");
     cloud.wait_ready("edge0", true, T);
     run.wait_log("MQTT: connected", T);
 
-    let sub = Subscriber::start(
-        port,
-        &[
-            "$hw/events/node/edge0/membership/updated",
-            &format!("{TWIN}/update/delta"),
-            &format!("{TWIN}/update/result"),
-            &format!("{TWIN}/get/result"),
-        ],
-    );
+    let topics = [
+        "$hw/events/node/edge0/membership/updated".to_owned(),
+        format!("{TWIN}/update/delta"),
+        format!("{TWIN}/update/result"),
+        format!("{TWIN}/get/result"),
+    ];
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let mut sub = Subscriber::start(port, &topics);
     cloud.apply_ok(&device("20"));
     let m = sub.wait("$hw/events/node/edge0/membership/updated", T, |v| {
         v["added_devices"][0]["id"] == "default/thermo"
@@ -104,6 +121,10 @@ fn devices_flow_both_ways_over_mqtt_and_survive_restarts_and_outages() {
     run.wait_exit(T);
     let mut run = edge.run("1s");
     run.wait_log("MQTT: connected", T);
+    if external.is_none() {
+        // The embedded broker restarted with edgecore: subscribers connect again, as mappers do.
+        sub = Subscriber::start(port, &topics);
+    }
     publish(port, &format!("{TWIN}/get"), r#"{"event_id":"g1"}"#);
     let g = sub.wait(&format!("{TWIN}/get/result"), T, |v| v["event_id"] == "g1");
     assert_eq!(g["twin"]["temperature"]["actual"]["value"], "25.3");

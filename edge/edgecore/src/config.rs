@@ -116,6 +116,9 @@ impl Default for Modules {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EventBusConfig {
+    /// Run the embedded broker on `broker`'s address (default), or use an existing broker there.
+    #[serde(default = "yes")]
+    pub embedded: bool,
     #[serde(default = "default_broker")]
     pub broker: String,
     #[serde(default)]
@@ -130,6 +133,7 @@ pub struct EventBusConfig {
 impl Default for EventBusConfig {
     fn default() -> Self {
         EventBusConfig {
+            embedded: true,
             broker: default_broker(),
             username: String::new(),
             password: String::new(),

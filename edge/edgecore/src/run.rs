@@ -92,7 +92,25 @@ fn start_eventbus(
         max_packet: e.max_packet_bytes,
         keepalive: Duration::from_secs(30),
     };
-    Ok(Box::pin(eventbus::run(ebc, mailbox, bus, shutdown)))
+    let client = eventbus::run(ebc, mailbox, bus, shutdown.clone());
+    if !e.embedded {
+        return Ok(Box::pin(client));
+    }
+    let listen: std::net::SocketAddr = e.broker.parse().with_context(|| {
+        format!(
+            "eventbus.broker {:?} must be an IP:port for the embedded broker",
+            e.broker
+        )
+    })?;
+    let mut bc = eventbus::broker::BrokerConfig::new(listen);
+    bc.max_packet = e.max_packet_bytes;
+    bc.credentials = (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone()));
+    let listener = eventbus::broker::bind(&bc).with_context(|| {
+        format!("cannot listen on {listen} for the embedded MQTT broker (another broker running? set eventbus.embedded to false to use it)")
+    })?;
+    Ok(Box::pin(async move {
+        smol::future::zip(eventbus::broker::serve(bc, listener, shutdown), client).await;
+    }))
 }
 
 #[cfg(feature = "metamanager")]

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod mqtt;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
