@@ -17,3 +17,5 @@ cargo bench --locked -p e2e --bench delivery
 # Pods on a private containerd (started and stopped by the bench itself).
 cargo build --release --locked -p edgecore
 cargo bench --locked -p e2e --bench pods
+# Devices: 1,000 devices and 50 MQTT clients, embedded broker next to mosquitto.
+cargo bench --locked -p e2e --bench devices

@@ -39,7 +39,6 @@ fn main() {
     let edge = Edge::new("bench-edge");
     let out = edge.join_with(&cloud, &cloud.token(), &ctrd.endpoint());
     assert!(out.status.success());
-    edge.private_broker();
     let run = edge.run_with(&["--log-level", "warn"]);
     cloud.wait_ready("bench-edge", true, Duration::from_secs(60));
 

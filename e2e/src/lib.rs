@@ -382,7 +382,7 @@ impl Edge {
 
     /// `edgecore join` with a CRI endpoint (empty: this edge runs no pods).
     pub fn join_with(&self, cloud: &Cloud, token: &str, cri: &str) -> Output {
-        Command::new(bin("edgecore"))
+        let out = Command::new(bin("edgecore"))
             .args([
                 "join",
                 "--cloud",
@@ -403,7 +403,11 @@ impl Edge {
             .arg("--data-dir")
             .arg(self.dir.path())
             .output()
-            .expect("run edgecore join")
+            .expect("run edgecore join");
+        if out.status.success() {
+            self.private_broker();
+        }
+        out
     }
 
     pub fn join_ok(&self, cloud: &Cloud) {
