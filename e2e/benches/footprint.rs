@@ -19,55 +19,98 @@ fn row(what: &str, value: String, budget: &str, ok: Option<bool>) {
     println!("| {what:<48} | {value:>12} | {budget:>10} | {verdict:<6} |");
 }
 
-fn main() {
-    let secs: u64 = std::env::var("FOOTPRINT_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+/// Starts a cloud and an edge, waits `secs` connected, returns the edge's
+/// `[VmRSS, RssAnon, VmHWM, Threads]`, its fd count, join time and run→Ready time.
+fn measure(secs: u64, broker: bool) -> ([u64; 4], usize, Duration, Duration) {
     let cloud = Cloud::start(&[]);
     let edge = Edge::new("bench-edge");
     let t = Instant::now();
     edge.join_ok(&cloud);
     let join = t.elapsed();
+    if !broker {
+        edge.set_config("modules", serde_json::json!({ "edged": true, "metamanager": true, "eventbus": false, "devicetwin": false }));
+    }
     let run = edge.run_with(&["--log-level", "warn"]);
     let t = Instant::now();
     cloud.wait_ready("bench-edge", true, Duration::from_secs(60));
     let ready = t.elapsed();
-    eprintln!("connected; measuring after {secs} s");
     std::thread::sleep(Duration::from_secs(secs));
     assert!(
         cloud.ready("bench-edge").as_deref() == Some("True"),
         "edge fell off during the run"
     );
-    let [rss, anon, hwm, threads] = proc_status(run.pid());
-    let fds = fd_count(run.pid());
+    (proc_status(run.pid()), fd_count(run.pid()), join, ready)
+}
 
-    println!("\nedgecore footprint (x86_64 host, release, idle, connected {secs} s, no pods, broker off)\n");
+fn main() {
+    let secs: u64 = std::env::var("FOOTPRINT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    eprintln!("measuring edgecore after {secs} s connected, broker off, then on");
+    let ([rss, anon, hwm, threads], fds, join, ready) = measure(secs, false);
+    let ([rss_b, anon_b, _, threads_b], fds_b, _, _) = measure(secs, true);
+
+    println!("\nedgecore footprint (x86_64 host, release, idle, connected {secs} s, no pods)\n");
     println!(
-        "| {:<44} | {:>12} | {:>10} | {:<6} |",
+        "| {:<48} | {:>12} | {:>10} | {:<6} |",
         "what", "value", "budget", ""
     );
     println!("|{:-<50}|{:->14}|{:->12}|{:-<8}|", "", "", "", "");
     row(
-        "VmRSS",
+        "VmRSS, broker off",
         format!("{:.2} MiB", rss as f64 / 1024.0),
         "6 MiB",
         Some(rss <= 6 * 1024),
     );
     row(
-        "RssAnon",
+        "RssAnon, broker off",
         format!("{:.2} MiB", anon as f64 / 1024.0),
         "",
         None,
     );
     row(
-        "VmHWM (peak RSS)",
+        "VmHWM (peak RSS), broker off",
         format!("{:.2} MiB", hwm as f64 / 1024.0),
         "",
         None,
     );
-    row("threads", threads.to_string(), "2", Some(threads <= 2));
-    row("open file descriptors", fds.to_string(), "", None);
+    row(
+        "threads, broker off",
+        threads.to_string(),
+        "2",
+        Some(threads <= 2),
+    );
+    row(
+        "open file descriptors, broker off",
+        fds.to_string(),
+        "",
+        None,
+    );
+    row(
+        "VmRSS, embedded broker on (no clients)",
+        format!("{:.2} MiB", rss_b as f64 / 1024.0),
+        "12 MiB",
+        Some(rss_b <= 12 * 1024),
+    );
+    row(
+        "RssAnon, embedded broker on",
+        format!("{:.2} MiB", anon_b as f64 / 1024.0),
+        "",
+        None,
+    );
+    row(
+        "threads, embedded broker on",
+        threads_b.to_string(),
+        "",
+        None,
+    );
+    row(
+        "open file descriptors, embedded broker on",
+        fds_b.to_string(),
+        "",
+        None,
+    );
     row(
         "edgecore join (CA fetch, CSR, signing)",
         format!("{} ms", join.as_millis()),
