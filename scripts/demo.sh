@@ -48,7 +48,12 @@ token=$("$bin/cloudcore" token --data-dir "$demo/cloud")
 "$bin/edgecore" join --cloud 127.0.0.1 --ws-port "$ws_port" --cert-port "$cert_port" \
   --token "$token" --node-name demo-edge --data-dir "$demo/edge" --cri-endpoint "$endpoint"
 
-log "starting edgecore (log in $demo/edgecore.log)"
+# The embedded MQTT broker's default port (1883) may belong to a system broker: pick a free one.
+mqtt_port=11883
+while (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null; do mqtt_port=$((mqtt_port + 1)); done
+sed -i "s/127.0.0.1:1883/127.0.0.1:$mqtt_port/" "$demo/edge/edgecore.json"
+
+log "starting edgecore (log in $demo/edgecore.log; embedded MQTT broker on 127.0.0.1:$mqtt_port)"
 "$bin/edgecore" run --data-dir "$demo/edge" >"$demo/edgecore.log" 2>&1 &
 edge_pid=$!
 pids+=($edge_pid)

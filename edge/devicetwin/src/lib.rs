@@ -74,6 +74,9 @@ fn error_result(topic: &str, event_id: &str, now_ms: i64, code: u16, reason: &st
 pub struct TwinCore {
     node: String,
     store: Rc<dyn KvStore>,
+    /// Keys of the queued reports, oldest first: an index so the hot path never rescans the
+    /// store.
+    queue: std::collections::VecDeque<Vec<u8>>,
     next_seq: u64,
     /// Reports dropped because the queue was full.
     pub dropped: u64,
@@ -81,14 +84,19 @@ pub struct TwinCore {
 
 impl TwinCore {
     pub fn new(node: &str, store: Rc<dyn KvStore>) -> Result<Self, StoreError> {
-        let next_seq = store
+        let queue: std::collections::VecDeque<Vec<u8>> = store
             .scan_prefix(b"twinq/")?
-            .last()
-            .and_then(|(k, _)| std::str::from_utf8(&k[6..]).ok()?.parse::<u64>().ok())
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let next_seq = queue
+            .back()
+            .and_then(|k| std::str::from_utf8(&k[6..]).ok()?.parse::<u64>().ok())
             .map_or(0, |s| s + 1);
         Ok(TwinCore {
             node: node.to_owned(),
             store,
+            queue,
             next_seq,
             dropped: 0,
         })
@@ -112,8 +120,17 @@ impl TwinCore {
 
     /// Reports waiting for the cloud: `(queue key, request)`.
     pub fn queued(&self) -> Result<Vec<(Vec<u8>, CloudRequest)>, StoreError> {
+        self.queued_head(usize::MAX)
+    }
+
+    /// The oldest `n` reports waiting for the cloud.
+    pub fn queued_head(&self, n: usize) -> Result<Vec<(Vec<u8>, CloudRequest)>, StoreError> {
         let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(b"twinq/")? {
+        for k in self.queue.iter().take(n) {
+            let Some(v) = self.store.get(k)? else {
+                continue;
+            };
+            let k = k.clone();
             let Ok(q) = serde_json::from_slice::<Value>(&v) else {
                 continue;
             };
@@ -139,8 +156,12 @@ impl TwinCore {
     }
 
     /// The cloud confirmed a queued report.
-    pub fn confirmed(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.store.delete(key)
+    pub fn confirmed(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.store.delete(key)?;
+        if let Some(pos) = self.queue.iter().position(|k| k == key) {
+            self.queue.remove(pos);
+        }
+        Ok(())
     }
 
     fn enqueue_op(
@@ -151,11 +172,10 @@ impl TwinCore {
         content: Value,
         ops: &mut Vec<Op>,
     ) -> Result<(), StoreError> {
-        let existing = self.store.scan_prefix(b"twinq/")?;
-        if existing.len() >= QUEUE_CAPACITY {
-            let overflow = existing.len() + 1 - QUEUE_CAPACITY;
-            for (k, _) in existing.into_iter().take(overflow) {
-                ops.push(Op::Delete(k));
+        if self.queue.len() >= QUEUE_CAPACITY {
+            let overflow = self.queue.len() + 1 - QUEUE_CAPACITY;
+            for k in self.queue.iter().take(overflow) {
+                ops.push(Op::Delete(k.clone()));
                 self.dropped += 1;
             }
             log::warn!(
@@ -170,11 +190,28 @@ impl TwinCore {
         Ok(())
     }
 
-    fn save(&self, dev: &Value, mut ops: Vec<Op>) -> Result<(), StoreError> {
+    /// Mirrors a committed batch's queue changes in the index.
+    fn index(&mut self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Put(k, _) if k.starts_with(b"twinq/") => self.queue.push_back(k.clone()),
+                Op::Delete(k) if k.starts_with(b"twinq/") => {
+                    if let Some(pos) = self.queue.iter().position(|q| q == k) {
+                        self.queue.remove(pos);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn save(&mut self, dev: &Value, mut ops: Vec<Op>) -> Result<(), StoreError> {
         let ns = dev["namespace"].as_str().unwrap_or("default");
         let name = dev["name"].as_str().unwrap_or("");
         ops.push(Op::Put(device_key(ns, name), dev.to_string().into_bytes()));
-        self.store.apply(&ops)
+        self.store.apply(&ops)?;
+        self.index(&ops);
+        Ok(())
     }
 
     /// Handles one MQTT message from EventBus.
@@ -616,7 +653,7 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
             Err(e) => log::error!("twin: store failed, nothing changed: {e}"),
         }
         if connected && in_flight.len() < IN_FLIGHT {
-            match core.queued() {
+            match core.queued_head(IN_FLIGHT + in_flight.len()) {
                 Ok(queue) => {
                     for (key, req) in queue {
                         if in_flight.len() >= IN_FLIGHT {

@@ -166,13 +166,21 @@ async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(
                         if let (1, Some(id)) = (p.qos, p.id) {
                             sock.write_all(&mqtt::puback(id)).await?;
                         }
-                        bus.deliver(
-                            ModuleId::DeviceTwin,
-                            BusMessage::Mqtt {
-                                topic: p.topic,
-                                payload: p.payload,
-                            },
-                        );
+                        // Back-pressure, not drops: while DeviceTwin is busy this client stops
+                        // reading, and the broker's bounded queue for it absorbs (or sheds) the
+                        // burst, counted there.
+                        if !bus
+                            .send(
+                                ModuleId::DeviceTwin,
+                                BusMessage::Mqtt {
+                                    topic: p.topic,
+                                    payload: p.payload,
+                                },
+                            )
+                            .await
+                        {
+                            return Ok(());
+                        }
                     }
                 }
             }
