@@ -83,7 +83,7 @@ spec:
   containers:
   - name: hello
     image: localhost/busybox:test
-    command: [sh, -c, "cat /config/message; sleep 3600"]
+    command: [sh, -c, "cat /config/message; echo; sleep 3600"]
     volumeMounts: [{name: config, mountPath: /config}]
   volumes: [{name: config, configMap: {name: hello-config}}]
 YAML
