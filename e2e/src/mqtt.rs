@@ -12,10 +12,54 @@ pub struct Mosquitto {
     pub port: u16,
     pub proc: Proc,
     _dir: TempDir,
+    keep: Vec<TempDir>,
 }
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Self::start_with("")
+    }
+
+    /// A broker with a plain listener (`port`) and a TLS listener (returned with the path of
+    /// the CA that signed its certificate for 127.0.0.1).
+    pub fn start_tls() -> (Mosquitto, u16, std::path::PathBuf) {
+        let certs = TempDir::new("mqtt-ca");
+        let ca = pki::Ca::load_or_create(&certs.path().join("ca")).unwrap();
+        let (chain, key) = ca.issue_server_cert(&["127.0.0.1".to_owned()]).unwrap();
+        let dir = certs.path();
+        std::fs::write(
+            dir.join("server.crt"),
+            pki::der_to_pem(&chain[0], "CERTIFICATE"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("server.key"),
+            pki::der_to_pem(key.secret_der(), "PRIVATE KEY"),
+        )
+        .unwrap();
+        let ca_path = dir.join("ca").join("ca.crt");
+        let tls_port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let extra = format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca_path.display(),
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        );
+        let mut m = Self::start_with(&extra);
+        wait_for("mosquitto TLS listener", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", tls_port))
+                .ok()
+                .map(|_| ())
+        });
+        m.keep.push(certs);
+        (m, tls_port, ca_path)
+    }
+
+    fn start_with(extra: &str) -> Mosquitto {
         assert!(std::path::Path::new("/usr/sbin/mosquitto").exists(), "mosquitto is needed: apt-get install mosquitto mosquitto-clients (scripts/test.sh does)");
         let dir = TempDir::new("mosquitto");
         // mosquitto cannot listen on port 0: take a free port and hand it over.
@@ -25,11 +69,14 @@ impl Mosquitto {
             .unwrap()
             .port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n")).unwrap();
+        std::fs::write(&conf, format!("user root\nper_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\n{extra}")).unwrap();
         let mut cmd = Command::new("/usr/sbin/mosquitto");
         cmd.arg("-c").arg(&conf);
-        let proc = Proc::spawn(cmd);
+        let mut proc = Proc::spawn(cmd);
         wait_for("mosquitto to listen", Duration::from_secs(10), || {
+            if let Ok(Some(st)) = proc.child.try_wait() {
+                panic!("mosquitto exited ({st}): {}", proc.log());
+            }
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .ok()
                 .map(|_| ())
@@ -38,6 +85,7 @@ impl Mosquitto {
             port,
             proc,
             _dir: dir,
+            keep: Vec::new(),
         }
     }
 }

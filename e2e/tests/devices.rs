@@ -153,3 +153,46 @@ fn scenario(external: Option<u16>) {
     );
     let _: Value = json!(null);
 }
+
+/// EventBus to an external broker over TLS: the broker's certificate is verified against the
+/// configured CA; with the wrong CA nothing connects and the log says why.
+#[test]
+fn eventbus_reaches_an_external_broker_over_tls_and_refuses_a_wrong_ca() {
+    let (broker, tls_port, ca) = Mosquitto::start_tls();
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    edge.join_ok(&cloud);
+    edge.set_config("eventbus", json!({ "embedded": false, "broker": format!("127.0.0.1:{tls_port}"), "tls": { "ca": ca } }));
+    let run = edge.run("1s");
+    run.wait_log("MQTT: connected", T);
+    cloud.apply_ok(&device("20"));
+    wait_for("the device on the edge", T, || {
+        (cloud.synced("edge0", "Device").len() == 1).then_some(())
+    });
+    // A plain-TCP client on the same broker talks to the TLS-connected edge.
+    let sub = Subscriber::start(
+        broker.port,
+        &["$hw/events/node/edge0/membership/get/result"],
+    );
+    wait_for("membership over the TLS link", T, || {
+        publish(
+            broker.port,
+            "$hw/events/node/edge0/membership/get",
+            r#"{"event_id":"m"}"#,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        sub.messages()
+            .iter()
+            .any(|(_, p)| p.contains("default/thermo"))
+            .then_some(())
+    });
+    drop(run);
+
+    // The cloud's CA is not the broker's: refused, with TLS named in the log.
+    let wrong = Edge::new("edge1");
+    wrong.join_ok(&cloud);
+    wrong.set_config("eventbus", json!({ "embedded": false, "broker": format!("127.0.0.1:{tls_port}"), "tls": { "ca": wrong.dir.path().join("pki/ca.crt") } }));
+    let run = wrong.run("1s");
+    run.wait_log("TLS", T);
+    assert!(!run.log().contains("MQTT: connected"), "{}", run.log());
+}

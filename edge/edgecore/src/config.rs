@@ -128,6 +128,20 @@ pub struct EventBusConfig {
     /// Largest MQTT packet accepted.
     #[serde(default = "default_max_packet")]
     pub max_packet_bytes: usize,
+    /// TLS to an external broker: the CA that signed its certificate, and optionally a client
+    /// certificate and key. Absent: plain TCP (the embedded broker is loopback-only).
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 impl Default for EventBusConfig {
@@ -138,6 +152,7 @@ impl Default for EventBusConfig {
             username: String::new(),
             password: String::new(),
             max_packet_bytes: default_max_packet(),
+            tls: None,
         }
     }
 }
@@ -253,6 +268,9 @@ impl Config {
         }
         support::parse_level(&self.log_level).map_err(anyhow::Error::msg)?;
         self.store_backend()?;
+        if self.eventbus.embedded && self.eventbus.tls.is_some() {
+            bail!("eventbus.tls is for an external broker; the embedded one listens on loopback without TLS (set eventbus.embedded to false)");
+        }
         if !self.cri_endpoint.is_empty() {
             cri::socket_path(&self.cri_endpoint)?;
         }

@@ -91,6 +91,14 @@ fn start_eventbus(
         credentials: (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone())),
         max_packet: e.max_packet_bytes,
         keepalive: Duration::from_secs(30),
+        tls: match &e.tls {
+            Some(t) => Some(crate::tls::mqtt_config(
+                &t.ca,
+                t.cert.as_deref(),
+                t.key.as_deref(),
+            )?),
+            None => None,
+        },
     };
     let client = eventbus::run(ebc, mailbox, bus, shutdown.clone());
     if !e.embedded {

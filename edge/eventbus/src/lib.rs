@@ -37,6 +37,8 @@ pub struct EventBusConfig {
     /// have refused them first).
     pub max_packet: usize,
     pub keepalive: Duration,
+    /// TLS to the broker (server verified against the configured CA), or plain TCP.
+    pub tls: Option<std::sync::Arc<futures_rustls::rustls::ClientConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +92,8 @@ pub async fn run(cfg: EventBusConfig, mailbox: Mailbox, bus: Bus, shutdown: Shut
     }
 }
 
-async fn read_packet(
-    sock: &mut Async<TcpStream>,
+async fn read_packet<S: smol::io::AsyncRead + Unpin>(
+    sock: &mut S,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> Result<mqtt::Packet, LinkError> {
@@ -111,9 +113,37 @@ async fn read_packet(
 
 async fn session(cfg: &EventBusConfig, mailbox: &Mailbox, bus: &Bus) -> Result<(), LinkError> {
     let addr = resolve(&cfg.broker)?;
-    let mut sock = Async::<TcpStream>::connect(addr)
+    let tcp = Async::<TcpStream>::connect(addr)
         .await
         .map_err(|e| LinkError::Connect(cfg.broker.clone(), e.to_string()))?;
+    match &cfg.tls {
+        None => mqtt_session(cfg, tcp, mailbox, bus).await,
+        Some(tls) => {
+            let host = cfg
+                .broker
+                .rsplit_once(':')
+                .map_or(cfg.broker.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| LinkError::Connect(cfg.broker.clone(), e.to_string()))?;
+            let stream = futures_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| LinkError::Connect(cfg.broker.clone(), format!("TLS: {e}")))?;
+            mqtt_session(cfg, stream, mailbox, bus).await
+        }
+    }
+}
+
+async fn mqtt_session<S>(
+    cfg: &EventBusConfig,
+    mut sock: S,
+    mailbox: &Mailbox,
+    bus: &Bus,
+) -> Result<(), LinkError>
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
     let creds = cfg
         .credentials
         .as_ref()
