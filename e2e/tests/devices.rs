@@ -107,6 +107,12 @@ fn scenario(external: Option<u16>) {
         String::from_utf8(cloud.cli(&["get", "device", "thermo", "-o", "yaml"]).stdout).unwrap();
     assert!(yaml.contains("25.3"), "{yaml}");
 
+    // Application messages on upload topics go to the cloud (upstream's `upload`, group user).
+    publish(port, "$hw/events/upload/line1", r#"{"count":7}"#);
+    cloud
+        .proc
+        .wait_log("uploaded 11 bytes on topic $hw/events/upload/line1", T);
+
     // Bad input: an error result, nothing stored, nothing sent.
     publish(port, &format!("{TWIN}/update"), "{not json");
     sub.wait(&format!("{TWIN}/update/result"), T, |v| v["code"] == 400);

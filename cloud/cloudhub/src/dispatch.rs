@@ -350,7 +350,16 @@ pub fn upstream(
             );
             return (Effect::Other, None);
         }
-        Operation::Upload if msg.route.group == Group::User => return (Effect::Other, None),
+        Operation::Upload if msg.route.group == Group::User => {
+            // No router is configured (cloudcore has none yet): log what arrived, as the
+            // place a router would pick it up.
+            log::debug!(
+                "node {node} uploaded {} bytes on topic {}",
+                msg.content_bytes().len(),
+                msg.route.resource
+            );
+            return (Effect::Other, None);
+        }
         _ => {}
     }
     let path = match ResourcePath::parse(&msg.route.resource) {

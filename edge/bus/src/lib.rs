@@ -236,6 +236,9 @@ pub enum BusMessage {
     MqttPublish { topic: String, payload: Vec<u8> },
     /// From EdgeHub to DeviceTwin: a device membership change pushed by the cloud (§5.3).
     Membership(serde_json::Value),
+    /// From EventBus to EdgeHub: an application message on an upload topic, for the cloud
+    /// (§5.1: `upload`, group `user`, resource = the topic). Fire and forget.
+    Upload { topic: String, payload: Vec<u8> },
 }
 
 /// A module's receiving end.

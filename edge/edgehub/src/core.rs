@@ -218,6 +218,18 @@ impl HubCore {
         }
     }
 
+    /// An MQTT message on an upload topic, as upstream's eventbus sends it up (§5.1).
+    pub fn upload(topic: &str, payload: &[u8], now_ms: i64) -> Message {
+        Message::new(
+            ModuleName::Bus,
+            Group::User,
+            Operation::Upload,
+            topic,
+            serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()),
+            now_ms,
+        )
+    }
+
     /// The acknowledgement for a message MetaManager has persisted.
     pub fn ack_persisted(handle: AckHandle, now_ms: i64) -> Message {
         let req = Message {
@@ -581,6 +593,21 @@ mod tests {
             0,
         );
         assert!(matches!(core.inbound(dev, 0), Inbound::Store(o) if o.kind == ObjectKind::Device));
+    }
+
+    #[test]
+    fn uploads_use_upstream_route() {
+        let m = HubCore::upload("$hw/events/upload/line1", b"{\"t\":1}", 0);
+        assert_eq!(
+            (
+                m.route.source.as_str(),
+                m.route.group.as_str(),
+                m.route.operation.as_str(),
+                m.route.resource.as_str()
+            ),
+            ("bus", "user", "upload", "$hw/events/upload/line1")
+        );
+        assert_eq!(m.content, json!("{\"t\":1}"));
     }
 
     #[test]

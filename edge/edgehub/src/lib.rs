@@ -378,6 +378,10 @@ async fn session(
                 }
                 send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
             }
+            Ev::Mail(Some(BusMessage::Upload { topic, payload })) => {
+                let m = HubCore::upload(&topic, &payload, now_ms());
+                send(&mut ws, WsMessage::text(m.encode()), cfg.heartbeat).await?;
+            }
             Ev::Mail(Some(BusMessage::Persisted(handle))) => {
                 send(
                     &mut ws,

@@ -19,6 +19,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::stream::StreamExt;
 use smol::Async;
 
+/// Application topics upstream's eventbus forwards to the cloud as `upload` (§5.1).
+pub const UPLOAD_TOPICS: [&str; 3] = ["$hw/events/upload/#", "SYS/dis/upload_records", "+/user/#"];
+
 /// The topics upstream's eventbus subscribes to (QoS 1) that DeviceTwin serves.
 pub const TWIN_TOPICS: [&str; 3] = [
     "$hw/events/device/+/+/twin/+",
@@ -160,7 +163,11 @@ where
         mqtt::Packet::ConnAck { code, .. } => return Err(LinkError::Refused(code)),
         _ => return Err(LinkError::Refused(255)),
     }
-    let filters: Vec<(&str, u8)> = TWIN_TOPICS.iter().map(|t| (*t, 1)).collect();
+    let filters: Vec<(&str, u8)> = TWIN_TOPICS
+        .iter()
+        .chain(UPLOAD_TOPICS.iter())
+        .map(|t| (*t, 1))
+        .collect();
     sock.write_all(&mqtt::subscribe(1, &filters)).await?;
     log::info!(
         "MQTT: connected to {} and subscribed to the device topics",
@@ -199,16 +206,25 @@ where
                         // Back-pressure, not drops: while DeviceTwin is busy this client stops
                         // reading, and the broker's bounded queue for it absorbs (or sheds) the
                         // burst, counted there.
-                        if !bus
-                            .send(
-                                ModuleId::DeviceTwin,
-                                BusMessage::Mqtt {
-                                    topic: p.topic,
-                                    payload: p.payload,
-                                },
-                            )
-                            .await
-                        {
+                        let (to, msg) =
+                            if TWIN_TOPICS.iter().any(|f| mqtt::topic_matches(f, &p.topic)) {
+                                (
+                                    ModuleId::DeviceTwin,
+                                    BusMessage::Mqtt {
+                                        topic: p.topic,
+                                        payload: p.payload,
+                                    },
+                                )
+                            } else {
+                                (
+                                    ModuleId::EdgeHub,
+                                    BusMessage::Upload {
+                                        topic: p.topic,
+                                        payload: p.payload,
+                                    },
+                                )
+                            };
+                        if !bus.send(to, msg).await {
                             return Ok(());
                         }
                     }
