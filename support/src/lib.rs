@@ -40,6 +40,22 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Writes a file atomically: a temporary file with `mode`, fsync, rename. A crash leaves the
+/// old file or the new one, never a torn one (configs, keys, credentials).
+pub fn write_atomic(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Parses a log level name (`error`, `warn`, `info`, `debug`, `trace`, `off`).
 pub fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()

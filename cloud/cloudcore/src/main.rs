@@ -102,21 +102,10 @@ fn parsed<T: std::str::FromStr>(v: OsString, what: &str) -> anyhow::Result<T> {
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudcore";
 
-/// Writes an owner-only file atomically.
+/// Writes an owner-only file atomically, naming the path on failure.
 pub fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    support::write_atomic(path, data, 0o600)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn load_ca(data_dir: &Path) -> anyhow::Result<pki::Ca> {

@@ -82,23 +82,10 @@ fn duration(v: OsString) -> anyhow::Result<std::time::Duration> {
     support::parse_duration(&text(v)?).map_err(|e| UsageError(e).into())
 }
 
-/// Writes a file atomically: temporary file with `mode`, fsync, rename, so a crash never leaves
-/// a torn config or key.
+/// Writes a file atomically (see `support::write_atomic`), naming the path on failure.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    support::write_atomic(path, data, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn hostname() -> String {

@@ -582,23 +582,7 @@ impl PodRuntime {
         let volumes = match self.prepare_volumes(spec, desired) {
             Ok(v) => v,
             Err(msg) => {
-                let obs: Vec<Observed> = spec
-                    .containers
-                    .iter()
-                    .map(|c| Observed {
-                        name: c.name.clone(),
-                        image: c.image.clone(),
-                        image_id: String::new(),
-                        container_id: String::new(),
-                        restart_count: 0,
-                        ready: false,
-                        state: State::Waiting {
-                            reason: "ContainerCreating".into(),
-                            message: msg.clone(),
-                        },
-                        last: None,
-                    })
-                    .collect();
+                let obs = all_waiting(spec, "ContainerCreating", &msg);
                 return status::pod_status(spec, false, "", node_ip, "", &obs);
             }
         };
@@ -652,23 +636,7 @@ impl PodRuntime {
                 .get(&(spec.uid.clone(), String::new()))
                 .cloned()
                 .unwrap_or_default();
-            let obs: Vec<Observed> = spec
-                .containers
-                .iter()
-                .map(|c| Observed {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    image_id: String::new(),
-                    container_id: String::new(),
-                    restart_count: 0,
-                    ready: false,
-                    state: State::Waiting {
-                        reason: reason.clone(),
-                        message: message.clone(),
-                    },
-                    last: None,
-                })
-                .collect();
+            let obs = all_waiting(spec, &reason, &message);
             return status::pod_status(spec, false, "", node_ip, "", &obs);
         };
         self.errors.remove(&(spec.uid.clone(), String::new()));
@@ -903,6 +871,26 @@ impl PodRuntime {
                 .is_some_and(|s| s.ready),
         }
     }
+}
+
+/// Every container of `spec` waiting for the same reason (no sandbox, volumes not ready).
+fn all_waiting(spec: &PodSpec, reason: &str, message: &str) -> Vec<Observed> {
+    spec.containers
+        .iter()
+        .map(|c| Observed {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: String::new(),
+            container_id: String::new(),
+            restart_count: 0,
+            ready: false,
+            state: State::Waiting {
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            },
+            last: None,
+        })
+        .collect()
 }
 
 fn terminated(s: &v1::ContainerStatus) -> State {
