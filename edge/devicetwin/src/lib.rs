@@ -282,6 +282,32 @@ impl TwinCore {
         }
     }
 
+    /// A request on a device topic: the parsed payload, its event id and the stored device,
+    /// or the error result to publish (bad payload, unknown device).
+    fn request(
+        &self,
+        topic: &str,
+        ns: &str,
+        name: &str,
+        payload: &[u8],
+        now_ms: i64,
+    ) -> Result<Result<(Value, String, Value), Out>, StoreError> {
+        let (msg, event_id) = match self.parse(topic, payload, now_ms) {
+            Ok(x) => x,
+            Err(out) => return Ok(Err(out)),
+        };
+        match self.device(ns, name)? {
+            Some(dev) => Ok(Ok((msg, event_id, dev))),
+            None => Ok(Err(error_result(
+                topic,
+                &event_id,
+                now_ms,
+                404,
+                &format!("device {ns}/{name} not found on this node"),
+            ))),
+        }
+    }
+
     fn twin_api(
         &mut self,
         topic: &str,
@@ -291,18 +317,9 @@ impl TwinCore {
         payload: &[u8],
         now_ms: i64,
     ) -> Result<Vec<Out>, StoreError> {
-        let (msg, event_id) = match self.parse(topic, payload, now_ms) {
+        let (msg, event_id, mut dev) = match self.request(topic, ns, name, payload, now_ms)? {
             Ok(x) => x,
             Err(out) => return Ok(vec![out]),
-        };
-        let Some(mut dev) = self.device(ns, name)? else {
-            return Ok(vec![error_result(
-                topic,
-                &event_id,
-                now_ms,
-                404,
-                &format!("device {ns}/{name} not found on this node"),
-            )]);
         };
         match action {
             "get" => Ok(vec![publish(
@@ -420,18 +437,9 @@ impl TwinCore {
         payload: &[u8],
         now_ms: i64,
     ) -> Result<Vec<Out>, StoreError> {
-        let (msg, event_id) = match self.parse(topic, payload, now_ms) {
+        let (msg, event_id, mut dev) = match self.request(topic, ns, name, payload, now_ms)? {
             Ok(x) => x,
             Err(out) => return Ok(vec![out]),
-        };
-        let Some(mut dev) = self.device(ns, name)? else {
-            return Ok(vec![error_result(
-                topic,
-                &event_id,
-                now_ms,
-                404,
-                &format!("device {ns}/{name} not found on this node"),
-            )]);
         };
         let Some(state) = msg["state"].as_str().filter(|s| STATES.contains(s)) else {
             return Ok(vec![error_result(

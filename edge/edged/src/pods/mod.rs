@@ -454,7 +454,6 @@ impl PodRuntime {
                 let _ = self.cri.stop_container(&c.id, grace).await;
             }
             let _ = self.cri.remove_container(&c.id).await;
-            self.probes.retain(|(id, _), _| *id != c.id);
         }
         if let Err(e) = self.cri.stop_pod_sandbox(&sb.id).await {
             log::warn!("stopping sandbox {}: {e}", sb.id);
@@ -547,8 +546,6 @@ impl PodRuntime {
                 self.remove_sandbox(sb, &containers, Duration::from_secs(10))
                     .await;
                 let _ = std::fs::remove_dir_all(self.pod_dir(&uid));
-                self.sent.remove(&uid);
-                self.errors.retain(|(u, _), _| *u != uid);
             }
         }
 
@@ -563,6 +560,15 @@ impl PodRuntime {
                 patches.push((spec.namespace.clone(), spec.name.clone(), text));
             }
         }
+        // Bookkeeping only for what still exists: pods still desired, containers the runtime
+        // listed this pass (a crash-looping container gets a new id per restart, so probe state
+        // would otherwise grow without bound).
+        self.sent
+            .retain(|uid, _| specs.iter().any(|s| s.uid == *uid));
+        self.errors
+            .retain(|(uid, _), _| specs.iter().any(|s| s.uid == *uid));
+        self.probes
+            .retain(|(id, _), _| containers.iter().any(|c| c.id == *id));
         patches
     }
 
