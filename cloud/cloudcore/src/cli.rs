@@ -47,12 +47,14 @@ impl Client {
         while let Some(arg) = p.next()? {
             match arg {
                 Long("data-dir") => c.data_dir = PathBuf::from(p.value()?),
-                Long("server") => c.server = Some(crate::parsed(p.value()?, "IP:PORT address")?),
-                Short('n') | Long("namespace") => c.namespace = crate::text(p.value()?)?,
+                Long("server") => {
+                    c.server = Some(support::cli::parsed(p.value()?, "IP:PORT address")?)
+                }
+                Short('n') | Long("namespace") => c.namespace = support::cli::text(p.value()?)?,
                 Short('A') | Long("all-namespaces") => c.all_namespaces = true,
-                Short('f') | Long("filename") => c.file = Some(crate::text(p.value()?)?),
+                Short('f') | Long("filename") => c.file = Some(support::cli::text(p.value()?)?),
                 Short('o') | Long("output") => {
-                    c.output = match crate::text(p.value()?)?.as_str() {
+                    c.output = match support::cli::text(p.value()?)?.as_str() {
                         "json" => Output::Json,
                         "yaml" => Output::Yaml,
                         "wide" => Output::Wide,
@@ -68,7 +70,7 @@ impl Client {
                     print!("{}", crate::USAGE);
                     return Ok(None);
                 }
-                Value(v) => c.positional.push(crate::text(v)?),
+                Value(v) => c.positional.push(support::cli::text(v)?),
                 _ => return Err(UsageError(arg.unexpected().to_string()).into()),
             }
         }

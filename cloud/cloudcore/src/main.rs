@@ -7,7 +7,6 @@ mod admin;
 mod cli;
 mod manifest;
 
-use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +17,7 @@ use anyhow::Context;
 use lexopt::prelude::*;
 use smol::stream::StreamExt;
 use smol::{Async, LocalExecutor};
+use support::cli::{duration, parsed, text, usage, UsageError};
 
 const USAGE: &str = "\
 cloudcore: the cloud side of a KubeEdge-compatible edge system
@@ -71,34 +71,6 @@ CLIENT OPTIONS (apply, get, describe, delete):
 EXIT CODES:
     0 success, 1 runtime failure, 2 bad command line
 ";
-
-#[derive(Debug)]
-struct UsageError(String);
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n\nRun `cloudcore --help` for usage.", self.0)
-    }
-}
-impl std::error::Error for UsageError {}
-
-fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
-    Err(UsageError(msg.into()).into())
-}
-
-fn text(v: OsString) -> anyhow::Result<String> {
-    v.into_string()
-        .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
-}
-
-fn duration(v: OsString) -> anyhow::Result<Duration> {
-    support::parse_duration(&text(v)?).map_err(|e| UsageError(e).into())
-}
-
-fn parsed<T: std::str::FromStr>(v: OsString, what: &str) -> anyhow::Result<T> {
-    let s = text(v)?;
-    s.parse()
-        .map_err(|_| UsageError(format!("{s:?} is not a valid {what}")).into())
-}
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cloudcore";
 
@@ -239,15 +211,5 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<UsageError>() || e.is::<lexopt::Error>() => {
-            eprintln!("cloudcore: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("cloudcore: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    support::cli::exit("cloudcore", real_main())
 }

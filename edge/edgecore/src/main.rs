@@ -9,12 +9,12 @@ mod meta;
 mod run;
 mod tls;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use lexopt::prelude::*;
+use support::cli::{duration, text, usage, UsageError};
 
 const USAGE: &str = "\
 edgecore: the edge agent of a KubeEdge-compatible edge system
@@ -57,30 +57,6 @@ RUN OPTIONS:
 EXIT CODES:
     0 success or clean shutdown, 1 runtime failure, 2 bad command line or config
 ";
-
-/// A command-line problem: exit code 2 with the message and a pointer to --help.
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}\n\nRun `edgecore --help` for usage.", self.0)
-    }
-}
-impl std::error::Error for UsageError {}
-
-fn usage<T>(msg: impl Into<String>) -> anyhow::Result<T> {
-    Err(UsageError(msg.into()).into())
-}
-
-fn text(v: OsString) -> anyhow::Result<String> {
-    v.into_string()
-        .map_err(|v| UsageError(format!("{v:?} is not valid UTF-8")).into())
-}
-
-fn duration(v: OsString) -> anyhow::Result<std::time::Duration> {
-    support::parse_duration(&text(v)?).map_err(|e| UsageError(e).into())
-}
 
 /// Writes a file atomically (see `support::write_atomic`), naming the path on failure.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
@@ -212,15 +188,5 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<UsageError>() || e.is::<lexopt::Error>() => {
-            eprintln!("edgecore: {e}");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("edgecore: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    support::cli::exit("edgecore", real_main())
 }

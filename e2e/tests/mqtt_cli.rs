@@ -1,0 +1,147 @@
+//! `edge-mqtt`, the workspace's small MQTT client, against a real mosquitto and the real
+//! mosquitto clients: what it publishes arrives, what others publish it prints, req gets the
+//! response a responder sends, and failures exit 1 (no broker, timeout) or 2 (bad flags)
+//! with a message.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use e2e::mqtt::{publish, Mosquitto, Subscriber};
+use e2e::{bin, wait_for, Proc};
+
+fn edge_mqtt(port: u16, args: &[&str]) -> Output {
+    Command::new(bin("edge-mqtt"))
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run edge-mqtt")
+}
+
+fn spawn(port: u16, args: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin("edge-mqtt"));
+    cmd.args(["-p", &port.to_string()]).args(args);
+    Proc::spawn(cmd)
+}
+
+#[test]
+fn publishes_subscribes_and_requests_through_mosquitto() {
+    let broker = Mosquitto::start();
+    let port = broker.port;
+
+    // pub → mosquitto_sub
+    let sub = Subscriber::start(port, &["cli/out"]);
+    let out = edge_mqtt(port, &["pub", "-t", "cli/out", "-m", "hello 1"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the message at mosquitto_sub",
+        Duration::from_secs(10),
+        || {
+            sub.messages()
+                .iter()
+                .any(|(t, p)| t == "cli/out" && p == "hello 1")
+                .then_some(())
+        },
+    );
+
+    // mosquitto_pub → sub -C 2 -v (printed in order, then exit 0)
+    let mut s = spawn(
+        port,
+        &["sub", "-t", "cli/in/#", "-C", "2", "-v", "-W", "30s", "-d"],
+    );
+    s.wait_log("subscribed to cli/in/#", Duration::from_secs(10));
+    publish(port, "cli/in/a", "one");
+    publish(port, "cli/in/x", r#"{"v":2}"#);
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0), "{}", s.log());
+    let lines: Vec<String> = s
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("cli/"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, ["cli/in/a one", r#"cli/in/x {"v":2}"#]);
+
+    // req: a responder answers on the response topic; only the matching answer is printed.
+    let responder = spawn(
+        port,
+        &["sub", "-t", "svc/ask", "-C", "1", "-W", "30s", "-d"],
+    );
+    responder.wait_log("subscribed to svc/ask", Duration::from_secs(10));
+    let req = std::thread::spawn(move || {
+        edge_mqtt(
+            port,
+            &[
+                "req",
+                "-t",
+                "svc/ask",
+                "-m",
+                "q1",
+                "-r",
+                "svc/answer",
+                "--match",
+                "yes",
+                "-W",
+                "20s",
+                "--every",
+                "200ms",
+            ],
+        )
+    });
+    responder.wait_log("q1", Duration::from_secs(10));
+    publish(port, "svc/answer", "no");
+    publish(port, "svc/answer", "yes: 42");
+    let out = req.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "yes: 42\n");
+}
+
+#[test]
+fn failures_are_clear() {
+    let broker = Mosquitto::start();
+    // Nothing listening: exit 1 naming the address.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = edge_mqtt(free, &["pub", "-t", "a", "-m", "b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("cannot connect to 127.0.0.1:{free}")),
+        "{out:?}"
+    );
+    // No answer in time: exit 1 saying what was awaited.
+    let out = edge_mqtt(
+        broker.port,
+        &[
+            "req",
+            "-t",
+            "nobody",
+            "-m",
+            "x",
+            "-r",
+            "nobody/answer",
+            "-W",
+            "1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no response on nobody/answer"),
+        "{out:?}"
+    );
+    // Bad command lines: exit 2 with a pointer to --help.
+    for args in [
+        &["pub", "-t", "a"][..],
+        &["req", "-t", "a", "-m", "b"],
+        &["pub", "-t", "a", "-m", "b", "-q", "2"],
+        &["frobnicate"],
+    ] {
+        let out = edge_mqtt(broker.port, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("edge-mqtt --help"),
+            "{args:?}: {out:?}"
+        );
+    }
+}
