@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks, printed as tables against DESIGN.md §8's budgets:
-#   footprint  edgecore idle RSS, threads, descriptors, enrollment and Ready latency, binary
-#              sizes per target (FOOTPRINT_SECS=N changes the 30 s connected period)
+#   footprint  binary sizes per target; edgecore idle RSS, threads, descriptors, enrollment and
+#              Ready latency on this host; edgecore's memory in 64 MB aarch64 and armv7 VMs
+#              and the MemAvailable it leaves (FOOTPRINT_SECS=N changes the 30 s idle period)
 #   delivery   edgecore RSS and store size with 300 objects, redb next to sled; apply →
 #              edge acknowledgement throughput and p50/p99 latency for 1,000 pods
 #   pods       apply → Running for 1 and 20 pods on containerd; edgecore RSS and CPU with 21
 source "$(dirname "$0")/env.sh"
 ensure_rust
 ensure_runtime
-cargo build --release --locked -p cloudcore -p edgecore
-bash cross/build.sh
-cargo bench --locked -p e2e --bench footprint
+bash scripts/footprint.sh
 # The delivery bench compares store backends, so its edgecore carries both.
 cargo build --release --locked -p edgecore --features sled
 cargo bench --locked -p e2e --bench delivery

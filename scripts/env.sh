@@ -59,3 +59,28 @@ ensure_cross() {
     grep -qx "$t" <<<"$installed" || { log "adding rustup target $t"; rustup target add "$t" >/dev/null; }
   done
 }
+
+# QEMU system emulation for the VM tests, and package indexes for the guest architectures:
+# qemu-tests fetches the arm64/armhf kernels and busybox-static itself with apt-get download.
+ensure_qemu() {
+  ensure_apt qemu-system-arm cpio xz-utils
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  local archs added=""
+  archs="$(dpkg --print-foreign-architectures)"
+  for a in arm64 armhf; do
+    grep -qx "$a" <<<"$archs" || { log "enabling the $a architecture"; $sudo dpkg --add-architecture "$a"; added=1; }
+  done
+  # Update only when the index does not know the guest packages yet; it can exit non-zero
+  # while one mirror index is mid-sync, so success is judged by what resolves afterwards.
+  local pkgs=(linux-image-arm64:arm64 linux-image-armmp:armhf busybox-static:arm64 busybox-static:armhf)
+  if [ -n "$added" ] || ! apt-cache show --no-all-versions "${pkgs[@]}" >/dev/null 2>&1; then
+    log "updating the package index for arm64 and armhf"
+    $sudo apt-get update -qq || true
+    apt-cache show --no-all-versions "${pkgs[@]}" >/dev/null ||
+      { echo "the package index has no ${pkgs[*]}" >&2; exit 1; }
+  fi
+}
+
+# Logic crates whose unit tests also run on each gateway target under qemu-user.
+CROSS_TEST_CRATES=(-p proto -p bus -p store -p devicetwin -p eventbus -p metamanager -p edgehub)

@@ -5,10 +5,14 @@
 #   2. unit, golden and end-to-end tests (real cloudcore and edgecore processes on loopback)
 #   3. release cross builds for aarch64 (static musl), armv7 and riscv64 (static glibc), each
 #      run under qemu-user
+#   4. the logic crates' unit tests built for each gateway target, run under qemu-user
+#   5. edgecore in 64 MB aarch64 and armv7 VMs (qemu-system, Debian kernels cached in the
+#      target dir), paired with a cloudcore on this host
 source "$(dirname "$0")/env.sh"
 ensure_rust
 ensure_runtime
 ensure_cross
+ensure_qemu
 
 log "cargo target dir: $CARGO_TARGET_DIR"
 log "rustfmt"
@@ -26,3 +30,9 @@ log "cross builds"
 bash cross/build.sh
 log "cross-built binaries under qemu-user"
 cargo test --locked -p e2e --test cross -- --ignored
+for t in "${CROSS_TARGETS[@]}"; do
+  log "unit tests on $t (qemu-user)"
+  cargo test --locked --target "$t" "${CROSS_TEST_CRATES[@]}"
+done
+log "edgecore in 64 MB aarch64 and armv7 VMs (qemu-system)"
+cargo test --locked -p qemu-tests --test vm -- --ignored
