@@ -5,9 +5,11 @@
 use std::path::Path;
 
 fn corpus() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/frame");
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap()
+    // Relative to the package root, where cargo runs tests: a path baked in at compile time
+    // would point into whichever clone built this binary first (the target dir is shared).
+    let dir = Path::new("fuzz/corpus/frame");
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     out.sort();

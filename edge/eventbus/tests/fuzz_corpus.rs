@@ -4,9 +4,11 @@
 use std::path::Path;
 
 fn corpus() -> Vec<Vec<u8>> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/packet");
+    // Relative to the package root, where cargo runs tests: a path baked in at compile time
+    // would point into whichever clone built this binary first (the target dir is shared).
+    let dir = Path::new("fuzz/corpus/packet");
     let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     v.sort();
