@@ -19,6 +19,11 @@ pub struct Vm {
 
 impl Vm {
     pub fn boot(arch: Arch, kernel: &Path, initrd: &Path) -> Vm {
+        assert!(
+            Command::new(arch.qemu).arg("--version").output().is_ok(),
+            "{} is missing: apt-get install qemu-system-arm (scripts/test.sh does)",
+            arch.qemu
+        );
         let mut cmd = Command::new(arch.qemu);
         cmd.args(["-M", "virt", "-cpu", arch.cpu, "-smp", "1"])
             .args(["-m", &format!("{VM_MEMORY_MB}M")])
