@@ -54,6 +54,8 @@ SERVE OPTIONS:
     --keepalive-timeout <D>       Drop a session without keepalive for this long [default: 30s]
     --node-grace-period <D>       Report a silent node NotReady after this long [default: 40s]
     --node-limit <N>              Most nodes served [default: 500]
+    --edge-cert-validity <D>      Validity of the edge certificates issued; edges renew
+                                  theirs at 70-90 % of it [default: 365d]
     --log-level <LEVEL>           error, warn, info, debug or trace [default: info]
     Ports may be 0 to pick free ones; the chosen addresses go to <data-dir>/cloudcore.addr.
 
@@ -96,6 +98,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         keepalive_timeout: Duration::from_secs(30),
         node_limit: 500,
         node_grace: Duration::from_secs(40),
+        edge_cert_validity: Duration::from_secs(pki::EDGE_CERT_DAYS as u64 * 86400),
     };
     let mut admin_bind: SocketAddr = "127.0.0.1:10010".parse().expect("valid literal");
     let mut level = log::LevelFilter::Info;
@@ -110,6 +113,12 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("keepalive-timeout") => cfg.keepalive_timeout = duration(p.value()?)?,
             Long("node-grace-period") => cfg.node_grace = duration(p.value()?)?,
             Long("node-limit") => cfg.node_limit = parsed(p.value()?, "number")?,
+            Long("edge-cert-validity") => {
+                cfg.edge_cert_validity = duration(p.value()?)?;
+                if cfg.edge_cert_validity < Duration::from_secs(10) {
+                    return usage("--edge-cert-validity must be at least 10s");
+                }
+            }
             Long("log-level") => {
                 level = support::parse_level(&text(p.value()?)?).map_err(UsageError)?
             }

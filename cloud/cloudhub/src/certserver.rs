@@ -99,9 +99,15 @@ fn route(hub: &Hub, req: &Request, client_cn: Option<&str>) -> (u16, &'static st
             return text(401, format!("invalid enrollment token: {e}"));
         }
     }
-    match hub.ca.sign_node_csr(&req.body, node) {
+    match hub
+        .ca
+        .sign_node_csr(&req.body, node, hub.cfg.edge_cert_validity)
+    {
         Ok(der) => {
-            log::info!("issued a certificate for node {node}");
+            log::info!(
+                "issued a certificate for node {node} ({})",
+                if by_cert { "renewal" } else { "enrollment" }
+            );
             (200, "application/octet-stream", der)
         }
         Err(e @ pki::SignError::WrongNode { .. }) => text(403, e.to_string()),

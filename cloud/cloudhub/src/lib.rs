@@ -51,6 +51,9 @@ pub struct CloudHubConfig {
     pub node_limit: usize,
     /// A node silent for this long reads NotReady (kube-controller-manager's 40 s).
     pub node_grace: Duration,
+    /// How long the edge certificates `/edge.crt` issues are valid (upstream 365 days);
+    /// edges renew theirs at 70–90 % of it.
+    pub edge_cert_validity: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -224,8 +224,15 @@ impl Ca {
     }
 
     /// Signs an edge's CSR (DER) for `node`, as upstream's `/edge.crt` does: the subject is
-    /// copied from the CSR, EKU ClientAuth, valid for [`EDGE_CERT_DAYS`].
-    pub fn sign_node_csr(&self, csr_der: &[u8], node: &str) -> Result<Vec<u8>, SignError> {
+    /// copied from the CSR, EKU ClientAuth, valid for `validity` (upstream: 365 days,
+    /// [`EDGE_CERT_DAYS`]) and back-dated a tenth of that, at most an hour, for clock skew
+    /// (proportionally, so a short test validity still leaves edges most of it to renew in).
+    pub fn sign_node_csr(
+        &self,
+        csr_der: &[u8],
+        node: &str,
+        validity: std::time::Duration,
+    ) -> Result<Vec<u8>, SignError> {
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|_| SignError::BadCsr)?;
@@ -247,8 +254,9 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.subject_alt_names.clear();
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(EDGE_CERT_DAYS);
+        let secs = validity.as_secs().max(1) as i64;
+        params.not_before = now - time::Duration::seconds((secs / 10).min(3600));
+        params.not_after = now + time::Duration::seconds(secs);
         let signed = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,
@@ -356,6 +364,8 @@ pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    const YEAR: std::time::Duration = std::time::Duration::from_secs(EDGE_CERT_DAYS as u64 * 86400);
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("pki-test-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
@@ -425,17 +435,44 @@ mod tests {
     fn signs_only_the_csr_of_the_named_node() {
         let ca = Ca::load_or_create(&tmp("sign")).unwrap();
         let der = ca
-            .sign_node_csr(&csr_for("system:node:edge0"), "edge0")
+            .sign_node_csr(&csr_for("system:node:edge0"), "edge0", YEAR)
             .unwrap();
         assert_eq!(common_name(&der).as_deref(), Some("system:node:edge0"));
         assert!(matches!(
-            ca.sign_node_csr(&csr_for("system:node:edge1"), "edge0"),
+            ca.sign_node_csr(&csr_for("system:node:edge1"), "edge0", YEAR),
             Err(SignError::WrongNode { .. })
         ));
         assert_eq!(
-            ca.sign_node_csr(b"not a csr", "edge0"),
+            ca.sign_node_csr(b"not a csr", "edge0", YEAR),
             Err(SignError::BadCsr)
         );
+    }
+
+    #[test]
+    fn edge_certificates_last_the_configured_validity() {
+        let ca = Ca::load_or_create(&tmp("validity")).unwrap();
+        let span = |der: &[u8]| {
+            let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+            let v = c.validity();
+            (
+                v.not_before.timestamp(),
+                v.not_after.timestamp() - v.not_before.timestamp(),
+            )
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (nb, len) = span(
+            &ca.sign_node_csr(&csr_for("system:node:e"), "e", YEAR)
+                .unwrap(),
+        );
+        assert_eq!(len, YEAR.as_secs() as i64 + 3600, "back-dated one hour");
+        assert!((now - 3600 - nb).abs() <= 2);
+        let short = std::time::Duration::from_secs(100);
+        let (nb, len) = span(
+            &ca.sign_node_csr(&csr_for("system:node:e"), "e", short)
+                .unwrap(),
+        );
+        assert_eq!(len, 110, "back-dated a tenth");
+        assert!((now - 10 - nb).abs() <= 2);
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub struct Config {
     /// How often running pods are compared with what the cloud asked for.
     #[serde(default = "default_pod_sync", with = "duration_text")]
     pub pod_sync_period: Duration,
+    /// Renew the edge certificate at 70–90 % of its lifetime (upstream `rotateCertificates`).
+    #[serde(default = "default_true")]
+    pub rotate_certificates: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_cri() -> String {
@@ -219,6 +226,7 @@ impl Config {
             cri_endpoint: default_cri(),
             crash_backoff: default_crash_backoff(),
             pod_sync_period: default_pod_sync(),
+            rotate_certificates: true,
         }
     }
 

@@ -16,7 +16,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 use proto::token::{hex, EnrollToken};
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::config::{Config, Pki, CONFIG_FILE};
@@ -34,7 +33,7 @@ pub struct JoinArgs {
     pub cri_endpoint: Option<String>,
 }
 
-fn https_get(
+pub(crate) fn https_get(
     tls: Arc<ClientConfig>,
     host: &str,
     port: u16,
@@ -123,16 +122,7 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
         hex(&token.ca_sha256[..8])
     );
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, proto::node_common_name(&args.node_name));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
-    let csr = params.serialize_request(&key)?;
+    let (key, csr) = crate::certs::key_and_csr(&args.node_name)?;
 
     eprintln!("requesting a certificate for node {}", args.node_name);
     let ca_cert = CertificateDer::from(ca_der.clone());
@@ -143,7 +133,7 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
         args.cert_port,
         "/edge.crt",
         &[("Authorization", &bearer), ("NodeName", &args.node_name)],
-        csr.der(),
+        &csr,
     )?;
     match resp.status {
         200 => {}
@@ -166,9 +156,18 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     let pki = Pki::in_dir(&data_dir);
     std::fs::create_dir_all(pki.ca.parent().expect("pki dir has a parent"))
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    crate::certs::discard_pending(&pki);
     crate::write_atomic(&pki.key, key.serialize_pem().as_bytes(), 0o600)?;
-    crate::write_atomic(&pki.cert, pem("CERTIFICATE", &cert_der).as_bytes(), 0o644)?;
-    crate::write_atomic(&pki.ca, pem("CERTIFICATE", &ca_der).as_bytes(), 0o644)?;
+    crate::write_atomic(
+        &pki.cert,
+        crate::certs::pem("CERTIFICATE", &cert_der).as_bytes(),
+        0o644,
+    )?;
+    crate::write_atomic(
+        &pki.ca,
+        crate::certs::pem("CERTIFICATE", &ca_der).as_bytes(),
+        0o644,
+    )?;
     let mut cfg = Config::new(
         &args.node_name,
         &data_dir,
@@ -193,11 +192,4 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
         data_dir.display()
     );
     Ok(())
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new(label, der),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
 }

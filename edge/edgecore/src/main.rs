@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod certs;
 mod config;
 mod join;
 mod meta;

@@ -144,17 +144,36 @@ fn start_edgehub(
     bus: Bus,
     shutdown: Shutdown,
 ) -> anyhow::Result<ModuleFuture> {
+    let pki = cfg.pki();
+    // Loaded for every dial, so a renewed certificate is picked up; checked once here so a
+    // broken enrollment stops edgecore at start-up with the reason.
+    crate::tls::tunnel_config(&pki)?;
+    let tls: edgehub::TlsSource =
+        std::rc::Rc::new(move || crate::tls::tunnel_config(&pki).map_err(|e| format!("{e:#}")));
+    let (renewed_tx, renewed_rx) = smol::channel::bounded(1);
     let hub = edgehub::EdgeHubConfig {
         node_name: cfg.node_name.clone(),
         project_id: cfg.cloud.project_id.clone(),
         server: cfg.cloud.server.clone(),
-        tls: crate::tls::tunnel_config(&cfg.pki())?,
+        tls,
+        renewed: cfg.rotate_certificates.then_some(renewed_rx),
         heartbeat: cfg.heartbeat,
         connect_timeout: Duration::from_secs(10).max(cfg.heartbeat),
         backoff_base: Duration::from_millis(500),
         backoff_max: Duration::from_secs(30),
     };
-    Ok(Box::pin(edgehub::run(hub, mailbox, bus, shutdown)))
+    let hub = edgehub::run(hub, mailbox, bus, shutdown);
+    if !cfg.rotate_certificates {
+        return Ok(Box::pin(hub));
+    }
+    // Rotation never ends on its own; the pair ends when EdgeHub does (shutdown).
+    let rotation = crate::certs::rotate(
+        cfg.pki(),
+        cfg.node_name.clone(),
+        cfg.cloud.cert_server.clone(),
+        renewed_tx,
+    );
+    Ok(Box::pin(hub.or(rotation)))
 }
 
 #[cfg(feature = "edged")]
@@ -183,6 +202,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let ids: Vec<ModuleId> = enabled.iter().map(|m| m.id).collect();
     let (bus, mailboxes) = Bus::new(&ids);
     let (mut trigger, shutdown) = Shutdown::new();
+    if crate::certs::recover(&cfg.pki())? {
+        log::info!("finished a certificate renewal that was interrupted");
+    }
     let path = cfg.store_path()?;
     let shared = Shared {
         store: std::rc::Rc::from(

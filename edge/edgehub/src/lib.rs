@@ -47,13 +47,21 @@ pub struct EdgeHubConfig {
     pub project_id: String,
     /// `host:port` of CloudHub's WebSocket server; the host must match a SAN of its certificate.
     pub server: String,
-    pub tls: Arc<ClientConfig>,
+    /// The tunnel's TLS settings, loaded again for every dial so a renewed certificate is used
+    /// as soon as it is on disk.
+    pub tls: TlsSource,
+    /// A message here means the certificate was renewed: the session closes cleanly and the
+    /// tunnel is redialled at once with the new one.
+    pub renewed: Option<smol::channel::Receiver<()>>,
     /// Keepalive period (upstream default 15 s).
     pub heartbeat: Duration,
     pub connect_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
+
+/// Loads the tunnel's TLS settings (CA, client certificate and key).
+pub type TlsSource = std::rc::Rc<dyn Fn() -> Result<Arc<ClientConfig>, String>>;
 
 /// Why a connection attempt or a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +72,10 @@ pub enum HubError {
     Connect(SocketAddr, std::io::Error),
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
+    #[error("cannot load the tunnel certificate: {0}")]
+    Credentials(String),
+    #[error("the edge certificate was renewed; redialling with it")]
+    Renewed,
     #[error("WebSocket handshake: {0}")]
     Handshake(async_tungstenite::tungstenite::Error),
     #[error("{0} timed out after {1:?}")]
@@ -128,8 +140,9 @@ pub async fn connect(cfg: &EdgeHubConfig) -> Result<(Ws, IpAddr), HubError> {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let name = ServerName::try_from(host_of(&cfg.server).to_owned())
         .map_err(|e| HubError::Resolve(cfg.server.clone(), e.to_string()))?;
+    let tls_config = (cfg.tls)().map_err(HubError::Credentials)?;
     let tls = timeout("TLS handshake", cfg.connect_timeout, async {
-        TlsConnector::from(cfg.tls.clone())
+        TlsConnector::from(tls_config)
             .connect(name, tcp)
             .await
             .map_err(HubError::Tls)
@@ -198,6 +211,10 @@ pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutd
                     Ok(()) => {
                         log::info!("tunnel closed for shutdown");
                         return;
+                    }
+                    Err(HubError::Renewed) => {
+                        log::info!("{}", HubError::Renewed);
+                        continue;
                     }
                     Err(e) => log::warn!("tunnel lost: {e}"),
                 }
@@ -297,9 +314,17 @@ async fn session(
             Mail(Option<BusMessage>),
             Tick,
             Stop,
+            Renewed,
         }
         let ev = async { Ev::Frame(ws.next().await) }
             .or(async { Ev::Mail(mailbox.recv().await) })
+            .or(async {
+                match &cfg.renewed {
+                    Some(r) if r.recv().await.is_ok() => Ev::Renewed,
+                    // No renewals (or nobody left to send one): never fires.
+                    _ => std::future::pending().await,
+                }
+            })
             .or(async {
                 ticker.next().await;
                 Ev::Tick
@@ -353,7 +378,7 @@ async fn session(
                     Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
                 }
             }
-            Ev::Mail(None) | Ev::Stop => {
+            Ev::Mail(None) | Ev::Stop | Ev::Renewed => {
                 // Clean close: a Close frame, then TLS close_notify, bounded by one heartbeat.
                 let _ = async {
                     let _ = ws.close(None).await;
@@ -363,7 +388,10 @@ async fn session(
                     Timer::after(cfg.heartbeat.min(Duration::from_secs(2))).await;
                 })
                 .await;
-                return Ok(());
+                return match ev {
+                    Ev::Renewed => Err(HubError::Renewed),
+                    _ => Ok(()),
+                };
             }
             Ev::Mail(Some(BusMessage::ToCloud { from, id, request })) => {
                 let (msg, evicted) = core.request(from, id, request, now_ms(), Instant::now());
