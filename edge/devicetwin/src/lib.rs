@@ -9,6 +9,11 @@
 //! when the cloud confirms them, so updates made offline reach the cloud after reconnect.
 //! Bad input (malformed JSON, wrong types, unknown devices, oversize values) gets an error on
 //! the matching result topic and never changes stored state.
+//!
+//! Writes go through a [`store::Batched`] layer: the runner handles every message already
+//! waiting (up to [`MAX_BATCH`]) and commits them in one durable transaction before it
+//! publishes any result or acknowledges any object, so a burst of mapper updates costs one
+//! fsync, not one each.
 
 #![forbid(unsafe_code)]
 
@@ -21,7 +26,7 @@ use bus::{
 use serde_json::{json, Map, Value};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
-use store::{KvStore, Op, StoreError};
+use store::{Batched, KvStore, Op, StoreError};
 
 /// Reports waiting for the cloud at most; the oldest is dropped (and counted) beyond this.
 pub const QUEUE_CAPACITY: usize = 1000;
@@ -73,7 +78,8 @@ fn error_result(topic: &str, event_id: &str, now_ms: i64, code: u16, reason: &st
 /// The sans-IO core.
 pub struct TwinCore {
     node: String,
-    store: Rc<dyn KvStore>,
+    /// Reads see uncommitted writes; [`TwinCore::commit`] makes them durable.
+    store: Batched,
     /// Keys of the queued reports, oldest first: an index so the hot path never rescans the
     /// store.
     queue: std::collections::VecDeque<Vec<u8>>,
@@ -95,11 +101,28 @@ impl TwinCore {
             .map_or(0, |s| s + 1);
         Ok(TwinCore {
             node: node.to_owned(),
-            store,
+            store: Batched::new(store),
             queue,
             next_seq,
             dropped: 0,
         })
+    }
+
+    /// Makes everything handled since the last commit durable, in one transaction. Nothing
+    /// the core returned since (results to publish, objects to acknowledge) may be acted on
+    /// before this succeeds. On failure none of it was stored, and the report queue's index
+    /// is rebuilt from the store.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let r = self.store.commit();
+        if r.is_err() {
+            self.queue = self
+                .store
+                .scan_prefix(b"twinq/")?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+        }
+        r
     }
 
     pub fn device(&self, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
@@ -577,11 +600,110 @@ fn now_ms() -> i64 {
 /// Reports in flight at most.
 const IN_FLIGHT: usize = 16;
 
+/// Messages handled per store commit at most: bounds the uncommitted buffer and how long a
+/// burst delays its first result.
+pub const MAX_BATCH: usize = 64;
+
+/// What handling one bus message produced, acted on only after the commit.
+#[derive(Default)]
+struct Effects {
+    publish: Vec<Out>,
+    persisted: Vec<bus::AckHandle>,
+}
+
+/// The runner's state besides the core.
+struct Runner {
+    connected: bool,
+    in_flight: Vec<(RequestId, Vec<u8>)>,
+    next_id: u32,
+}
+
+impl Runner {
+    fn handle(&mut self, core: &mut TwinCore, msg: BusMessage, now: i64, fx: &mut Effects) {
+        let result = match msg {
+            BusMessage::Mqtt { topic, payload } => core.on_mqtt(&topic, &payload, now),
+            BusMessage::FromCloud(obj) => {
+                let r = core.on_device(&obj, now);
+                if r.is_ok() {
+                    fx.persisted.push(obj.ack);
+                }
+                r
+            }
+            BusMessage::Membership(c) => core.on_membership(&c, now),
+            BusMessage::Link(l) => {
+                self.connected = matches!(l, Link::Connected { .. });
+                self.in_flight.clear();
+                Ok(Vec::new())
+            }
+            BusMessage::Reply { id, outcome } => {
+                if let Some(pos) = self.in_flight.iter().position(|(i, _)| *i == id) {
+                    let (_, key) = self.in_flight.remove(pos);
+                    match outcome {
+                        Outcome::Answered {
+                            reply: Reply::Ok | Reply::Object(_),
+                            ..
+                        } => {
+                            if let Err(e) = core.confirmed(&key) {
+                                log::error!("twin: cannot drop a confirmed report: {e}");
+                            }
+                        }
+                        other => {
+                            log::debug!("twin report not confirmed ({other:?}); it stays queued")
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            _ => Ok(Vec::new()),
+        };
+        match result {
+            Ok(outs) => fx.publish.extend(outs),
+            Err(e) => log::error!("twin: store failed, nothing changed: {e}"),
+        }
+    }
+
+    /// Sends queued reports to the cloud, [`IN_FLIGHT`] at most. False when edgecore stops.
+    async fn send_reports(&mut self, core: &TwinCore, bus: &Bus) -> bool {
+        if !self.connected || self.in_flight.len() >= IN_FLIGHT {
+            return true;
+        }
+        let queue = match core.queued_head(IN_FLIGHT + self.in_flight.len()) {
+            Ok(q) => q,
+            Err(e) => {
+                log::error!("twin: cannot read the report queue: {e}");
+                return true;
+            }
+        };
+        for (key, req) in queue {
+            if self.in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            if self.in_flight.iter().any(|(_, k)| *k == key) {
+                continue;
+            }
+            self.next_id = self.next_id.wrapping_add(1);
+            let id = RequestId(self.next_id);
+            self.in_flight.push((id, key));
+            let msg = BusMessage::ToCloud {
+                from: ModuleId::DeviceTwin,
+                id,
+                request: req,
+            };
+            if !bus.send(ModuleId::EdgeHub, msg).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Runs DeviceTwin until shutdown.
 pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
-    let mut connected = false;
-    let mut in_flight: Vec<(RequestId, Vec<u8>)> = Vec::new();
-    let mut next_id = 0u32;
+    let mut r = Runner {
+        connected: false,
+        in_flight: Vec::new(),
+        next_id: 0,
+    };
     let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(5));
     loop {
         enum Ev {
@@ -600,95 +722,43 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
             })
             .await;
         let now = now_ms();
-        let result = match ev {
+        let mut fx = Effects::default();
+        match ev {
             Ev::Mail(None) | Ev::Stop => return,
-            Ev::Mail(Some(BusMessage::Mqtt { topic, payload })) => {
-                core.on_mqtt(&topic, &payload, now)
-            }
-            Ev::Mail(Some(BusMessage::FromCloud(obj))) => {
-                let r = core.on_device(&obj, now);
-                if r.is_ok()
-                    && !bus
-                        .send(ModuleId::EdgeHub, BusMessage::Persisted(obj.ack.clone()))
-                        .await
-                {
-                    return;
-                }
-                r
-            }
-            Ev::Mail(Some(BusMessage::Membership(c))) => core.on_membership(&c, now),
-            Ev::Mail(Some(BusMessage::Link(l))) => {
-                connected = matches!(l, Link::Connected { .. });
-                in_flight.clear();
-                Ok(Vec::new())
-            }
-            Ev::Mail(Some(BusMessage::Reply { id, outcome })) => {
-                if let Some(pos) = in_flight.iter().position(|(i, _)| *i == id) {
-                    let (_, key) = in_flight.remove(pos);
-                    match outcome {
-                        Outcome::Answered {
-                            reply: Reply::Ok, ..
-                        }
-                        | Outcome::Answered {
-                            reply: Reply::Object(_),
-                            ..
-                        } => {
-                            if let Err(e) = core.confirmed(&key) {
-                                log::error!("twin: cannot drop a confirmed report: {e}");
-                            }
-                        }
-                        other => {
-                            log::debug!("twin report not confirmed ({other:?}); it stays queued")
-                        }
-                    }
-                }
-                Ok(Vec::new())
-            }
-            Ev::Mail(Some(_)) => Ok(Vec::new()),
-            Ev::Tick => Ok(Vec::new()),
-        };
-        match result {
-            Ok(outs) => {
-                for o in outs {
-                    if let Out::Publish { topic, payload } = o {
-                        bus.deliver(
-                            ModuleId::EventBus,
-                            BusMessage::MqttPublish { topic, payload },
-                        );
-                    }
+            Ev::Tick => {}
+            Ev::Mail(Some(first)) => {
+                // Everything already waiting shares the commit below.
+                r.handle(&mut core, first, now, &mut fx);
+                for _ in 1..MAX_BATCH {
+                    let Some(msg) = mailbox.try_recv() else {
+                        break;
+                    };
+                    r.handle(&mut core, msg, now, &mut fx);
                 }
             }
-            Err(e) => log::error!("twin: store failed, nothing changed: {e}"),
         }
-        if connected && in_flight.len() < IN_FLIGHT {
-            match core.queued_head(IN_FLIGHT + in_flight.len()) {
-                Ok(queue) => {
-                    for (key, req) in queue {
-                        if in_flight.len() >= IN_FLIGHT {
-                            break;
-                        }
-                        if in_flight.iter().any(|(_, k)| *k == key) {
-                            continue;
-                        }
-                        next_id = next_id.wrapping_add(1);
-                        in_flight.push((RequestId(next_id), key));
-                        if !bus
-                            .send(
-                                ModuleId::EdgeHub,
-                                BusMessage::ToCloud {
-                                    from: ModuleId::DeviceTwin,
-                                    id: RequestId(next_id),
-                                    request: req,
-                                },
-                            )
-                            .await
-                        {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => log::error!("twin: cannot read the report queue: {e}"),
+        if let Err(e) = core.commit() {
+            log::error!("twin: store commit failed, the last messages changed nothing: {e}");
+            continue;
+        }
+        for o in fx.publish {
+            if let Out::Publish { topic, payload } = o {
+                bus.deliver(
+                    ModuleId::EventBus,
+                    BusMessage::MqttPublish { topic, payload },
+                );
             }
+        }
+        for ack in fx.persisted {
+            if !bus
+                .send(ModuleId::EdgeHub, BusMessage::Persisted(ack))
+                .await
+            {
+                return;
+            }
+        }
+        if !r.send_reports(&core, &bus).await {
+            return;
         }
     }
 }
@@ -743,6 +813,41 @@ mod tests {
     }
 
     const UPD: &str = "$hw/events/device/default/thermo/twin/update";
+
+    #[test]
+    fn handled_messages_are_durable_only_after_commit() {
+        let p = std::env::temp_dir().join(format!("twin-commit-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let base: Rc<dyn KvStore> = Rc::from(store::open(&p, store::Backend::Redb).unwrap());
+        let mut a = TwinCore::new("edge0", base.clone()).unwrap();
+        a.on_device(&device_obj("20"), 1).unwrap();
+        a.commit().unwrap();
+        let before = base.bytes_written();
+        for v in ["1", "2", "3"] {
+            let msg = format!(r#"{{"twin":{{"temperature":{{"actual":{{"value":"{v}"}}}}}}}}"#);
+            a.on_mqtt(UPD, msg.as_bytes(), 2).unwrap();
+        }
+        // The handling core reads its own writes; the store has none of them yet.
+        let actual = |c: &TwinCore| {
+            c.device("default", "thermo").unwrap().unwrap()["twin"]["temperature"]["actual"]
+                ["value"]
+                .clone()
+        };
+        assert_eq!(actual(&a), "3");
+        assert_eq!(base.bytes_written(), before);
+        let b = TwinCore::new("edge0", base.clone()).unwrap();
+        assert!(actual(&b).is_null());
+        assert!(b.queued().unwrap().is_empty());
+        a.commit().unwrap();
+        let b = TwinCore::new("edge0", base.clone()).unwrap();
+        assert_eq!(actual(&b), "3");
+        assert_eq!(
+            b.queued().unwrap().len(),
+            3,
+            "three reports queued for the cloud"
+        );
+        std::fs::remove_file(&p).unwrap();
+    }
 
     #[test]
     fn cloud_desired_value_becomes_a_delta_and_membership() {

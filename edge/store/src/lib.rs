@@ -11,6 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+mod batched;
+
+pub use batched::Batched;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
