@@ -64,6 +64,8 @@ pub enum HubError {
     Tls(String),
     #[error(transparent)]
     Pki(#[from] pki::PkiError),
+    #[error("reading the saved nodes: {0}")]
+    Store(String),
 }
 
 /// Shared state of a running CloudHub.
@@ -77,10 +79,31 @@ pub struct Hub {
     pub sessions: Sessions,
 }
 
+/// How often changed node records are saved (one transaction for all of them).
+pub const NODE_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
 impl Hub {
     /// Tells every session the store changed, so each plans its node's deliveries again.
     pub fn store_changed(&self) {
         self.sessions.ring_all();
+    }
+
+    /// Saves the node records changed since the last save; they are retried next time if the
+    /// store fails.
+    pub fn save_nodes(&self) {
+        let dirty = self.registry.borrow_mut().take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        match self.store.borrow_mut().save_nodes(&dirty) {
+            Ok(()) => log::debug!("saved {} node record(s)", dirty.len()),
+            Err(e) => {
+                log::error!("cannot save node records: {e}");
+                self.registry
+                    .borrow_mut()
+                    .mark_dirty(dirty.iter().map(|(n, _)| n.as_str()));
+            }
+        }
     }
 }
 
@@ -130,8 +153,20 @@ pub fn bind(
     let cert_tls = tls(false)?;
     let ws = listen(SocketAddr::new(cfg.bind, cfg.ws_port))?;
     let cert = listen(SocketAddr::new(cfg.bind, cfg.cert_port))?;
+    let mut registry = NodeRegistry::new(cfg.node_limit);
+    let saved = store
+        .load_nodes()
+        .map_err(|e| HubError::Store(e.to_string()))?;
+    for (name, bytes) in &saved {
+        if let Err(e) = registry.restore(name, bytes) {
+            log::warn!("skipping a saved node: {e}");
+        }
+    }
+    if !saved.is_empty() {
+        log::info!("restored {} node(s) from the store", registry.len());
+    }
     let hub = Rc::new(Hub {
-        registry: RefCell::new(NodeRegistry::new(cfg.node_limit)),
+        registry: RefCell::new(registry),
         store: RefCell::new(store),
         controller: RefCell::new(edgecontroller::EdgeController::new()),
         events: RefCell::new(events::Events::default()),
@@ -172,6 +207,7 @@ impl Bound {
             ws_tls,
             cert_tls,
         } = self;
+        let hub_for_saves = hub.clone();
         let ws_loop = {
             let (hub, ex) = (hub.clone(), ex.clone());
             async move {
@@ -195,7 +231,16 @@ impl Bound {
                 }
             }
         };
-        smol::future::zip(ws_loop, cert_loop).await;
+        let save_loop = {
+            let hub = hub_for_saves;
+            async move {
+                loop {
+                    smol::Timer::after(NODE_SAVE_INTERVAL).await;
+                    hub.save_nodes();
+                }
+            }
+        };
+        smol::future::zip(smol::future::zip(ws_loop, cert_loop), save_loop).await;
     }
 }
 

@@ -4,8 +4,13 @@
 //! Readiness is decided here, as kube-controller-manager's node lifecycle controller would: a
 //! node is Ready while anything (keepalive, lease, status) arrived within the grace period
 //! (40 s by default); past it the Ready condition reads False with reason `NodeStatusUnknown`.
+//!
+//! Records changed since the last save are *dirty*; CloudHub saves them to the store in one
+//! transaction every few seconds and at shutdown ([`NodeRegistry::take_dirty`]) and restores
+//! them at start ([`NodeRegistry::restore`]), so after a cloudcore restart every node is
+//! listed at once, and one whose edge is gone turns NotReady instead of vanishing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use proto::objresp;
@@ -26,6 +31,8 @@ pub struct NodeRegistry {
     nodes: BTreeMap<String, NodeRecord>,
     next_rv: u64,
     limit: usize,
+    /// Changed since the last [`NodeRegistry::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -42,7 +49,59 @@ impl NodeRegistry {
             nodes: BTreeMap::new(),
             next_rv: 100,
             limit,
+            dirty: BTreeSet::new(),
         }
+    }
+
+    /// The records changed since the last call, serialized for the store; they count as
+    /// saved from now on ([`NodeRegistry::mark_dirty`] puts them back if the save fails).
+    pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|name| {
+                let r = self.nodes.get(&name)?;
+                let rec =
+                    json!({ "node": r.node, "lease": r.lease, "lastHeard": unix(r.last_heard) });
+                Some((name, rec.to_string().into_bytes()))
+            })
+            .collect()
+    }
+
+    pub fn mark_dirty<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        self.dirty.extend(names.into_iter().map(str::to_owned));
+    }
+
+    /// Puts back a record saved by [`NodeRegistry::take_dirty`]. The node was last heard
+    /// when it was saved, so it reads NotReady once the grace period has passed since then,
+    /// unless its edge reconnects.
+    pub fn restore(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        let rec: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("node record {name}: {e}"))?;
+        let node = rec["node"].clone();
+        if node["metadata"]["name"] != name {
+            return Err(format!("node record {name} holds another node"));
+        }
+        let lease = Some(rec["lease"].clone()).filter(|l| l.is_object());
+        let rv = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        self.next_rv = self
+            .next_rv
+            .max(rv(&node))
+            .max(lease.as_ref().map_or(0, rv));
+        let heard = rec["lastHeard"].as_i64().unwrap_or(0).max(0) as u64;
+        self.nodes.insert(
+            name.to_owned(),
+            NodeRecord {
+                node,
+                lease,
+                last_heard: SystemTime::UNIX_EPOCH + Duration::from_secs(heard),
+            },
+        );
+        Ok(())
     }
 
     fn bump(&mut self) -> String {
@@ -117,6 +176,7 @@ impl NodeRegistry {
         meta["creationTimestamp"] = created;
         meta["resourceVersion"] = json!(rv);
         let lease = self.nodes.remove(name).and_then(|r| r.lease);
+        self.dirty.insert(name.to_owned());
         self.nodes.insert(
             name.to_owned(),
             NodeRecord {
@@ -155,6 +215,7 @@ impl NodeRegistry {
         strategic_merge(&mut r.node, &patch);
         r.node["metadata"]["resourceVersion"] = json!(rv);
         r.last_heard = now;
+        self.dirty.insert(name.to_owned());
         Ok(r.node.clone())
     }
 
@@ -223,6 +284,7 @@ impl NodeRegistry {
         let r = self.nodes.get_mut(name).expect("checked above");
         r.lease = Some(lease.clone());
         r.last_heard = now;
+        self.dirty.insert(name.to_owned());
         Ok(lease)
     }
 
@@ -291,6 +353,73 @@ mod tests {
     }
 
     const GRACE: Duration = Duration::from_secs(40);
+
+    fn ready(list: &Value, name: &str) -> Value {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["metadata"]["name"] == name)
+            .map(|n| {
+                n["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["type"] == "Ready")
+                    .unwrap()["status"]
+                    .clone()
+            })
+            .unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn saved_records_restore_nodes_with_identity_lease_and_last_heard() {
+        let mut r = NodeRegistry::new(10);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let a = r.register("a", node("a"), t).unwrap();
+        r.register("b", node("b"), t).unwrap();
+        let lease = r
+            .write_lease("a", json!({"metadata":{},"spec":{}}), true, t)
+            .unwrap();
+        let saved = r.take_dirty();
+        assert_eq!(saved.len(), 2);
+        assert!(r.take_dirty().is_empty(), "saved records are clean");
+        r.patch("b", br#"{"status":{}}"#, t).unwrap();
+        assert_eq!(r.take_dirty().len(), 1, "only the changed node");
+
+        let mut back = NodeRegistry::new(10);
+        for (name, bytes) in &saved {
+            back.restore(name, bytes).unwrap();
+        }
+        let list = back.list(t + Duration::from_secs(1), GRACE);
+        let a2 = &list["items"][0];
+        assert_eq!(a2["metadata"]["uid"], a["metadata"]["uid"]);
+        assert_eq!(
+            back.lease("a").unwrap()["metadata"]["uid"],
+            lease["metadata"]["uid"]
+        );
+        assert_eq!(ready(&list, "a"), "True");
+        // Nobody reconnects: past the grace period since it was last heard, NotReady.
+        let later = back.list(t + GRACE + Duration::from_secs(1), GRACE);
+        assert_eq!(ready(&later, "a"), "False");
+        // New versions continue above the restored ones.
+        let n = back.register("a", node("a"), t).unwrap();
+        let rv = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert!(rv(&n) > rv(&lease));
+        // A damaged record is refused, the rest stays.
+        assert!(back.restore("c", b"{not json").is_err());
+        assert!(
+            back.restore("c", &saved[0].1).is_err(),
+            "record of another node"
+        );
+        assert_eq!(back.len(), 2);
+    }
 
     #[test]
     fn register_assigns_identity_and_keeps_it_on_reregister() {

@@ -29,6 +29,8 @@ pub use kinds::{FieldError, Kind};
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const SYNCED: TableDefinition<&str, &[u8]> = TableDefinition::new("synced");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Node records (CloudHub's registry: node, lease, last heard), by node name.
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -204,6 +206,7 @@ impl CloudStore {
         tx.open_table(OBJECTS).map_err(|e| open_err(&e))?;
         tx.open_table(SYNCED).map_err(|e| open_err(&e))?;
         tx.open_table(META).map_err(|e| open_err(&e))?;
+        tx.open_table(NODES).map_err(|e| open_err(&e))?;
         tx.commit().map_err(|e| open_err(&e))?;
         let mut store = CloudStore {
             db,
@@ -425,6 +428,29 @@ impl CloudStore {
 
     pub fn synced_entry(&self, node: &str, uid: &str) -> Option<&SyncEntry> {
         self.synced.get(&(node.to_owned(), uid.to_owned()))
+    }
+
+    /// The node records saved by [`CloudStore::save_nodes`], by name.
+    pub fn load_nodes(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let mut out = Vec::new();
+        for item in tx.open_table(NODES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Saves node records (name, opaque bytes) in one durable transaction.
+    pub fn save_nodes(&mut self, records: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = tx.open_table(NODES).map_err(io)?;
+            for (name, bytes) in records {
+                t.insert(name.as_str(), bytes.as_slice()).map_err(io)?;
+            }
+        }
+        tx.commit().map_err(io)
     }
 
     /// Records (or, with `None`, forgets) what `node` acknowledged for `uid`, durably.
