@@ -10,7 +10,8 @@ pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{0}")]
+    // Transparent: the IO error's text once, not again as its own source in `{:#}` chains.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
