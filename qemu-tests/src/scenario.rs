@@ -66,6 +66,10 @@ pub fn cross_binary(arch: &Arch, name: &str) -> PathBuf {
 
 /// Kernel, modules and busybox for `arch`, fetched into `<target>/qemu` on first use.
 pub fn kit(arch: &Arch) -> GuestKit {
+    // Tests run in parallel threads of one process and two may want the same kernel: one
+    // fetch at a time, so the second finds the first's result instead of racing it.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     guest_kit(arch, &target_root().join("qemu"), GUEST_MODULES)
         .unwrap_or_else(|e| panic!("cannot get a kernel for the {} VM: {e}", arch.debian))
 }
