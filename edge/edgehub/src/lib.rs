@@ -179,6 +179,10 @@ pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutd
     let seed = now_ms() as u64 ^ u64::from(std::process::id());
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max, seed);
     loop {
+        // This dial loads the current certificate: a renewal signalled before it is served.
+        if let Some(r) = &cfg.renewed {
+            while r.try_recv().is_ok() {}
+        }
         let attempt = async { Some(connect(&cfg).await) }.or(async {
             shutdown.wait().await;
             None
