@@ -145,3 +145,47 @@ fn failures_are_clear() {
         );
     }
 }
+
+/// TLS: with the broker's CA the message goes through (and arrives for a plain-TCP
+/// subscriber); with another CA the handshake fails and edge-mqtt says so.
+#[test]
+fn publishes_over_tls_and_refuses_a_wrong_ca() {
+    let (broker, tls_port, ca) = Mosquitto::start_tls();
+    let sub = Subscriber::start(broker.port, &["cli/tls"]);
+    let ca = ca.to_str().unwrap().to_owned();
+    let out = edge_mqtt(
+        tls_port,
+        &["pub", "-t", "cli/tls", "-m", "over tls", "--cafile", &ca],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the TLS message", Duration::from_secs(10), || {
+        sub.messages()
+            .iter()
+            .any(|(t, p)| t == "cli/tls" && p == "over tls")
+            .then_some(())
+    });
+
+    let other = e2e::TempDir::new("other-ca");
+    pki::Ca::load_or_create(other.path()).unwrap();
+    let wrong = other.path().join("ca.crt");
+    let out = edge_mqtt(
+        tls_port,
+        &[
+            "pub",
+            "-t",
+            "cli/tls",
+            "-m",
+            "x",
+            "--cafile",
+            wrong.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{out:?}"
+    );
+    // Half a client certificate is a usage error.
+    let out = edge_mqtt(tls_port, &["pub", "-t", "a", "-m", "b", "--cert", &ca]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

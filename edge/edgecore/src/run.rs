@@ -92,11 +92,10 @@ fn start_eventbus(
         max_packet: e.max_packet_bytes,
         keepalive: Duration::from_secs(30),
         tls: match &e.tls {
-            Some(t) => Some(crate::tls::mqtt_config(
-                &t.ca,
-                t.cert.as_deref(),
-                t.key.as_deref(),
-            )?),
+            Some(t) => Some(
+                eventbus::tls::client_config(&t.ca, t.cert.as_deref(), t.key.as_deref())
+                    .map_err(|e| anyhow::anyhow!("eventbus.tls: {e}"))?,
+            ),
             None => None,
         },
     };

@@ -47,36 +47,6 @@ pub fn tunnel_config(pki: &Pki) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// TLS to an external MQTT broker: its certificate verified against `ca` (host name included),
-/// with a client certificate when one is configured.
-pub fn mqtt_config(
-    ca: &std::path::Path,
-    cert: Option<&std::path::Path>,
-    key: Option<&std::path::Path>,
-) -> anyhow::Result<Arc<ClientConfig>> {
-    let ca = CertificateDer::from_pem_file(ca)
-        .with_context(|| format!("reading the MQTT broker CA {}", ca.display()))?;
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca)?);
-    let cfg = match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                .with_context(|| format!("reading {}", cert.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("reading key {}", key.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .context("the MQTT client certificate and key do not match")?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => anyhow::bail!("eventbus.tls needs both cert and key, or neither"),
-    };
-    Ok(Arc::new(cfg))
-}
-
 /// Enrollment's second step: verify the server against the CA just checked against the token.
 pub fn enroll_config(ca_der: CertificateDer<'static>) -> anyhow::Result<Arc<ClientConfig>> {
     let cfg = ClientConfig::builder_with_provider(provider())

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod mqtt;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};

@@ -8,11 +8,21 @@
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use eventbus::mqtt::{self, Packet, Publish};
+#[cfg(feature = "tls")]
+use futures_rustls::rustls;
+
+/// Client TLS settings; without the `tls` feature there are none to be had (and rustls and
+/// ring, ~0.6 MiB, stay out of the binary).
+#[cfg(feature = "tls")]
+type TlsConfig = std::sync::Arc<rustls::ClientConfig>;
+#[cfg(not(feature = "tls"))]
+type TlsConfig = std::convert::Infallible;
 use lexopt::prelude::*;
 use support::cli::{duration, parsed, text, usage};
 
@@ -32,10 +42,14 @@ COMMANDS:
             --every until then, so it also works while the responder is still starting
 
 OPTIONS:
-    --host <HOST>         broker host [default: 127.0.0.1]
+    --host <HOST>         broker host [default: 127.0.0.1]; with --cafile it must match the
+                          broker certificate's name or address
     -p, --port <PORT>     broker port [default: 1883]
     -u, --username <U>    user name (with --password)
     -P, --password <P>    password
+    --cafile <PEM>        TLS: verify the broker against this CA (plain TCP without it)
+    --cert <PEM>          TLS client certificate (with --key)
+    --key <PEM>           its private key
     -i, --id <ID>         client id [default: edge-mqtt-<pid>]
     -q, --qos <0|1>       QoS of pub and req messages and sub's subscriptions [default: 1]
     -C, --count <N>       sub: exit after N messages
@@ -79,6 +93,7 @@ struct Args {
     every: Duration,
     verbose: bool,
     debug: bool,
+    tls: Option<TlsConfig>,
 }
 
 /// Options may come before or after the command, as with the mosquitto clients.
@@ -99,7 +114,9 @@ fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Args>> {
         every: Duration::from_secs(1),
         verbose: false,
         debug: false,
+        tls: None,
     };
+    let (mut cafile, mut cert, mut key) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let mut cmd = None;
     let (mut user, mut pass) = (None, None);
     while let Some(arg) = p.next()? {
@@ -124,6 +141,9 @@ fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Args>> {
             Long("every") => a.every = duration(p.value()?)?,
             Short('v') | Long("verbose") => a.verbose = true,
             Short('d') | Long("debug") => a.debug = true,
+            Long("cafile") => cafile = Some(p.value()?.into()),
+            Long("cert") => cert = Some(p.value()?.into()),
+            Long("key") => key = Some(p.value()?.into()),
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -171,15 +191,73 @@ fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Args>> {
     if a.cmd == Cmd::Req && a.response.is_none() {
         return usage("req needs -r <RESPONSE-TOPIC>");
     }
+    a.tls = match cafile {
+        #[cfg(feature = "tls")]
+        Some(ca) => Some(
+            eventbus::tls::client_config(&ca, cert.as_deref(), key.as_deref())
+                .map_err(support::cli::UsageError)?,
+        ),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return usage("this edge-mqtt was built without TLS (cargo feature tls)"),
+        None if cert.is_some() || key.is_some() => {
+            return usage("--cert and --key need --cafile (TLS)")
+        }
+        None => None,
+    };
     if a.every.is_zero() {
         return usage("--every must be more than 0");
     }
     Ok(Some(a))
 }
 
+/// The socket, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(t) => t,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(t) => t.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One broker connection: a socket and the bytes received but not yet decoded.
 struct Conn {
-    tcp: TcpStream,
+    tcp: Stream,
     buf: Vec<u8>,
     next_id: u16,
     last_sent: Instant,
@@ -199,6 +277,21 @@ impl Conn {
             }
         };
         let _ = tcp.set_nodelay(true);
+        // Bounds the TLS handshake, which runs inside the first write.
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let tcp = match &a.tls {
+            None => Stream::Plain(tcp),
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+            #[cfg(feature = "tls")]
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(a.host.clone())
+                    .map_err(|e| anyhow::anyhow!("{:?} is not a TLS server name: {e}", a.host))?;
+                let conn = rustls::ClientConnection::new(cfg.clone(), name)?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        };
         let mut c = Conn {
             tcp,
             buf: Vec::new(),
@@ -210,7 +303,8 @@ impl Conn {
             .as_ref()
             .map(|(u, p)| (u.as_str(), p.as_str()));
         c.send(&mqtt::connect(&a.id, KEEPALIVE.as_secs() as u16, creds))?;
-        match c.recv(Some(Instant::now() + Duration::from_secs(10)).min(deadline))? {
+        let connack_by = Instant::now() + Duration::from_secs(10);
+        match c.recv(Some(deadline.map_or(connack_by, |d| d.min(connack_by))))? {
             Some(Packet::ConnAck { code: 0, .. }) => Ok(c),
             Some(Packet::ConnAck { code, .. }) => bail!(
                 "{addr} refused the connection: {}",
@@ -262,7 +356,7 @@ impl Conn {
                 .map(|u| u.saturating_duration_since(now))
                 .unwrap_or(Duration::MAX)
                 .clamp(Duration::from_millis(1), Duration::from_secs(1));
-            self.tcp.set_read_timeout(Some(wait))?;
+            self.tcp.tcp().set_read_timeout(Some(wait))?;
             let mut chunk = [0u8; 4096];
             match self.tcp.read(&mut chunk) {
                 Ok(0) => bail!("the broker closed the connection"),
