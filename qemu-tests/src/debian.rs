@@ -122,8 +122,15 @@ fn download(pkg: &str, into: &Path) -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     eprintln!("qemu-tests: downloading {pkg}");
+    // A stalled mirror must not hang the test: bounded per-connection timeouts, a few retries.
     run(Command::new("apt-get")
-        .args(["download", "-q", pkg])
+        .args([
+            "-o",
+            "Acquire::http::Timeout=30",
+            "-o",
+            "Acquire::https::Timeout=30",
+        ])
+        .args(["-o", "Acquire::Retries=3", "download", "-q", pkg])
         .current_dir(&scratch))?;
     let deb = std::fs::read_dir(&scratch)
         .map_err(|e| e.to_string())?
