@@ -1,6 +1,6 @@
 //! Nodes survive a cloudcore restart: they are listed at once (not only when their edges
 //! reconnect), keep their identity, and one whose edge is gone turns NotReady instead of
-//! vanishing from `get nodes`.
+//! vanishing from `get nodes`. `describe` keeps the events from before the restart.
 
 use std::time::Duration;
 
@@ -50,6 +50,9 @@ fn nodes_are_listed_after_a_clean_restart_and_a_dead_edge_turns_not_ready() {
     let mut dead_run = dead.run("1s");
     cloud.wait_ready("alive", true, T);
     cloud.wait_ready("dead", true, T);
+    cloud.apply_ok(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: \"1\"}\n",
+    );
     let (alive_uid, dead_uid) = (uid(&cloud, "alive"), uid(&cloud, "dead"));
     dead_run.signal(Signal::KILL);
     dead_run.wait_exit(T);
@@ -63,6 +66,12 @@ fn nodes_are_listed_after_a_clean_restart_and_a_dead_edge_turns_not_ready() {
         uid(&cloud, "alive"),
         alive_uid,
         "identity kept across the restart"
+    );
+    let described =
+        String::from_utf8(cloud.cli(&["describe", "configmap", "settings"]).stdout).unwrap();
+    assert!(
+        described.contains("Applied") && described.contains("created at version"),
+        "events from before the restart: {described}"
     );
     let wide = String::from_utf8(cloud.cli(&["get", "nodes"]).stdout).unwrap();
     assert!(

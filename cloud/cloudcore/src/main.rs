@@ -168,7 +168,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         }
     }));
     hub.sessions.close_all();
-    hub.save_nodes();
+    hub.save_state();
     let _ = std::fs::remove_file(data_dir.join(admin::ADDR_FILE));
     Ok(())
 }

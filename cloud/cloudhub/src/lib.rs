@@ -79,8 +79,8 @@ pub struct Hub {
     pub sessions: Sessions,
 }
 
-/// How often changed node records are saved (one transaction for all of them).
-pub const NODE_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often changed node records (one transaction for all) and events are saved.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Hub {
     /// Tells every session the store changed, so each plans its node's deliveries again.
@@ -88,9 +88,20 @@ impl Hub {
         self.sessions.ring_all();
     }
 
-    /// Saves the node records changed since the last save; they are retried next time if the
-    /// store fails.
-    pub fn save_nodes(&self) {
+    /// Saves the node records and the event ring changed since the last save; what fails is
+    /// retried next time.
+    pub fn save_state(&self) {
+        self.save_nodes();
+        let Some(events) = self.events.borrow_mut().take_changed() else {
+            return;
+        };
+        if let Err(e) = self.store.borrow_mut().save_state("events", &events) {
+            log::error!("cannot save events: {e}");
+            self.events.borrow_mut().mark_changed();
+        }
+    }
+
+    fn save_nodes(&self) {
         let dirty = self.registry.borrow_mut().take_dirty();
         if dirty.is_empty() {
             return;
@@ -165,11 +176,20 @@ pub fn bind(
     if !saved.is_empty() {
         log::info!("restored {} node(s) from the store", registry.len());
     }
+    let mut events = events::Events::default();
+    match store.load_state("events") {
+        Ok(Some(bytes)) => match events.restore(&bytes) {
+            Ok(n) => log::info!("restored {n} event(s) from the store"),
+            Err(e) => log::warn!("skipping the saved events: {e}"),
+        },
+        Ok(None) => {}
+        Err(e) => log::warn!("cannot read the saved events: {e}"),
+    }
     let hub = Rc::new(Hub {
         registry: RefCell::new(registry),
         store: RefCell::new(store),
         controller: RefCell::new(edgecontroller::EdgeController::new()),
-        events: RefCell::new(events::Events::default()),
+        events: RefCell::new(events),
         sessions: Sessions::default(),
         cfg,
         ca,
@@ -235,8 +255,8 @@ impl Bound {
             let hub = hub_for_saves;
             async move {
                 loop {
-                    smol::Timer::after(NODE_SAVE_INTERVAL).await;
-                    hub.save_nodes();
+                    smol::Timer::after(SAVE_INTERVAL).await;
+                    hub.save_state();
                 }
             }
         };

@@ -31,6 +31,8 @@ const SYNCED: TableDefinition<&str, &[u8]> = TableDefinition::new("synced");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Node records (CloudHub's registry: node, lease, last heard), by node name.
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+/// Other saved state of the hub, by name (`events`).
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,11 +67,12 @@ impl ObjectKey {
         }
     }
 
-    fn db_key(&self) -> String {
+    /// `pods/<namespace>/<name>`: how the store and saved events name an object.
+    pub fn db_key(&self) -> String {
         format!("{}/{}/{}", self.kind.plural(), self.namespace, self.name)
     }
 
-    fn from_db_key(k: &str) -> Option<Self> {
+    pub fn from_db_key(k: &str) -> Option<Self> {
         let mut p = k.splitn(3, '/');
         let kind = Kind::from_cli(p.next()?)?;
         Some(ObjectKey::new(kind, p.next()?, p.next()?))
@@ -207,6 +210,7 @@ impl CloudStore {
         tx.open_table(SYNCED).map_err(|e| open_err(&e))?;
         tx.open_table(META).map_err(|e| open_err(&e))?;
         tx.open_table(NODES).map_err(|e| open_err(&e))?;
+        tx.open_table(STATE).map_err(|e| open_err(&e))?;
         tx.commit().map_err(|e| open_err(&e))?;
         let mut store = CloudStore {
             db,
@@ -450,6 +454,23 @@ impl CloudStore {
                 t.insert(name.as_str(), bytes.as_slice()).map_err(io)?;
             }
         }
+        tx.commit().map_err(io)
+    }
+
+    /// A piece of hub state saved with [`CloudStore::save_state`].
+    pub fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read().map_err(io)?;
+        let t = tx.open_table(STATE).map_err(io)?;
+        Ok(t.get(name).map_err(io)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Saves a piece of hub state durably, replacing what was saved under `name`.
+    pub fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        tx.open_table(STATE)
+            .map_err(io)?
+            .insert(name, bytes)
+            .map_err(io)?;
         tx.commit().map_err(io)
     }
 
