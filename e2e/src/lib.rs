@@ -235,6 +235,35 @@ impl Cloud {
         }
     }
 
+    /// Stops cloudcore, keeping its data dir and ports to start it again: SIGKILL when
+    /// `kill` (a crash), else SIGTERM with a clean exit asserted.
+    pub fn stop(self, kill: bool) -> StoppedCloud {
+        let Cloud {
+            mut proc,
+            dir,
+            ws,
+            cert,
+        } = self;
+        if kill {
+            proc.signal(rustix::process::Signal::KILL);
+            proc.wait_exit(Duration::from_secs(30));
+        } else {
+            proc.signal(rustix::process::Signal::TERM);
+            let code = proc.wait_exit(Duration::from_secs(30));
+            assert_eq!(
+                code,
+                Some(0),
+                "cloudcore did not stop cleanly: {}",
+                proc.log()
+            );
+        }
+        StoppedCloud {
+            dir,
+            ws: ws.port(),
+            cert: cert.port(),
+        }
+    }
+
     pub fn token(&self) -> String {
         let out = self.cli(&["token"]);
         assert!(
@@ -338,6 +367,21 @@ impl Cloud {
             .collect()
     }
 
+    /// The reported value of twin `property` of Device `default/<device>` in the cloud's
+    /// status, if any.
+    pub fn reported_twin(&self, device: &str, property: &str) -> Option<String> {
+        let (status, d) = self.admin("GET", &format!("/api/v1/devices/default/{device}"), b"");
+        if status != 200 {
+            return None;
+        }
+        d["status"]["twins"]
+            .as_array()?
+            .iter()
+            .find(|t| t["propertyName"] == property)?["reported"]["value"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// Ready condition status of `node` ("True"/"False"), None if not registered.
     pub fn ready(&self, node: &str) -> Option<String> {
         let list = self.nodes();
@@ -358,6 +402,23 @@ impl Cloud {
         wait_for(&format!("node {node} Ready={want}"), timeout, || {
             (self.ready(node).as_deref() == Some(want)).then_some(())
         })
+    }
+}
+
+/// A stopped cloudcore's data dir (CA, objects, nodes) and ports.
+pub struct StoppedCloud {
+    pub dir: TempDir,
+    ws: u16,
+    cert: u16,
+}
+
+impl StoppedCloud {
+    /// Starts cloudcore again on the same data dir and ports, so joined edges find it.
+    pub fn start(self, extra: &[&str]) -> Cloud {
+        let (ws, cert) = (self.ws.to_string(), self.cert.to_string());
+        let mut args = vec!["--ws-port", ws.as_str(), "--cert-port", cert.as_str()];
+        args.extend_from_slice(extra);
+        Cloud::start_in(self.dir, &args)
     }
 }
 

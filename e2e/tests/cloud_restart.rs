@@ -18,26 +18,9 @@ fn uid(cloud: &Cloud, name: &str) -> Option<Value> {
         .map(|n| n["metadata"]["uid"].clone())
 }
 
-/// Restarts `cloud` on the same ports and data dir; `kill` picks SIGKILL over SIGTERM.
+/// Restarts `cloud` on the same ports and data dir; `kill` picks a crash over a clean stop.
 fn restart(cloud: Cloud, kill: bool) -> Cloud {
-    let (ws, cert) = (cloud.ws.port().to_string(), cloud.cert.port().to_string());
-    let Cloud { mut proc, dir, .. } = cloud;
-    proc.signal(if kill { Signal::KILL } else { Signal::TERM });
-    let code = proc.wait_exit(T);
-    if !kill {
-        assert_eq!(code, Some(0), "{}", proc.log());
-    }
-    Cloud::start_in(
-        dir,
-        &[
-            "--ws-port",
-            &ws,
-            "--cert-port",
-            &cert,
-            "--node-grace-period",
-            "3s",
-        ],
-    )
+    cloud.stop(kill).start(&["--node-grace-period", "3s"])
 }
 
 #[test]

@@ -179,8 +179,6 @@ fn a_burst_of_fifty_updates_leaves_the_last_version() {
 #[test]
 fn cloudcore_killed_mid_burst_loses_nothing() {
     let cloud = Cloud::start(&[]);
-    let ws = cloud.ws.port().to_string();
-    let cert = cloud.cert.port().to_string();
     let (edge, _run) = edge_with_cloud(&cloud);
     for i in 0..100 {
         assert_eq!(
@@ -195,10 +193,7 @@ fn cloudcore_killed_mid_burst_loses_nothing() {
         );
     }
     // Every apply above was answered, so every one must survive a kill at any instant.
-    let Cloud { proc, dir, .. } = cloud;
-    proc.signal(Signal::KILL);
-    drop(proc);
-    let cloud = Cloud::start_in(dir, &["--ws-port", &ws, "--cert-port", &cert]);
+    let cloud = cloud.stop(true).start(&[]);
     let pods = cloud.admin("GET", "/api/v1/pods", b"").1;
     assert_eq!(
         pods["items"].as_array().unwrap().len(),

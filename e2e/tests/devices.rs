@@ -23,16 +23,7 @@ fn device(desired: &str) -> String {
 }
 
 fn reported(cloud: &Cloud) -> Option<String> {
-    let (status, d) = cloud.admin("GET", "/api/v1/devices/default/thermo", b"");
-    if status != 200 {
-        return None;
-    }
-    d["status"]["twins"]
-        .as_array()?
-        .iter()
-        .find(|t| t["propertyName"] == "temperature")?["reported"]["value"]
-        .as_str()
-        .map(str::to_owned)
+    cloud.reported_twin("thermo", "temperature")
 }
 
 fn twin_update(port: u16, value: &str) {
@@ -53,8 +44,6 @@ fn devices_through_the_embedded_broker() {
 /// `external`: the port of a mosquitto to use; `None` runs edgecore's embedded broker.
 fn scenario(external: Option<u16>) {
     let cloud = Cloud::start(&[]);
-    let ws = cloud.ws.port().to_string();
-    let cert = cloud.cert.port().to_string();
     let edge = Edge::new("edge0");
     edge.join_ok(&cloud);
     let port = match external {
@@ -137,8 +126,7 @@ fn scenario(external: Option<u16>) {
     assert_eq!(g["twin"]["temperature"]["expected"]["value"], "22");
 
     // Cloud down: a report made offline is kept and delivered when the cloud returns.
-    let Cloud { proc, dir, .. } = cloud;
-    drop(proc);
+    let stopped = cloud.stop(true);
     twin_update(port, "30.1");
     sub.wait(&format!("{TWIN}/update/result"), T, |v| {
         v["twin"]["temperature"]["actual"]["value"] == "30.1"
@@ -146,7 +134,7 @@ fn scenario(external: Option<u16>) {
     run.signal(Signal::KILL); // and the edge restarts while offline, too
     run.wait_exit(T);
     let _run = edge.run("1s");
-    let cloud = Cloud::start_in(dir, &["--ws-port", &ws, "--cert-port", &cert]);
+    let cloud = stopped.start(&[]);
     wait_for("the offline report in the cloud", T, || {
         (reported(&cloud).as_deref() == Some("30.1")).then_some(())
     });

@@ -205,8 +205,6 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
 fn offline_cold_boot_brings_pods_back_and_the_cloud_does_not_recreate_them() {
     let mut ctrd = Containerd::start();
     let cloud = Cloud::start(&[]);
-    let ws = cloud.ws.port().to_string();
-    let cert = cloud.cert.port().to_string();
     let (edge, mut run) = start_edge(&cloud, &ctrd);
     cloud.apply_ok(APP);
     wait_for("web Running and Ready", T, || {
@@ -214,8 +212,7 @@ fn offline_cold_boot_brings_pods_back_and_the_cloud_does_not_recreate_them() {
     });
 
     // Cloud gone for good (for now); then a power cut: edgecore, containers and containerd.
-    let Cloud { proc, dir, .. } = cloud;
-    drop(proc);
+    let stopped = cloud.stop(true);
     run.signal(Signal::KILL);
     run.wait_exit(T);
     ctrd.crash();
@@ -236,7 +233,7 @@ fn offline_cold_boot_brings_pods_back_and_the_cloud_does_not_recreate_them() {
     eprintln!("pod back {:?} after the cold boot", booted.elapsed());
 
     // The cloud returns: the pod is reported Running with the same container.
-    let cloud = Cloud::start_in(dir, &["--ws-port", &ws, "--cert-port", &cert]);
+    let cloud = stopped.start(&[]);
     cloud.wait_ready("edge0", true, T);
     wait_for("status from the rebooted edge", T, || {
         (container_status(&cloud, "web")["containerID"] == format!("containerd://{id}")

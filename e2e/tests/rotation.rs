@@ -13,7 +13,6 @@ const T: Duration = Duration::from_secs(60);
 fn the_edge_renews_its_certificate_before_it_expires() {
     // 20 s certificates, back-dated 2 s: renewal falls 13–18 s after each issue.
     let cloud = Cloud::start(&["--edge-cert-validity", "20s"]);
-    let (ws, cert) = (cloud.ws.port().to_string(), cloud.cert.port().to_string());
     let edge = Edge::new("edge0");
     edge.join_ok(&cloud);
     let pki = edge.dir.path().join("pki");
@@ -46,19 +45,7 @@ fn the_edge_renews_its_certificate_before_it_expires() {
     wait_for("two more renewals", Duration::from_secs(90), || {
         (run.log().matches("renewed the edge certificate").count() >= 3).then_some(())
     });
-    let Cloud { proc, dir, .. } = cloud;
-    drop(proc);
-    let cloud = Cloud::start_in(
-        dir,
-        &[
-            "--ws-port",
-            &ws,
-            "--cert-port",
-            &cert,
-            "--edge-cert-validity",
-            "20s",
-        ],
-    );
+    let cloud = cloud.stop(true).start(&["--edge-cert-validity", "20s"]);
     cloud.wait_ready("edge0", true, T);
     assert!(
         !run.log().contains("certificate renewal failed"),

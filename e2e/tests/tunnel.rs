@@ -124,22 +124,11 @@ fn edge_keeps_retrying_while_the_cloud_is_down_and_connects_when_it_starts() {
     let cloud = Cloud::start(&[]);
     let edge = Edge::new("edge0");
     edge.join_ok(&cloud);
-    let ws_port = cloud.ws.port();
-    let cert_port = cloud.cert.port();
-    let Cloud { proc, dir, .. } = cloud;
-    drop(proc); // cloud down
+    let stopped = cloud.stop(true); // cloud down
     let run = edge.run("1s");
     run.wait_log("cannot reach cloud", T);
     run.wait_log("reconnecting in", T);
     // Same data dir (same CA), same ports.
-    let cloud = Cloud::start_in(
-        dir,
-        &[
-            "--ws-port",
-            &ws_port.to_string(),
-            "--cert-port",
-            &cert_port.to_string(),
-        ],
-    );
+    let cloud = stopped.start(&[]);
     cloud.wait_ready("edge0", true, Duration::from_secs(60));
 }

@@ -123,19 +123,6 @@ fn device_manifest(node: &str) -> String {
     )
 }
 
-fn reported(cloud: &Cloud) -> Option<String> {
-    let (status, d) = cloud.admin("GET", &format!("/api/v1/devices/default/{DEVICE}"), b"");
-    if status != 200 {
-        return None;
-    }
-    d["status"]["twins"]
-        .as_array()?
-        .iter()
-        .find(|t| t["propertyName"] == "temperature")?["reported"]["value"]
-        .as_str()
-        .map(str::to_owned)
-}
-
 fn kb(f: &std::collections::BTreeMap<String, String>, key: &str, vm: &Vm) -> u64 {
     f.get(key)
         .and_then(|v| v.parse().ok())
@@ -196,7 +183,7 @@ pub fn run(arch: Arch) -> VmReport {
     vm.wait_for(
         "the reported value in the cloud",
         Duration::from_secs(60),
-        |_| (reported(&cloud).as_deref() == Some(REPORT)).then_some(()),
+        |_| (cloud.reported_twin(DEVICE, "temperature").as_deref() == Some(REPORT)).then_some(()),
     );
     let twin_in_cloud = vm.started.elapsed();
 
