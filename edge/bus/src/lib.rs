@@ -241,6 +241,15 @@ pub enum BusMessage {
     Upload { topic: String, payload: Vec<u8> },
 }
 
+/// What woke a module's loop ([`Mailbox::next`]).
+#[derive(Debug)]
+pub enum Wake {
+    Mail(BusMessage),
+    Tick,
+    /// Shutdown was triggered, or every sender is gone.
+    Stop,
+}
+
 /// A module's receiving end.
 pub struct Mailbox {
     pub id: ModuleId,
@@ -256,6 +265,28 @@ impl Mailbox {
     /// The next message if one is already waiting.
     pub fn try_recv(&self) -> Option<BusMessage> {
         self.rx.try_recv().ok()
+    }
+
+    /// The next message, tick of `ticker`, or shutdown, whichever comes first: the wait at
+    /// the top of a module's loop.
+    pub async fn next(&self, ticker: &mut smol::Timer, shutdown: &Shutdown) -> Wake {
+        use smol::future::FutureExt;
+        use smol::stream::StreamExt;
+        async {
+            match self.recv().await {
+                Some(m) => Wake::Mail(m),
+                None => Wake::Stop,
+            }
+        }
+        .or(async {
+            ticker.next().await;
+            Wake::Tick
+        })
+        .or(async {
+            shutdown.wait().await;
+            Wake::Stop
+        })
+        .await
     }
 }
 
@@ -359,6 +390,35 @@ impl ShutdownTrigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_wakes_for_mail_tick_and_stop() {
+        smol::block_on(async {
+            let (bus, mut boxes) = Bus::new(&[ModuleId::Edged]);
+            let mailbox = boxes.remove(0);
+            let (mut trigger, shutdown) = Shutdown::new();
+            let mut ticker = smol::Timer::interval(std::time::Duration::from_millis(10));
+            bus.deliver(ModuleId::Edged, BusMessage::Link(Link::Disconnected));
+            assert!(matches!(
+                mailbox.next(&mut ticker, &shutdown).await,
+                Wake::Mail(BusMessage::Link(Link::Disconnected))
+            ));
+            assert!(matches!(
+                mailbox.next(&mut ticker, &shutdown).await,
+                Wake::Tick
+            ));
+            trigger.trigger();
+            assert!(matches!(
+                mailbox.next(&mut ticker, &shutdown).await,
+                Wake::Stop
+            ));
+            // Every sender gone reads as shutdown too.
+            let (_t, idle) = Shutdown::new();
+            drop(bus);
+            let mut never = smol::Timer::never();
+            assert!(matches!(mailbox.next(&mut never, &idle).await, Wake::Stop));
+        });
+    }
 
     #[test]
     fn deliver_drops_and_counts_when_full_send_waits() {

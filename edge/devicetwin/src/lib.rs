@@ -21,11 +21,9 @@ use std::rc::Rc;
 
 use bus::{
     Bus, BusMessage, CloudObject, CloudRequest, Link, Mailbox, ModuleId, ObjectOp, Outcome, Reply,
-    RequestId, Shutdown,
+    RequestId, Shutdown, Wake,
 };
 use serde_json::{json, Map, Value};
-use smol::future::FutureExt;
-use smol::stream::StreamExt;
 use store::{Batched, KvStore, Op, StoreError};
 
 /// Reports waiting for the cloud at most; the oldest is dropped (and counted) beyond this.
@@ -706,27 +704,13 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
     };
     let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(5));
     loop {
-        enum Ev {
-            Mail(Option<BusMessage>),
-            Tick,
-            Stop,
-        }
-        let ev = async { Ev::Mail(mailbox.recv().await) }
-            .or(async {
-                ticker.next().await;
-                Ev::Tick
-            })
-            .or(async {
-                shutdown.wait().await;
-                Ev::Stop
-            })
-            .await;
+        let wake = mailbox.next(&mut ticker, &shutdown).await;
         let now = now_ms();
         let mut fx = Effects::default();
-        match ev {
-            Ev::Mail(None) | Ev::Stop => return,
-            Ev::Tick => {}
-            Ev::Mail(Some(first)) => {
+        match wake {
+            Wake::Stop => return,
+            Wake::Tick => {}
+            Wake::Mail(first) => {
                 // Everything already waiting shares the commit below.
                 r.handle(&mut core, first, now, &mut fx);
                 for _ in 1..MAX_BATCH {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bus::{
     Bus, BusMessage, CloudRequest, Link, Mailbox, ModuleId, Outcome, Reply, RequestId, Shutdown,
+    Wake,
 };
 use serde_json::Value;
 use smol::future::FutureExt;
@@ -388,33 +389,19 @@ async fn node_loop(
         }
     };
     loop {
-        enum Ev {
-            Mail(Option<BusMessage>),
-            Tick,
-            Stop,
-        }
-        let ev = async { Ev::Mail(mailbox.recv().await) }
-            .or(async {
-                ticker.next().await;
-                Ev::Tick
-            })
-            .or(async {
-                shutdown.wait().await;
-                Ev::Stop
-            })
-            .await;
+        let wake = mailbox.next(&mut ticker, shutdown).await;
         let now = Instant::now();
         let wall = SystemTime::now();
-        let requests = match ev {
-            Ev::Mail(None) | Ev::Stop => return,
-            Ev::Mail(Some(BusMessage::Link(link))) => {
+        let requests = match wake {
+            Wake::Stop => return,
+            Wake::Mail(BusMessage::Link(link)) => {
                 tell(PodEvent::Link(match link {
                     Link::Connected { local_ip } => Some(local_ip.to_string()),
                     Link::Disconnected => None,
                 }));
                 agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir))
             }
-            Ev::Mail(Some(BusMessage::Reply { id, outcome })) if id.0 >= POD_STATUS_IDS => {
+            Wake::Mail(BusMessage::Reply { id, outcome }) if id.0 >= POD_STATUS_IDS => {
                 if !matches!(
                     outcome,
                     Outcome::Answered {
@@ -426,19 +413,19 @@ async fn node_loop(
                 }
                 continue;
             }
-            Ev::Mail(Some(BusMessage::Reply { id, outcome })) => agent.on_reply(id, outcome, wall),
-            Ev::Mail(Some(BusMessage::Desired(d))) => {
+            Wake::Mail(BusMessage::Reply { id, outcome }) => agent.on_reply(id, outcome, wall),
+            Wake::Mail(BusMessage::Desired(d)) => {
                 if let Some(tx) = &pods {
                     // Desired state must not be lost: wait for room.
                     let _ = tx.send(PodEvent::Desired(d)).await;
                 }
                 continue;
             }
-            Ev::Mail(Some(other)) => {
+            Wake::Mail(other) => {
                 log::debug!("edged ignores {other:?}");
                 continue;
             }
-            Ev::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
+            Wake::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
         };
         for (id, request) in requests {
             let msg = BusMessage::ToCloud {
