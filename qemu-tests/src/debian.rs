@@ -216,25 +216,28 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
 }
 
-fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {
+/// The entries of `dir` whose names start with `prefix` (none if `dir` cannot be read).
+fn entries(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
+        .into_iter()
+        .flatten()
+        .flatten()
         .map(|e| e.path())
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
         })
+        .collect()
+}
+
+fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    entries(dir, prefix).into_iter().next()
 }
 
 /// Removes other complete versions beside `keep` (an old kernel is 10 MB of cache).
 fn prune(dir: &Path, prefix: &str, keep: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p != keep
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        {
+    for p in entries(dir, prefix) {
+        if p != keep {
             let _ = std::fs::remove_dir_all(&p);
         }
     }
@@ -242,21 +245,18 @@ fn prune(dir: &Path, prefix: &str, keep: &Path) {
 
 /// The most recently completed cached directory starting with `prefix`.
 fn newest(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-                && p.join("complete").exists()
-        })
-        .max_by_key(|p| {
-            p.join("complete")
+    entries(dir, prefix)
+        .into_iter()
+        .filter_map(|p| {
+            let done = p
+                .join("complete")
                 .metadata()
                 .and_then(|m| m.modified())
-                .ok()
+                .ok()?;
+            Some((done, p))
         })
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// A module's name from its file name: `virtio_net.ko.xz` → `virtio_net` (dashes are
