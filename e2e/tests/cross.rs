@@ -2,14 +2,9 @@
 //! Needs `cross/build.sh` first, so it is ignored by a plain `cargo test`; `scripts/test.sh`
 //! runs it with `--ignored`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn target_root() -> PathBuf {
-    // <target>/debug/deps/<test exe>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_path_buf()
-}
+use e2e::target_root;
 
 #[test]
 #[ignore = "needs cross/build.sh; scripts/test.sh runs it"]

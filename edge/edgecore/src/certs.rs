@@ -170,9 +170,9 @@ pub fn install(pki: &Pki, key_pem: &str, cert_der: &[u8]) -> anyhow::Result<()> 
     crate::write_atomic(&cert_next, pem("CERTIFICATE", cert_der).as_bytes(), 0o644)?;
     // Refuse a pair the tunnel could not use before it replaces one that works.
     let staged = Pki {
-        ca: pki.ca.clone(),
         cert: cert_next.clone(),
         key: key_next.clone(),
+        ..pki.clone()
     };
     if let Err(e) = crate::tls::tunnel_config(&staged) {
         discard_pending(pki);
@@ -240,7 +240,6 @@ pub async fn rotate(
     cert_server: String,
     renewed: smol::channel::Sender<()>,
 ) {
-    let pki = std::rc::Rc::new(pki);
     let mut jitter = fastrand::f64();
     let mut retry = RETRY_MIN;
     loop {
@@ -262,15 +261,7 @@ pub async fn rotate(
             smol::Timer::after(Duration::from_secs((due - now).min(3600) as u64)).await;
             continue;
         }
-        let (paths, node2, server) = (
-            Pki {
-                ca: pki.ca.clone(),
-                cert: pki.cert.clone(),
-                key: pki.key.clone(),
-            },
-            node.clone(),
-            cert_server.clone(),
-        );
+        let (paths, node2, server) = (pki.clone(), node.clone(), cert_server.clone());
         match smol::unblock(move || renew(&paths, &node2, &server)).await {
             Ok(not_after) => {
                 log::info!(

@@ -200,6 +200,7 @@ mod duration_text {
 }
 
 /// Paths of the TLS material inside the data dir.
+#[derive(Clone, Debug)]
 pub struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,

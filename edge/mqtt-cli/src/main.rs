@@ -68,6 +68,9 @@ EXIT CODES:
 
 /// Biggest packet accepted from the broker.
 const MAX_PACKET: usize = 1 << 20;
+/// Messages kept that arrive while waiting for an acknowledgement; later ones are dropped
+/// (req publishes its request again, sub is subscribed by then and loses nothing before).
+const MAX_EARLY: usize = 1024;
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq)]
@@ -380,7 +383,7 @@ impl Conn {
         loop {
             match self.recv(until)? {
                 Some(p) if want(&p) => return Ok(p),
-                Some(Packet::Publish(m)) => early.push(m),
+                Some(Packet::Publish(m)) if early.len() < MAX_EARLY => early.push(m),
                 Some(_) => {}
                 None => bail!("the broker sent no {what}"),
             }
