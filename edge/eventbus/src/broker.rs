@@ -9,7 +9,8 @@
 //!
 //! Bounds, each a config value: connections (further ones are closed at once), packet size
 //! (a larger packet closes its connection), messages queued per subscriber (a full queue drops
-//! the message for that subscriber, counted and logged). So a flood cannot grow memory.
+//! the message for that subscriber, counted and logged), and topic filters per client
+//! ([`MAX_FILTERS_PER_CLIENT`]; more are refused in the SUBACK). So a flood cannot grow memory.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -46,6 +47,28 @@ impl BrokerConfig {
             credentials: None,
         }
     }
+}
+
+/// Topic filters one client may hold; SUBSCRIBE beyond this is refused (SUBACK 0x80) so a
+/// client cannot grow the broker's memory without bound.
+pub const MAX_FILTERS_PER_CLIENT: usize = 128;
+
+/// Adds the requested filters a client does not hold yet, up to the limit; returns the
+/// SUBACK codes (0: granted at QoS 0, 0x80: refused).
+fn add_filters(held: &mut Vec<String>, requested: Vec<(String, u8)>) -> Vec<u8> {
+    requested
+        .into_iter()
+        .map(|(f, _)| {
+            if held.contains(&f) {
+                0
+            } else if held.len() < MAX_FILTERS_PER_CLIENT {
+                held.push(f);
+                0
+            } else {
+                0x80
+            }
+        })
+        .collect()
 }
 
 struct Client {
@@ -208,14 +231,10 @@ async fn serve_client(
                     state.borrow_mut().route(&p.topic, &p.payload);
                 }
                 Packet::Subscribe { id: pid, filters } => {
-                    let granted: Vec<u8> = filters.iter().map(|_| 0).collect();
-                    if let Some(c) = state.borrow_mut().clients.get_mut(&id) {
-                        for (f, _) in filters {
-                            if !c.filters.contains(&f) {
-                                c.filters.push(f);
-                            }
-                        }
-                    }
+                    let granted = match state.borrow_mut().clients.get_mut(&id) {
+                        Some(c) => add_filters(&mut c.filters, filters),
+                        None => vec![0x80; filters.len()],
+                    };
                     sock.write_all(&mqtt::suback(pid, &granted))
                         .await
                         .map_err(|_| ())?;
@@ -248,5 +267,25 @@ async fn serve_client(
             Ev::Read(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
             Ev::Out(Some(bytes)) => sock.write_all(&bytes).await.map_err(|_| ())?,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_per_client_are_bounded() {
+        let mut held = Vec::new();
+        let many: Vec<(String, u8)> = (0..MAX_FILTERS_PER_CLIENT + 2)
+            .map(|i| (format!("t/{i}"), 1))
+            .collect();
+        let codes = add_filters(&mut held, many);
+        assert_eq!(held.len(), MAX_FILTERS_PER_CLIENT);
+        assert!(codes[..MAX_FILTERS_PER_CLIENT].iter().all(|c| *c == 0));
+        assert_eq!(&codes[MAX_FILTERS_PER_CLIENT..], [0x80, 0x80]);
+        // A filter already held is granted again without growing the list.
+        assert_eq!(add_filters(&mut held, vec![("t/0".into(), 0)]), [0]);
+        assert_eq!(held.len(), MAX_FILTERS_PER_CLIENT);
     }
 }
