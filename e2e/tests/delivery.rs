@@ -180,18 +180,16 @@ fn a_burst_of_fifty_updates_leaves_the_last_version() {
 fn cloudcore_killed_mid_burst_loses_nothing() {
     let cloud = Cloud::start(&[]);
     let (edge, _run) = edge_with_cloud(&cloud);
-    for i in 0..100 {
-        assert_eq!(
-            cloud
-                .admin(
-                    "POST",
-                    "/api/v1/apply",
-                    pod(&format!("p{i}"), "edge0", 1, None).as_bytes()
-                )
-                .0,
-            200
-        );
-    }
+    let apply = |cloud: &Cloud, pods: std::ops::Range<u32>| {
+        for i in pods {
+            let manifest = pod(&format!("p{i}"), "edge0", 1, None);
+            assert_eq!(
+                cloud.admin("POST", "/api/v1/apply", manifest.as_bytes()).0,
+                200
+            );
+        }
+    };
+    apply(&cloud, 0..100);
     // Every apply above was answered, so every one must survive a kill at any instant.
     let cloud = cloud.stop(true).start(&[]);
     let pods = cloud.admin("GET", "/api/v1/pods", b"").1;
@@ -200,18 +198,7 @@ fn cloudcore_killed_mid_burst_loses_nothing() {
         100,
         "acknowledged writes lost in the crash"
     );
-    for i in 100..200 {
-        assert_eq!(
-            cloud
-                .admin(
-                    "POST",
-                    "/api/v1/apply",
-                    pod(&format!("p{i}"), "edge0", 1, None).as_bytes()
-                )
-                .0,
-            200
-        );
-    }
+    apply(&cloud, 100..200);
     wait_for("all 200 pods on the edge", Duration::from_secs(60), || {
         (edge.meta().len() == 200).then_some(())
     });
