@@ -36,8 +36,8 @@ fn sandbox_config(name: &str) -> v1::PodSandboxConfig {
 #[test]
 fn cri_client_drives_a_real_containerd() {
     let ctrd = Containerd::start();
-    smol::block_on(async {
-        let mut c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    let c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    smol::block_on(c.with(async {
         let v = c.version().await.unwrap();
         assert_eq!(v.runtime_name, "containerd");
         assert!(!v.runtime_version.is_empty());
@@ -142,7 +142,7 @@ fn cri_client_drives_a_real_containerd() {
         );
         let e = c.container_status(&id).await.unwrap_err();
         assert!(e.is_not_found(), "{e}");
-    });
+    }));
     wait_for("nothing left running", Duration::from_secs(10), || {
         ctrd.ctr(&["tasks", "ls", "-q"], None)
             .stdout

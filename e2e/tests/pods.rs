@@ -49,8 +49,8 @@ fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
 
 /// Containers the runtime holds for pods of this edgecore, by pod name: (id, state).
 fn runtime_containers(ctrd: &Containerd) -> HashMap<String, Vec<(String, i32)>> {
-    smol::block_on(async {
-        let mut c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    let c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    smol::block_on(c.with(async {
         let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
         for x in c.list_containers(None).await.unwrap() {
             let pod = x
@@ -61,7 +61,7 @@ fn runtime_containers(ctrd: &Containerd) -> HashMap<String, Vec<(String, i32)>> 
             out.entry(pod).or_default().push((x.id, x.state));
         }
         out
-    })
+    }))
 }
 
 const APP: &str = r#"apiVersion: v1
@@ -125,8 +125,8 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
         .unwrap()
         .trim_start_matches("containerd://")
         .to_owned();
-    smol::block_on(async {
-        let mut c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    let c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+    smol::block_on(c.with(async {
         let out = c
             .exec_sync(
                 &web_id,
@@ -145,7 +145,7 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
             .await
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the cloud");
-    });
+    }));
 
     // The crasher: restartCount rises, exit code 3 is reported, and the gaps between
     // restarts grow (1 s, 2 s, 4 s back-off).
@@ -187,13 +187,8 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
         (!runtime_containers(&ctrd).contains_key("web")).then_some(())
     });
     wait_for("web's sandbox removed", T, || {
-        let sandboxes = smol::block_on(async {
-            cri::CriClient::new(&ctrd.endpoint())
-                .unwrap()
-                .list_pod_sandbox(None)
-                .await
-                .unwrap()
-        });
+        let c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
+        let sandboxes = smol::block_on(c.with(async { c.list_pod_sandbox(None).await.unwrap() }));
         (!sandboxes
             .iter()
             .any(|s| s.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("web")))

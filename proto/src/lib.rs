@@ -10,11 +10,13 @@
 //! - [`token`]: the enrollment token `hex(sha256(CA)).<JWT>` (§3.3).
 //! - [`objresp`]: the `{"Object":…,"Err":…}` reply shape and Kubernetes `Status` errors (§4.6).
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
+//! - [`quantity`]: Kubernetes resource quantities.
 
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod message;
 pub mod objresp;
+pub mod quantity;
 pub mod resource;
 pub mod route;
 pub mod time;

@@ -41,7 +41,7 @@ fn unix(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-pub use cloudstore::smp::strategic_merge;
+use cloudstore::smp;
 
 impl NodeRegistry {
     pub fn new(limit: usize) -> Self {
@@ -171,6 +171,7 @@ impl NodeRegistry {
         };
         node["kind"] = json!("Node");
         node["apiVersion"] = json!("v1");
+        cloudstore::defaults::node(&mut node);
         let meta = &mut node["metadata"];
         meta["uid"] = uid;
         meta["creationTimestamp"] = created;
@@ -210,9 +211,28 @@ impl NodeRegistry {
         if !self.nodes.contains_key(name) {
             return Err(Self::not_found_node(name));
         }
+        let current = &self.nodes[name].node;
+        let mut merged = smp::apply(current, &patch, &smp::schema::NODE).map_err(|e| {
+            StatusError(objresp::status(
+                e.code,
+                if e.code == 500 {
+                    "InternalError"
+                } else {
+                    "BadRequest"
+                },
+                &e.message,
+                json!({ "name": name, "kind": "nodes" }),
+            ))
+        })?;
+        // `nodes/status` semantics: the spec and the object's identity stay the server's.
+        for k in ["name", "uid", "creationTimestamp"] {
+            merged["metadata"][k] = current["metadata"][k].clone();
+        }
+        merged["spec"] = current.get("spec").cloned().unwrap_or_else(|| json!({}));
+        cloudstore::defaults::node(&mut merged);
         let rv = self.bump();
         let r = self.nodes.get_mut(name).expect("checked above");
-        strategic_merge(&mut r.node, &patch);
+        r.node = merged;
         r.node["metadata"]["resourceVersion"] = json!(rv);
         r.last_heard = now;
         self.dirty.insert(name.to_owned());
@@ -303,10 +323,13 @@ impl NodeRegistry {
                 "lastHeartbeatTime": heard,
                 "lastTransitionTime": since,
             });
-            strategic_merge(
-                &mut node,
+            if let Ok(n) = smp::apply(
+                &node,
                 &json!({ "status": { "conditions": [not_ready] } }),
-            );
+                &smp::schema::NODE,
+            ) {
+                node = n;
+            }
         }
         node
     }
@@ -461,7 +484,7 @@ mod tests {
         let mut r = NodeRegistry::new(10);
         let t = SystemTime::now();
         r.register("e", node("e"), t).unwrap();
-        let p = br#"{"status":{"$setElementOrder/conditions":[{"type":"MemoryPressure"},{"type":"Ready"}],"conditions":[{"type":"Ready","lastHeartbeatTime":"t1"},{"type":"DiskPressure","status":"False"}]}}"#;
+        let p = br#"{"status":{"$setElementOrder/conditions":[{"type":"MemoryPressure"},{"type":"Ready"},{"type":"DiskPressure"}],"conditions":[{"type":"Ready","lastHeartbeatTime":"t1"},{"type":"DiskPressure","status":"False"}]}}"#;
         let n = r.patch("e", p, t).unwrap();
         let conds = n["status"]["conditions"].as_array().unwrap();
         assert_eq!(conds.len(), 3);

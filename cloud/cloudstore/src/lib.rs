@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod defaults;
 pub mod kinds;
 pub mod smp;
 
@@ -44,6 +45,9 @@ pub enum StoreError {
     Corrupt(String, String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A patch that cannot be applied, with the HTTP status the apiserver gives it.
+    #[error("{1}")]
+    Patch(u16, String),
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -302,6 +306,7 @@ impl CloudStore {
             if *kind == Kind::Secret {
                 fold_string_data(&mut desired);
             }
+            defaults::apply(*kind, &mut desired, false);
             let current = staged
                 .iter()
                 .rev()
@@ -330,9 +335,7 @@ impl CloudStore {
                     let mut o = desired.clone();
                     o["metadata"]["uid"] = json!(proto::message::new_msg_id());
                     o["metadata"]["creationTimestamp"] = json!(proto::time::rfc3339(now_unix));
-                    if *kind == Kind::Pod {
-                        o["status"] = json!({ "phase": "Pending" });
-                    }
+                    defaults::apply(*kind, &mut o, true);
                     (o, Change::Created, 1)
                 }
             };
@@ -391,9 +394,16 @@ impl CloudStore {
         let Some(cur) = self.objects.get(key) else {
             return Err(StoreError::NotFound(key.to_string()));
         };
-        let mut obj = cur.object.clone();
         let status_patch = json!({ "status": patch.get("status").cloned().unwrap_or(Value::Null) });
-        smp::strategic_merge(&mut obj, &status_patch);
+        let mut obj = cur.object.clone();
+        match key.kind {
+            // CRDs take JSON merge patches (the apiserver refuses strategic merge on them).
+            Kind::Device | Kind::DeviceModel => smp::json_merge_patch(&mut obj, &status_patch),
+            _ => {
+                obj = smp::apply(&obj, &status_patch, smp::schema::for_kind(key.kind.name()))
+                    .map_err(|e| StoreError::Patch(e.code, e.message))?
+            }
+        }
         let rv = self.last_rv + 1;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let entry = Entry {

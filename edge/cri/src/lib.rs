@@ -6,14 +6,16 @@
 //! flag, 4 bytes big-endian length, the protobuf), and the status in the trailers
 //! (`grpc-status`, `grpc-message`) or, for errors without a body, in the headers.
 //!
-//! Every call has a deadline (sent as `grpc-timeout` and enforced locally). The HTTP/2
-//! connection is driven only while a call is in flight, and is redialled after any transport
-//! error, so a restarted containerd is picked up by the next call.
+//! Every call has a deadline (sent as `grpc-timeout` and enforced locally). Calls share one
+//! HTTP/2 connection and may overlap (one stream each); [`CriClient::drive`] polls the
+//! connection for all of them. It is redialled after any transport error, so a restarted
+//! containerd is picked up by the next call.
 
 #![forbid(unsafe_code)]
 
 mod compat;
 
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -81,18 +83,25 @@ impl From<h2::Error> for CriError {
 }
 
 type Driver = Pin<Box<dyn Future<Output = Result<(), h2::Error>>>>;
+/// A new connection's generation and driver, handed from the dialling call to the driver.
+type NewDriver = (u64, Driver);
 
-struct Conn {
-    send: h2::client::SendRequest<Bytes>,
-    driver: Driver,
-}
-
-/// A client for one runtime endpoint.
+/// A client for one runtime endpoint. Calls take `&self` and may run concurrently (HTTP/2
+/// streams on one connection); the connection makes progress only while [`CriClient::drive`]
+/// is polled beside them (one driver, so every call's wakers stay registered with the socket).
 pub struct CriClient {
     path: PathBuf,
-    conn: Option<Conn>,
+    /// The live connection's request handle and its generation.
+    conn: RefCell<Option<(u64, h2::client::SendRequest<Bytes>)>>,
+    generation: Cell<u64>,
+    /// One dial at a time: concurrent calls after a failure share the new connection.
+    dialing: smol::lock::Mutex<()>,
+    /// New connections' drivers, for [`CriClient::drive`].
+    drivers: (
+        smol::channel::Sender<NewDriver>,
+        smol::channel::Receiver<NewDriver>,
+    ),
 }
-
 /// Accepts `unix:///path`, `unix:/path` or a plain path.
 pub fn socket_path(endpoint: &str) -> Result<PathBuf, CriError> {
     let p = endpoint
@@ -182,7 +191,10 @@ impl CriClient {
     pub fn new(endpoint: &str) -> Result<Self, CriError> {
         Ok(CriClient {
             path: socket_path(endpoint)?,
-            conn: None,
+            conn: RefCell::new(None),
+            generation: Cell::new(0),
+            dialing: smol::lock::Mutex::new(()),
+            drivers: smol::channel::unbounded(),
         })
     }
 
@@ -190,23 +202,63 @@ impl CriClient {
         &self.path
     }
 
-    async fn connect(path: &Path) -> Result<Conn, CriError> {
-        let io = Async::<UnixStream>::connect(path)
+    /// Drives the HTTP/2 connection; never returns. Poll it beside every call (the pod loop
+    /// does), or use [`CriClient::with`].
+    pub async fn drive(&self) -> std::convert::Infallible {
+        loop {
+            let Ok((generation, driver)) = self.drivers.1.recv().await else {
+                std::future::pending::<()>().await;
+                continue;
+            };
+            if let Err(e) = driver.await {
+                log::debug!("CRI connection to {} ended: {e}", self.path.display());
+            }
+            self.forget(generation);
+        }
+    }
+
+    /// Runs `f` while driving the connection.
+    pub async fn with<T>(&self, f: impl Future<Output = T>) -> T {
+        f.or(async { match self.drive().await {} }).await
+    }
+
+    /// Drops connection `generation` so the next call redials.
+    fn forget(&self, generation: u64) {
+        let mut c = self.conn.borrow_mut();
+        if c.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *c = None;
+        }
+    }
+
+    fn current(&self) -> Option<(u64, h2::client::SendRequest<Bytes>)> {
+        self.conn.borrow().clone()
+    }
+
+    async fn connected(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), CriError> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let _dial = self.dialing.lock().await;
+        if let Some(c) = self.current() {
+            return Ok(c); // another call dialled while this one waited
+        }
+        let io = Async::<UnixStream>::connect(&self.path)
             .await
             .map_err(|source| CriError::Connect {
-                path: path.to_owned(),
+                path: self.path.clone(),
                 source,
             })?;
         let (send, connection) = h2::client::handshake(Compat(io)).await?;
-        Ok(Conn {
-            send,
-            driver: Box::pin(connection),
-        })
+        let generation = self.generation.get() + 1;
+        self.generation.set(generation);
+        *self.conn.borrow_mut() = Some((generation, send.clone()));
+        let _ = self.drivers.0.try_send((generation, Box::pin(connection)));
+        Ok((generation, send))
     }
 
     /// One unary call with a deadline.
     pub async fn call<Req, Resp>(
-        &mut self,
+        &self,
         service: &str,
         method: &'static str,
         req: &Req,
@@ -218,59 +270,43 @@ impl CriClient {
     {
         let path = format!("http://localhost/runtime.v1.{service}/{method}");
         let body = frame(req);
-        let socket = self.path.clone();
-        let conn_slot = &mut self.conn;
+        let generation = Cell::new(None);
         let work = async {
-            if conn_slot.is_none() {
-                *conn_slot = Some(Self::connect(&socket).await?);
+            let (g, send) = self.connected().await?;
+            generation.set(Some(g));
+            let mut send = send.ready().await?;
+            let request = http::Request::builder()
+                .method("POST")
+                .uri(path.as_str())
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", format!("{}m", timeout.as_millis()))
+                .body(())
+                .map_err(|e| CriError::Transport(e.to_string()))?;
+            let (response, mut stream) = send.send_request(request, false)?;
+            stream.send_data(body, true)?;
+            let response = response.await?;
+            let (parts, mut recv) = response.into_parts();
+            if parts.status != http::StatusCode::OK {
+                return Err(CriError::Transport(format!("HTTP status {}", parts.status)));
             }
-            let Conn { send, driver } = conn_slot.as_mut().expect("connected above");
-            let exchange = async {
-                let mut send = send.clone().ready().await?;
-                let request = http::Request::builder()
-                    .method("POST")
-                    .uri(path.as_str())
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .header("grpc-timeout", format!("{}m", timeout.as_millis()))
-                    .body(())
-                    .map_err(|e| CriError::Transport(e.to_string()))?;
-                let (response, mut stream) = send.send_request(request, false)?;
-                stream.send_data(body, true)?;
-                let response = response.await?;
-                let (parts, mut recv) = response.into_parts();
-                if parts.status != http::StatusCode::OK {
-                    return Err(CriError::Transport(format!("HTTP status {}", parts.status)));
+            grpc_status(method, &parts.headers)?;
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = recv.data().await {
+                let chunk = chunk?;
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                buf.extend_from_slice(&chunk);
+                if buf.len() > MAX_RESPONSE_BYTES {
+                    return Err(CriError::Malformed {
+                        method,
+                        why: "response over 16 MiB".into(),
+                    });
                 }
-                grpc_status(method, &parts.headers)?;
-                let mut buf = BytesMut::new();
-                while let Some(chunk) = recv.data().await {
-                    let chunk = chunk?;
-                    let _ = recv.flow_control().release_capacity(chunk.len());
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() > MAX_RESPONSE_BYTES {
-                        return Err(CriError::Malformed {
-                            method,
-                            why: "response over 16 MiB".into(),
-                        });
-                    }
-                }
-                if let Some(trailers) = recv.trailers().await? {
-                    grpc_status(method, &trailers)?;
-                }
-                unframe::<Resp>(method, &buf)
-            };
-            // The connection only makes progress while polled: drive it beside the call.
-            exchange
-                .or(async {
-                    match driver.await {
-                        Ok(()) => Err(CriError::Transport(
-                            "connection closed by the runtime".into(),
-                        )),
-                        Err(e) => Err(CriError::from(e)),
-                    }
-                })
-                .await
+            }
+            if let Some(trailers) = recv.trailers().await? {
+                grpc_status(method, &trailers)?;
+            }
+            unframe::<Resp>(method, &buf)
         };
         let result = work
             .or(async {
@@ -281,16 +317,17 @@ impl CriClient {
                 })
             })
             .await;
-        if matches!(
-            result,
-            Err(CriError::Transport(_) | CriError::Timeout { .. } | CriError::Connect { .. })
-        ) {
-            self.conn = None; // redial next time
+        // A transport failure redials next time; a slow call alone does not condemn a
+        // connection other calls share.
+        if matches!(result, Err(CriError::Transport(_))) {
+            if let Some(g) = generation.get() {
+                self.forget(g);
+            }
         }
         result
     }
 
-    pub async fn version(&mut self) -> Result<v1::VersionResponse, CriError> {
+    pub async fn version(&self) -> Result<v1::VersionResponse, CriError> {
         self.call(
             "RuntimeService",
             "Version",
@@ -302,10 +339,7 @@ impl CriClient {
         .await
     }
 
-    pub async fn run_pod_sandbox(
-        &mut self,
-        config: v1::PodSandboxConfig,
-    ) -> Result<String, CriError> {
+    pub async fn run_pod_sandbox(&self, config: v1::PodSandboxConfig) -> Result<String, CriError> {
         let req = v1::RunPodSandboxRequest {
             config: Some(config),
             runtime_handler: String::new(),
@@ -317,7 +351,7 @@ impl CriClient {
         Ok(r.pod_sandbox_id)
     }
 
-    pub async fn stop_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), CriError> {
         let _: v1::StopPodSandboxResponse = self
             .call(
                 "RuntimeService",
@@ -331,7 +365,7 @@ impl CriClient {
         Ok(())
     }
 
-    pub async fn remove_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<(), CriError> {
         let _: v1::RemovePodSandboxResponse = self
             .call(
                 "RuntimeService",
@@ -345,7 +379,7 @@ impl CriClient {
         Ok(())
     }
 
-    pub async fn pod_sandbox_status(&mut self, id: &str) -> Result<v1::PodSandboxStatus, CriError> {
+    pub async fn pod_sandbox_status(&self, id: &str) -> Result<v1::PodSandboxStatus, CriError> {
         let r: v1::PodSandboxStatusResponse = self
             .call(
                 "RuntimeService",
@@ -364,7 +398,7 @@ impl CriClient {
     }
 
     pub async fn list_pod_sandbox(
-        &mut self,
+        &self,
         filter: Option<v1::PodSandboxFilter>,
     ) -> Result<Vec<v1::PodSandbox>, CriError> {
         let r: v1::ListPodSandboxResponse = self
@@ -379,7 +413,7 @@ impl CriClient {
     }
 
     pub async fn create_container(
-        &mut self,
+        &self,
         sandbox: &str,
         config: v1::ContainerConfig,
         sandbox_config: v1::PodSandboxConfig,
@@ -395,7 +429,7 @@ impl CriClient {
         Ok(r.container_id)
     }
 
-    pub async fn start_container(&mut self, id: &str) -> Result<(), CriError> {
+    pub async fn start_container(&self, id: &str) -> Result<(), CriError> {
         let _: v1::StartContainerResponse = self
             .call(
                 "RuntimeService",
@@ -409,7 +443,7 @@ impl CriClient {
         Ok(())
     }
 
-    pub async fn stop_container(&mut self, id: &str, grace: Duration) -> Result<(), CriError> {
+    pub async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), CriError> {
         let req = v1::StopContainerRequest {
             container_id: id.into(),
             timeout: grace.as_secs() as i64,
@@ -425,7 +459,7 @@ impl CriClient {
         Ok(())
     }
 
-    pub async fn remove_container(&mut self, id: &str) -> Result<(), CriError> {
+    pub async fn remove_container(&self, id: &str) -> Result<(), CriError> {
         let _: v1::RemoveContainerResponse = self
             .call(
                 "RuntimeService",
@@ -440,7 +474,7 @@ impl CriClient {
     }
 
     pub async fn list_containers(
-        &mut self,
+        &self,
         filter: Option<v1::ContainerFilter>,
     ) -> Result<Vec<v1::Container>, CriError> {
         let r: v1::ListContainersResponse = self
@@ -454,7 +488,7 @@ impl CriClient {
         Ok(r.containers)
     }
 
-    pub async fn container_status(&mut self, id: &str) -> Result<v1::ContainerStatus, CriError> {
+    pub async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, CriError> {
         let r: v1::ContainerStatusResponse = self
             .call(
                 "RuntimeService",
@@ -473,7 +507,7 @@ impl CriClient {
     }
 
     pub async fn exec_sync(
-        &mut self,
+        &self,
         id: &str,
         cmd: Vec<String>,
         timeout: Duration,
@@ -492,7 +526,7 @@ impl CriClient {
         .await
     }
 
-    pub async fn image_status(&mut self, image: &str) -> Result<Option<v1::Image>, CriError> {
+    pub async fn image_status(&self, image: &str) -> Result<Option<v1::Image>, CriError> {
         let req = v1::ImageStatusRequest {
             image: Some(v1::ImageSpec {
                 image: image.into(),
@@ -506,7 +540,7 @@ impl CriClient {
         Ok(r.image)
     }
 
-    pub async fn pull_image(&mut self, image: &str) -> Result<String, CriError> {
+    pub async fn pull_image(&self, image: &str) -> Result<String, CriError> {
         let req = v1::PullImageRequest {
             image: Some(v1::ImageSpec {
                 image: image.into(),
@@ -521,7 +555,7 @@ impl CriClient {
         Ok(r.image_ref)
     }
 
-    pub async fn list_images(&mut self) -> Result<Vec<v1::Image>, CriError> {
+    pub async fn list_images(&self) -> Result<Vec<v1::Image>, CriError> {
         let r: v1::ListImagesResponse = self
             .call(
                 "ImageService",
@@ -587,7 +621,7 @@ mod tests {
     #[test]
     fn a_missing_socket_is_a_clear_error() {
         smol::block_on(async {
-            let mut c = CriClient::new("unix:///nonexistent/cri.sock").unwrap();
+            let c = CriClient::new("unix:///nonexistent/cri.sock").unwrap();
             let e = c.version().await.unwrap_err();
             assert!(matches!(e, CriError::Connect { .. }));
             assert!(e.to_string().contains("is containerd running"), "{e}");

@@ -340,7 +340,8 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
     let mut runtime = match &cfg.cri_endpoint {
         Some(ep) => match pods::PodRuntime::new(ep, cfg.data_dir.join("pods"), cfg.crash_backoff) {
             Ok(mut r) => {
-                match r.runtime_version().await {
+                let cri = r.client();
+                match cri.with(r.runtime_version()).await {
                     Ok(v) => {
                         log::info!("container runtime {v} at {ep}");
                         agent.set_runtime_version(v);
@@ -367,7 +368,8 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
     );
     let pod_loop = async {
         if let Some(r) = runtime.as_mut() {
-            pod_loop(&cfg, r, pod_rx, &bus, &shutdown).await;
+            let cri = r.client();
+            cri.with(pod_loop(&cfg, r, pod_rx, &bus, &shutdown)).await;
         }
     };
     smol::future::zip(node_loop, pod_loop).await;

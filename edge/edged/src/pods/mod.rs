@@ -63,7 +63,7 @@ struct Placement<'a> {
 
 /// Edged's container side.
 pub struct PodRuntime {
-    cri: CriClient,
+    cri: std::rc::Rc<CriClient>,
     root: PathBuf,
     backoff_base: Duration,
     /// Why a container could not be created, by (pod uid, container name).
@@ -147,7 +147,7 @@ fn write_if_changed(path: &Path, data: &[u8]) -> std::io::Result<()> {
 impl PodRuntime {
     pub fn new(endpoint: &str, root: PathBuf, backoff_base: Duration) -> Result<Self, CriError> {
         Ok(PodRuntime {
-            cri: CriClient::new(endpoint)?,
+            cri: std::rc::Rc::new(CriClient::new(endpoint)?),
             root,
             backoff_base,
             errors: HashMap::new(),
@@ -155,6 +155,11 @@ impl PodRuntime {
             sent: HashMap::new(),
             last_error: None,
         })
+    }
+
+    /// The runtime client, to drive its connection beside the pod loop.
+    pub fn client(&self) -> std::rc::Rc<CriClient> {
+        self.cri.clone()
     }
 
     /// `containerd://1.6.20`, for the node's `containerRuntimeVersion`.
