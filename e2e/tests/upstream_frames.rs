@@ -92,9 +92,24 @@ fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
         for f in &frames {
             // Upstream writes JSON plus a newline in a text frame.
             ws.send(Ws::text(f.encode())).await.unwrap();
+            if f.route.operation == Operation::Get && f.route.resource == "membership/detail" {
+                // Answered (upstream cloudcore drops it, and the edge asks every minute): the
+                // node's whole membership, then a confirmation of the request.
+                let detail = next_reply(&mut ws).await;
+                assert_eq!(
+                    (detail.route.group.as_str(), detail.route.resource.as_str()),
+                    ("twin", "membership/detail")
+                );
+                assert!(detail.header.parent_msg_id.is_empty());
+                assert_eq!(detail.content["devices"], serde_json::json!([]));
+                let confirm = next_reply(&mut ws).await;
+                assert_eq!(confirm.header.parent_msg_id, f.header.msg_id);
+                assert_eq!(confirm.route.resource, "twin");
+                continue;
+            }
             let expects_reply = !matches!(
                 f.route.operation,
-                Operation::Keepalive | Operation::Response | Operation::Get
+                Operation::Keepalive | Operation::Response
             );
             if !expects_reply {
                 continue;

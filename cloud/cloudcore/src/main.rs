@@ -28,7 +28,7 @@ USAGE:
     cloudcore apply -f <FILE|-> [--data-dir <DIR>]
     cloudcore get <nodes|pods|configmaps|secrets> [NAME] [-n NS | -A] [-o json|yaml|wide]
     cloudcore describe <kind> <NAME> [-n NS]
-    cloudcore delete <kind> <NAME> [-n NS]
+    cloudcore delete <kind> <NAME> [-n NS] [--grace-period N] [--force] [--wait=false]
     cloudcore --version
 
 COMMANDS:
@@ -41,7 +41,10 @@ COMMANDS:
             configmaps and secrets they use, and kept in sync across disconnections.
     get     List objects as a table, or as Kubernetes JSON/YAML.
     describe  One object with its recent events (applied, delivered, status reported).
-    delete  Delete an object; edges holding it remove it.
+    delete  Delete an object; edges holding it remove it. A pod running on a node is
+            deleted gracefully, as Kubernetes does: it shows Terminating while its node
+            stops its containers (SIGTERM, then SIGKILL after the grace period) and is gone
+            once the node confirms. Waits for that unless --wait=false.
 
 SERVE OPTIONS:
     --data-dir <DIR>              State directory [default: /var/lib/cloudcore]
@@ -69,6 +72,10 @@ CLIENT OPTIONS (apply, get, describe, delete):
     -o, --output json|yaml|wide   Kubernetes JSON or YAML, or a wider table
     --data-dir <DIR>              Find the running cloudcore through its data dir
     --server <IP:PORT>            Or name its admin address (credential still read from the data dir)
+    --grace-period <N>            delete: seconds a pod gets to stop [default: its
+                                  terminationGracePeriodSeconds]; 0 needs --force
+    --force                       delete: remove at once, without waiting for the node
+    --wait[=true|false]           delete: wait until the object is gone [default: true]
 
 EXIT CODES:
     0 success, 1 runtime failure, 2 bad command line
@@ -166,8 +173,9 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("received {sig:?}; shutting down");
         }
+        // Close every tunnel properly (a WebSocket Close each) before the process ends.
+        hub.sessions.close_all(Duration::from_secs(3)).await;
     }));
-    hub.sessions.close_all();
     hub.save_state();
     let _ = std::fs::remove_file(data_dir.join(admin::ADDR_FILE));
     Ok(())

@@ -76,6 +76,13 @@ pub enum Effect {
     Keepalive,
     /// An acknowledgement of a message the cloud sent (by its id).
     Ack(String),
+    /// The edge asked for its device membership (request id).
+    MembershipDetail(String),
+    /// The edge reported a device's twins (DeviceController follows its versions).
+    TwinReport {
+        namespace: String,
+        name: String,
+    },
     Other,
 }
 
@@ -255,82 +262,6 @@ fn object_query(
     reply(msg, obj, &entry.rv().to_string(), now)
 }
 
-/// `update device/<ns>/<name>/twin/edge_updated` and `.../state/update` from DeviceTwin
-/// (§5.3): reported values and state go into the Device's status. Answered `"OK"` (group
-/// `twin`, resource `twin`) even for devices the node no longer holds, so a stale report is
-/// dropped instead of resent forever.
-fn device_report(
-    ctx: &mut Ctx,
-    node: &str,
-    ns: &str,
-    name: &str,
-    suffix: &str,
-    msg: &Message,
-    now: SystemTime,
-) -> Message {
-    let mut ok = reply(msg, json!("OK"), "", now);
-    ok.route.source = ModuleName::DeviceController;
-    ok.route.group = Group::Twin;
-    ok.route.resource = "twin".into();
-    let key = ObjectKey::new(Kind::Device, ns, name);
-    let Some(entry) = ctx.store.get(&key) else {
-        log::warn!("node {node} reported on unknown device {ns}/{name}; dropped");
-        return ok;
-    };
-    if entry.object["spec"]["nodeName"].as_str() != Some(node) {
-        log::warn!("node {node} reported on device {ns}/{name}, which is not bound to it; dropped");
-        return ok;
-    }
-    let status_patch = match suffix {
-        "twin/edge_updated" => {
-            let mut twins = entry.object["status"]["twins"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for (k, t) in msg.content["twin"].as_object().into_iter().flatten() {
-                let Some(v) = t["actual"]["value"].as_str() else {
-                    continue;
-                };
-                let reported = json!({ "value": v, "metadata": {
-                    "timestamp": t["actual"]["metadata"]["timestamp"].as_i64().map(|ms| ms.to_string()).unwrap_or_default(),
-                    "type": t["metadata"]["type"].as_str().unwrap_or("string"),
-                } });
-                let desired = entry.object["spec"]["properties"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|p| p["name"] == k.as_str())
-                    .map(|p| p["desired"].clone())
-                    .unwrap_or(Value::Null);
-                match twins.iter_mut().find(|x| x["propertyName"] == k.as_str()) {
-                    Some(x) => {
-                        x["reported"] = reported;
-                        x["observedDesired"] = desired;
-                    }
-                    None => twins.push(json!({ "propertyName": k, "reported": reported, "observedDesired": desired })),
-                }
-            }
-            json!({ "status": { "twins": twins } })
-        }
-        "state/update" => {
-            let dm: Value = serde_json::from_slice(&msg.content_bytes()).unwrap_or(Value::Null);
-            let state = dm["device"]["state"].as_str().unwrap_or("unknown");
-            json!({ "status": { "state": state, "lastOnlineTime": dm["device"]["last_online"] } })
-        }
-        _ => return ok,
-    };
-    match ctx.store.patch_status(&key, &status_patch) {
-        Ok(_) => ctx.events.record(
-            &key,
-            now,
-            "Reported",
-            format!("node {node} reported {suffix}"),
-        ),
-        Err(e) => log::error!("cannot store a device report from {node}: {e}"),
-    }
-    ok
-}
-
 /// Handles one message from `node`. Returns what it meant and the reply to send, if any.
 pub fn upstream(
     ctx: &mut Ctx,
@@ -372,13 +303,38 @@ pub fn upstream(
     };
     let op = &msg.route.operation;
     let answer = match &path {
-        ResourcePath::MembershipDetail => None, // upstream ignores it too (§5.3)
+        // Upstream ignores it and the edge asks again every minute; DeviceController answers
+        // it with the node's membership.
+        ResourcePath::MembershipDetail => {
+            return (Effect::MembershipDetail(msg.header.msg_id.clone()), None)
+        }
         ResourcePath::Device {
             namespace,
             name,
             suffix,
         } if *op == Operation::Update => {
-            Some(device_report(ctx, node, namespace, name, suffix, msg, now))
+            let key = ObjectKey::new(Kind::Device, namespace, name);
+            match devicecontroller::report(ctx.store, node, namespace, name, suffix, msg) {
+                Ok(()) => ctx.events.record(
+                    &key,
+                    now,
+                    "Reported",
+                    format!("node {node} reported {suffix}"),
+                ),
+                Err(e) => {
+                    log::warn!("node {node}: device report for {namespace}/{name} dropped: {e}")
+                }
+            }
+            let reply = devicecontroller::report_reply(msg, now_ms(now));
+            let effect = if suffix == "twin/edge_updated" {
+                Effect::TwinReport {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                }
+            } else {
+                Effect::Other
+            };
+            return (effect, Some(reply));
         }
         ResourcePath::Object {
             kind,

@@ -4,7 +4,8 @@
 //! - [`certserver`]: the enrollment endpoint on port 10002.
 //! - [`dispatch`]: what each message from an edge does (sans-IO).
 //! - [`events`]: recent events per object, for `cloudcore describe`.
-//! - Delivery of pods, configmaps and secrets is `edgecontroller`'s plan, driven per session.
+//! - Delivery of pods, configmaps, secrets, devices and models is `edgecontroller`'s plan,
+//!   device membership `devicecontroller`'s, both driven per session.
 //! - [`nodes`]: the registry of nodes and leases, and readiness (sans-IO).
 //! - [`http`]: the little HTTP/1.1 both the certificate endpoint and the admin API need.
 //!
@@ -75,6 +76,7 @@ pub struct Hub {
     pub registry: RefCell<NodeRegistry>,
     pub store: RefCell<cloudstore::CloudStore>,
     pub controller: RefCell<edgecontroller::EdgeController>,
+    pub devices: RefCell<devicecontroller::DeviceController>,
     pub events: RefCell<events::Events>,
     pub sessions: Sessions,
 }
@@ -189,6 +191,7 @@ pub fn bind(
         registry: RefCell::new(registry),
         store: RefCell::new(store),
         controller: RefCell::new(edgecontroller::EdgeController::new()),
+        devices: RefCell::new(devicecontroller::DeviceController::new()),
         events: RefCell::new(events),
         sessions: Sessions::default(),
         cfg,

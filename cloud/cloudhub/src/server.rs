@@ -142,11 +142,14 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         return;
     };
     log::info!("node {node} connected from {peer:?}");
+    let _live = hub.sessions.live_guard();
     hub.controller.borrow_mut().connected(&node);
+    hub.devices.borrow_mut().connected(&node);
     let reason = session(&hub, &mut ws, &node, &kill, &bell).await;
     // A replaced session must not wipe the delivery state of the one that replaced it.
     if hub.sessions.close(&node, session_id) {
         hub.controller.borrow_mut().disconnected(&node);
+        hub.devices.borrow_mut().disconnected(&node);
     }
     log::info!("node {node} disconnected: {reason}");
     let _ = ws
@@ -174,10 +177,15 @@ async fn deliver<S>(
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
-    let msgs =
+    let mut msgs =
         hub.controller
             .borrow_mut()
             .plan(node, &hub.store.borrow(), Instant::now(), now_ms());
+    msgs.extend(
+        hub.devices
+            .borrow_mut()
+            .plan(node, &hub.store.borrow(), now_ms()),
+    );
     for m in msgs {
         ws.send(WsMessage::text(m.encode()))
             .await
@@ -287,6 +295,13 @@ where
                             Err(e) => log::error!("cannot record acknowledgement from {node}: {e}"),
                         }
                     }
+                    Effect::MembershipDetail(req) => {
+                        hub.devices.borrow_mut().detail_requested(node, &req)
+                    }
+                    Effect::TwinReport { namespace, name } => hub
+                        .devices
+                        .borrow_mut()
+                        .observe_report(node, &namespace, &name, &msg.content),
                     Effect::Other => {}
                 }
                 if let Some(r) = reply {
@@ -303,6 +318,17 @@ where
 #[derive(Default)]
 pub struct Sessions {
     inner: RefCell<SessionTable>,
+    /// Session tasks still running, closing included (shutdown waits for them).
+    live: Rc<std::cell::Cell<usize>>,
+}
+
+/// Counts a session task as live until dropped.
+pub struct LiveGuard(Rc<std::cell::Cell<usize>>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 #[derive(Default)]
@@ -362,9 +388,19 @@ impl Sessions {
         self.inner.borrow().by_node.contains_key(node)
     }
 
-    /// Ends every session (shutdown).
-    pub fn close_all(&self) {
+    fn live_guard(&self) -> LiveGuard {
+        self.live.set(self.live.get() + 1);
+        LiveGuard(self.live.clone())
+    }
+
+    /// Ends every session (shutdown): each sends its edge a WebSocket Close. Resolves once
+    /// every session task has finished, or after `limit`.
+    pub async fn close_all(&self, limit: Duration) {
         self.inner.borrow_mut().by_node.clear();
+        let deadline = Instant::now() + limit;
+        while self.live.get() > 0 && Instant::now() < deadline {
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -34,6 +34,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Other saved state of the hub, by name (`events`).
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// The last state of deleted objects some node still holds, by uid: the `delete` sent to
+/// that node carries the whole object, as upstream's does. Removed once no node holds it.
+const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -168,6 +171,7 @@ fn desired_part(obj: &Value) -> Value {
                 "managedFields",
                 "selfLink",
                 "deletionTimestamp",
+                "deletionGracePeriodSeconds",
             ] {
                 meta.remove(k);
             }
@@ -201,6 +205,7 @@ pub struct CloudStore {
     /// Bumped by every change to objects (not to sync records): lets readers cache what they
     /// derive from the objects.
     objects_version: u64,
+    tombstones: BTreeMap<String, Value>,
 }
 
 impl CloudStore {
@@ -215,6 +220,7 @@ impl CloudStore {
         tx.open_table(META).map_err(|e| open_err(&e))?;
         tx.open_table(NODES).map_err(|e| open_err(&e))?;
         tx.open_table(STATE).map_err(|e| open_err(&e))?;
+        tx.open_table(TOMBSTONES).map_err(|e| open_err(&e))?;
         tx.commit().map_err(|e| open_err(&e))?;
         let mut store = CloudStore {
             db,
@@ -222,6 +228,7 @@ impl CloudStore {
             synced: BTreeMap::new(),
             last_rv: 0,
             objects_version: 0,
+            tombstones: BTreeMap::new(),
         };
         let tx = store.db.begin_read().map_err(io)?;
         for item in tx.open_table(OBJECTS).map_err(io)?.iter().map_err(io)? {
@@ -241,6 +248,12 @@ impl CloudStore {
             let e: SyncEntry = serde_json::from_slice(v.value())
                 .map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
             store.synced.insert((node.to_owned(), uid.to_owned()), e);
+        }
+        for item in tx.open_table(TOMBSTONES).map_err(io)?.iter().map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            let obj = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
+            store.tombstones.insert(k.value().to_owned(), obj);
         }
         store.last_rv = tx
             .open_table(META)
@@ -323,6 +336,12 @@ impl CloudStore {
                     o["metadata"]["uid"] = cur.object["metadata"]["uid"].clone();
                     o["metadata"]["creationTimestamp"] =
                         cur.object["metadata"]["creationTimestamp"].clone();
+                    // A deletion in progress cannot be undone by an update.
+                    for k in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+                        if let Some(v) = cur.object["metadata"].get(k) {
+                            o["metadata"][k] = v.clone();
+                        }
+                    }
                     if let Some(st) = cur.object.get("status") {
                         o["status"] = st.clone();
                     }
@@ -374,19 +393,93 @@ impl CloudStore {
         Ok(results)
     }
 
-    /// Deletes an object durably; returns it.
+    /// Deletes an object durably, at once; returns it. While a node still holds it, its last
+    /// state is kept as a tombstone for the `delete` sent to that node.
     pub fn delete(&mut self, key: &ObjectKey) -> Result<Value, StoreError> {
-        if !self.objects.contains_key(key) {
+        let Some(entry) = self.objects.get(key) else {
             return Err(StoreError::NotFound(key.to_string()));
-        }
+        };
+        let uid = entry.uid().to_owned();
+        let mut last = entry.object.clone();
+        last["apiVersion"] = json!(key.kind.api_version());
+        last["kind"] = json!(key.kind.name());
+        let held = self.synced.keys().any(|(_, u)| *u == uid);
         let tx = self.db.begin_write().map_err(io)?;
         tx.open_table(OBJECTS)
             .map_err(io)?
             .remove(key.db_key().as_str())
             .map_err(io)?;
+        if held {
+            let bytes = serde_json::to_vec(&last).map_err(io)?;
+            tx.open_table(TOMBSTONES)
+                .map_err(io)?
+                .insert(uid.as_str(), bytes.as_slice())
+                .map_err(io)?;
+        }
         tx.commit().map_err(io)?;
         self.objects_version += 1;
+        if held {
+            self.tombstones.insert(uid, last);
+        }
         Ok(self.objects.remove(key).expect("checked above").object)
+    }
+
+    /// The last state of a deleted object some node still holds.
+    pub fn tombstone(&self, uid: &str) -> Option<&Value> {
+        self.tombstones.get(uid)
+    }
+
+    /// Starts a graceful deletion: `metadata.deletionTimestamp` = now + `grace_secs` and
+    /// `deletionGracePeriodSeconds`, as the apiserver marks a pod whose kubelet must stop it
+    /// first. A second call may shorten the grace period, never lengthen it. The push version
+    /// moves: the node must see the mark.
+    pub fn mark_deleting(
+        &mut self,
+        key: &ObjectKey,
+        grace_secs: u64,
+        now_unix: i64,
+    ) -> Result<Value, StoreError> {
+        let Some(cur) = self.objects.get(key) else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        let mut obj = cur.object.clone();
+        let meta = &mut obj["metadata"];
+        let deadline = now_unix.saturating_add(grace_secs as i64);
+        let current = meta["deletionTimestamp"]
+            .as_str()
+            .and_then(proto::time::parse_rfc3339);
+        if current.is_some_and(|c| c <= deadline) {
+            return Ok(obj); // already marked, with no longer a grace period
+        }
+        meta["deletionTimestamp"] = json!(proto::time::rfc3339(deadline));
+        meta["deletionGracePeriodSeconds"] = json!(grace_secs);
+        let rv = self.last_rv + 1;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let entry = Entry {
+            object: obj.clone(),
+            push_rv: rv,
+        };
+        self.write_entry(key, entry, rv)?;
+        Ok(obj)
+    }
+
+    fn write_entry(&mut self, key: &ObjectKey, entry: Entry, rv: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        {
+            tx.open_table(OBJECTS)
+                .map_err(io)?
+                .insert(key.db_key().as_str(), encode_entry(&entry).as_slice())
+                .map_err(io)?;
+            tx.open_table(META)
+                .map_err(io)?
+                .insert("rv", rv)
+                .map_err(io)?;
+        }
+        tx.commit().map_err(io)?;
+        self.last_rv = rv;
+        self.objects_version += 1;
+        self.objects.insert(key.clone(), entry);
+        Ok(())
     }
 
     /// Merges a status report into an object. Moves its resourceVersion, not its push version.
@@ -410,21 +503,7 @@ impl CloudStore {
             object: obj.clone(),
             push_rv: cur.push_rv,
         };
-        let tx = self.db.begin_write().map_err(io)?;
-        {
-            tx.open_table(OBJECTS)
-                .map_err(io)?
-                .insert(key.db_key().as_str(), encode_entry(&entry).as_slice())
-                .map_err(io)?;
-            tx.open_table(META)
-                .map_err(io)?
-                .insert("rv", rv)
-                .map_err(io)?;
-        }
-        tx.commit().map_err(io)?;
-        self.last_rv = rv;
-        self.objects_version += 1;
-        self.objects.insert(key.clone(), entry);
+        self.write_entry(key, entry, rv)?;
         Ok(obj)
     }
 
@@ -508,7 +587,23 @@ impl CloudStore {
                 }
             }
         }
+        // The last node that held a deleted object let it go: its tombstone goes too.
+        let drop_tombstone = entry.is_none()
+            && self.tombstones.contains_key(uid)
+            && !self
+                .synced
+                .keys()
+                .any(|(n, u)| u == uid && n.as_str() != node);
+        if drop_tombstone {
+            tx.open_table(TOMBSTONES)
+                .map_err(io)?
+                .remove(uid)
+                .map_err(io)?;
+        }
         tx.commit().map_err(io)?;
+        if drop_tombstone {
+            self.tombstones.remove(uid);
+        }
         let k = (node.to_owned(), uid.to_owned());
         match entry {
             Some(e) => self.synced.insert(k, e),
@@ -626,6 +721,62 @@ mod tests {
         assert_eq!(s.synced("edge0").count(), 1);
         assert_eq!(s.synced("edge1").count(), 0);
         assert_eq!(s.synced_entry("edge0", "u1").unwrap().rv, push);
+    }
+
+    #[test]
+    fn graceful_marks_and_tombstones() {
+        let path = tmp("graceful");
+        let mut s = CloudStore::open(&path).unwrap();
+        let r = s.apply(&[pod("a", "busybox")], 1000).unwrap();
+        let key = r[0].0.clone();
+        let before = s.get(&key).unwrap().clone();
+        let marked = s.mark_deleting(&key, 30, 2000).unwrap();
+        assert_eq!(
+            marked["metadata"]["deletionTimestamp"],
+            proto::time::rfc3339(2030)
+        );
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 30);
+        let after = s.get(&key).unwrap();
+        assert!(after.push_rv > before.push_rv, "the node must see the mark");
+        // A longer grace period does not move the deadline; a shorter one does.
+        let again = s.mark_deleting(&key, 60, 2001).unwrap();
+        assert_eq!(
+            again["metadata"]["deletionTimestamp"],
+            proto::time::rfc3339(2030)
+        );
+        let shorter = s.mark_deleting(&key, 0, 2001).unwrap();
+        assert_eq!(
+            shorter["metadata"]["deletionTimestamp"],
+            proto::time::rfc3339(2001)
+        );
+        // Held by a node: the deleted object's last state stays until the node lets go.
+        let uid = before.uid().to_owned();
+        let sync = SyncEntry {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: "a".into(),
+            rv: 1,
+        };
+        s.record_sync("edge0", &uid, Some(sync)).unwrap();
+        s.delete(&key).unwrap();
+        assert_eq!(s.tombstone(&uid).unwrap()["kind"], "Pod");
+        drop(s);
+        let mut s = CloudStore::open(&path).unwrap();
+        assert_eq!(
+            s.tombstone(&uid).unwrap()["apiVersion"],
+            "v1",
+            "kept across restarts"
+        );
+        s.record_sync("edge0", &uid, None).unwrap();
+        assert!(s.tombstone(&uid).is_none());
+        drop(s);
+        assert!(CloudStore::open(&path).unwrap().tombstone(&uid).is_none());
+        // Held by no node: no tombstone at all.
+        let mut s = CloudStore::open(&path).unwrap();
+        let r = s.apply(&[pod("b", "busybox")], 1000).unwrap();
+        let uid = s.get(&r[0].0).unwrap().uid().to_owned();
+        s.delete(&r[0].0).unwrap();
+        assert!(s.tombstone(&uid).is_none());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cloudstore::{kinds, CloudStore, Kind, ObjectKey, StoreError, SyncEntry};
-use proto::{Group, Message, ModuleName, Operation, ResourcePath};
+use proto::{Group, Message, Operation, ResourcePath};
 use serde_json::json;
 
 /// Unacknowledged messages per node at most: bounds memory and keeps a slow node from being
@@ -212,7 +212,7 @@ impl EdgeController {
             };
             let rv = entry.rv();
             let mut obj = entry.object.clone();
-            obj["apiVersion"] = json!("v1");
+            obj["apiVersion"] = json!(w.key.kind.api_version());
             obj["kind"] = json!(w.key.kind.name());
             let op = if acked.is_some() {
                 Operation::Update
@@ -220,7 +220,7 @@ impl EdgeController {
                 Operation::Insert
             };
             let mut msg = Message::new(
-                ModuleName::EdgeController,
+                w.key.kind.source(),
                 Group::Resource,
                 op,
                 path(&w.key),
@@ -267,10 +267,21 @@ impl EdgeController {
             {
                 continue;
             }
-            let content =
-                json!({ "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } });
+            // The whole object, as upstream's watch-driven delete carries it: its last state if
+            // it is gone, its current one if it is only no longer meant for this node.
+            let content = match store.tombstone(&uid).cloned().or_else(|| {
+                let e = store.get(&key).filter(|e| e.uid() == uid)?;
+                let mut o = e.object.clone();
+                o["apiVersion"] = json!(key.kind.api_version());
+                o["kind"] = json!(key.kind.name());
+                Some(o)
+            }) {
+                Some(o) => o,
+                None => json!({ "apiVersion": key.kind.api_version(), "kind": key.kind.name(),
+                    "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } }),
+            };
             let msg = Message::new(
-                ModuleName::EdgeController,
+                key.kind.source(),
                 Group::Resource,
                 Operation::Delete,
                 path(&key),
@@ -523,6 +534,13 @@ mod tests {
             .find(|m| m.route.resource == "default/pod/gone")
             .unwrap();
         assert!(del.content["metadata"]["uid"].is_string());
+        assert_eq!(del.content["kind"], "Pod", "deletes carry the whole object");
+        assert_eq!(del.content["spec"]["containers"][0]["image"], "a");
+        let moved = msgs
+            .iter()
+            .find(|m| m.route.resource == "default/pod/moved")
+            .unwrap();
+        assert_eq!(moved.content["spec"]["nodeName"], "edge1");
         ack_all(&mut c, &mut s, &msgs);
         assert_eq!(s.synced("edge0").count(), 2, "keep and new");
         assert!(c.plan("edge0", &s, t, 0).is_empty());
