@@ -64,12 +64,28 @@ fn apply_get_describe_delete_and_refuse_invalid_manifests() {
         "czNjcmV0"
     );
 
+    // This edge has no container runtime: its pod status says so, as a kubelet's would say
+    // why a container is not created.
+    let reason = wait_for("the edge's pod status", T, || {
+        let (_, p) = cloud.admin("GET", "/api/v1/pods/default/web", b"");
+        p["status"]["containerStatuses"][0]["state"]["waiting"]
+            .as_object()
+            .cloned()
+    });
+    assert_eq!(reason["reason"], "ContainerCreating");
+    assert!(
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .contains("no container runtime is configured"),
+        "{reason:?}"
+    );
     let table = String::from_utf8(cloud.cli(&["get", "pods"]).stdout).unwrap();
     let row = table.lines().nth(1).unwrap_or_default().to_owned();
     assert!(
         row.starts_with("web")
             && row.contains("0/1")
-            && row.contains("Pending")
+            && row.contains("ContainerCreating")
             && row.ends_with("edge0"),
         "{table}"
     );
@@ -136,7 +152,11 @@ fn changes_made_while_the_edge_is_away_arrive_when_it_returns() {
 
     cloud.apply_ok(&pod("new", "edge0", 1, None));
     cloud.apply_ok(&pod("changed", "edge0", 2, None));
-    assert!(cloud.cli(&["delete", "pod", "old"]).status.success());
+    // The edge is away: the graceful deletion waits for it (kubectl would wait too).
+    assert!(cloud
+        .cli(&["delete", "pod", "old", "--wait=false"])
+        .status
+        .success());
     // The stopped edge still has the old state.
     assert!(edge.stored("Pod", "old").is_some());
     assert_eq!(rev(&edge.stored("Pod", "changed").unwrap()), Some(1));

@@ -81,6 +81,17 @@ fn operation_is_empty(o: &Operation) -> bool {
     o.as_str().is_empty()
 }
 
+/// Whether `bytes` is the zero `model.Message` upstream's edgehub sends once while it shuts
+/// down: `{"header":{"msg_id":"","timestamp":0},"route":{},"content":null}`.
+pub fn is_empty_frame(bytes: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    v["header"]["msg_id"] == ""
+        && v["route"].as_object().is_some_and(|r| r.is_empty())
+        && v["content"].is_null()
+}
+
 /// A fresh random (version 4) UUID in the textual form upstream uses for `msg_id`.
 pub fn new_msg_id() -> String {
     uuid_v4(fastrand::u128(..))
@@ -269,6 +280,21 @@ mod tests {
         .unwrap();
         assert_eq!(m.header.msg_id, "a");
         assert!(m.content.is_null());
+    }
+
+    #[test]
+    fn upstreams_shutdown_frame_is_recognised() {
+        let frame =
+            b"{\"header\":{\"msg_id\":\"\",\"timestamp\":0},\"route\":{},\"content\":null}\n";
+        assert!(matches!(
+            Message::decode(frame, 1 << 20),
+            Err(DecodeError::MissingId)
+        ));
+        assert!(is_empty_frame(frame));
+        assert!(!is_empty_frame(
+            b"{\"header\":{\"msg_id\":\"\"},\"route\":{\"source\":\"x\"},\"content\":null}"
+        ));
+        assert!(!is_empty_frame(b"not json"));
     }
 
     #[test]

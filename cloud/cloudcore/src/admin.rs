@@ -5,6 +5,7 @@
 //! - `GET /api/v1/nodes[/<name>]`
 //! - `POST /api/v1/apply` with a YAML/JSON manifest (all documents or none are stored)
 //! - `GET /api/v1/<pods|configmaps|secrets>[?namespace=<ns>]`, `GET|DELETE /api/v1/<kind>/<ns>/<name>`
+//!   (a running pod on a node is deleted gracefully: `?gracePeriodSeconds=N`, 0 at once)
 //! - `GET /api/v1/events/<kind>/<ns>/<name>`: recent events of one object
 //! - `GET /api/v1/sync/<node>`: what a node acknowledged (object, version)
 
@@ -176,6 +177,15 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                 },
                 ("DELETE", [ns, name]) => {
                     let key = ObjectKey::new(k, ns, name);
+                    let param = |n: &str| {
+                        query
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix(n)?.strip_prefix('='))
+                    };
+                    let grace = param("gracePeriodSeconds").and_then(|g| g.parse::<u64>().ok());
+                    if let Some(marked) = graceful_pod_delete(hub, &key, grace) {
+                        return marked;
+                    }
                     let result = hub.store.borrow_mut().delete(&key);
                     match result {
                         Ok(obj) => {
@@ -202,6 +212,52 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
     }
 }
 
+/// The pod strategy's graceful delete (Kubernetes `CheckGracefulDelete`): a pod bound to a
+/// node and still running is only marked (`deletionTimestamp`, the grace period given, else
+/// its `terminationGracePeriodSeconds`) and its node stops it, then deletes it. Grace 0, a pod
+/// never scheduled, or one already finished is deleted at once (`None`: the caller deletes).
+fn graceful_pod_delete(
+    hub: &Hub,
+    key: &ObjectKey,
+    grace: Option<u64>,
+) -> Option<(u16, serde_json::Value)> {
+    if key.kind != Kind::Pod {
+        return None;
+    }
+    let grace = {
+        let store = hub.store.borrow();
+        let pod = &store.get(key)?.object;
+        let scheduled = pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        let grace = grace
+            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_u64())
+            .unwrap_or(30);
+        if !scheduled || finished || grace == 0 {
+            return None;
+        }
+        grace
+    };
+    let result = hub.store.borrow_mut().mark_deleting(key, grace, unix_now());
+    Some(match result {
+        Ok(obj) => {
+            hub.events.borrow_mut().record(
+                key,
+                SystemTime::now(),
+                "Killing",
+                format!("deletion requested; its node stops it within {grace}s, then it is gone"),
+            );
+            hub.store_changed();
+            (200, serde_json::json!({ "terminating": obj }))
+        }
+        Err(e) => (500, serde_json::json!({ "error": e.to_string() })),
+    })
+}
+
 fn unknown_kind(kind: &str) -> (u16, serde_json::Value) {
     (
         404,
@@ -220,6 +276,18 @@ fn apply(hub: &Hub, body: &[u8]) -> (u16, serde_json::Value) {
     };
     let now = unix_now();
     let result = hub.store.borrow_mut().apply(&objs, now);
+    if result.is_ok() {
+        let namespaces: std::collections::BTreeSet<String> = objs
+            .iter()
+            .map(|(_, o)| {
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned()
+            })
+            .collect();
+        hub.publish_root_ca(namespaces.iter().map(String::as_str));
+    }
     match result {
         Ok(results) => {
             let mut events = hub.events.borrow_mut();

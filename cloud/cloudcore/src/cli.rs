@@ -31,6 +31,11 @@ struct Client {
     output: Output,
     file: Option<String>,
     positional: Vec<String>,
+    /// `delete`: seconds given to a pod to stop (`--grace-period`), and `--force`.
+    grace: Option<u64>,
+    force: bool,
+    /// `delete`: wait until the object is gone (kubectl's default).
+    wait: bool,
 }
 
 impl Client {
@@ -43,6 +48,9 @@ impl Client {
             output: Output::Table,
             file: None,
             positional: Vec::new(),
+            grace: None,
+            force: false,
+            wait: true,
         };
         while let Some(arg) = p.next()? {
             match arg {
@@ -63,6 +71,26 @@ impl Client {
                                 "unknown output format {other:?}; use json, yaml or wide"
                             ))
                             .into())
+                        }
+                    }
+                }
+                Long("grace-period") => {
+                    c.grace = Some(support::cli::parsed(p.value()?, "number of seconds")?)
+                }
+                Long("force") => c.force = true,
+                Long("wait") => {
+                    c.wait = match p
+                        .optional_value()
+                        .map(support::cli::text)
+                        .transpose()?
+                        .as_deref()
+                    {
+                        None | Some("true") => true,
+                        Some("false") => false,
+                        Some(other) => {
+                            return Err(
+                                UsageError(format!("--wait={other}: use true or false")).into()
+                            )
                         }
                     }
                 }
@@ -170,12 +198,35 @@ pub fn cmd_delete(p: lexopt::Parser) -> anyhow::Result<()> {
     };
     let kind = c.kind("delete")?;
     let name = c.name("delete")?;
-    c.call(
-        "DELETE",
-        &format!("/api/v1/{}/{}/{name}", kind.plural(), c.namespace),
-        b"",
-    )?;
+    // kubectl's rules: grace 0 means "at once" only with --force (else it is 1 s); --force
+    // alone is grace 0.
+    let grace = match (c.force, c.grace) {
+        (true, _) => Some(0),
+        (false, Some(0)) => Some(1),
+        (false, g) => g,
+    };
+    if c.force {
+        eprintln!("Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.");
+    }
+    let path = format!("/api/v1/{}/{}/{name}", kind.plural(), c.namespace);
+    let query = grace
+        .map(|g| format!("?gracePeriodSeconds={g}"))
+        .unwrap_or_default();
+    c.call("DELETE", &format!("{path}{query}"), b"")?;
     println!("{} {name:?} deleted", kind.name().to_lowercase());
+    if c.wait {
+        // A pod its node still has to stop stays (Terminating) until the node confirms.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while c.call("GET", &path, b"").is_ok() {
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "{} {name:?} is still terminating after 5 minutes",
+                    kind.name().to_lowercase()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     Ok(())
 }
 
@@ -381,8 +432,15 @@ fn age(obj: &Value, now: SystemTime) -> String {
         .unwrap_or_else(|| "<unknown>".into())
 }
 
-/// kubectl's STATUS column: the phase, or the waiting/terminated reason of a container.
+/// kubectl's STATUS column: the phase, or the waiting/terminated reason of a container;
+/// `Terminating` once deletion began.
 fn pod_status(pod: &Value) -> String {
+    if pod["metadata"]
+        .get("deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        return "Terminating".into();
+    }
     for cs in pod["status"]["containerStatuses"]
         .as_array()
         .into_iter()

@@ -25,6 +25,108 @@ pub struct Ctx<'a> {
     pub nodes: &'a mut NodeRegistry,
     pub store: &'a mut CloudStore,
     pub events: &'a mut Events,
+    /// Signs service account tokens.
+    pub ca: &'a pki::Ca,
+}
+
+/// The issuer and default audience of service account tokens (a cluster's
+/// `--service-account-issuer` default).
+pub const TOKEN_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// Shortest token lifetime granted (the apiserver's minimum, 10 minutes).
+pub const MIN_TOKEN_SECS: u64 = 600;
+/// Longest token lifetime granted.
+pub const MAX_TOKEN_SECS: u64 = 48 * 3600;
+
+/// `query <ns>/serviceaccounttoken/<account>` with a TokenRequest (§4.5): a token is minted
+/// only for a pod bound to this node that runs as that account, bound to that pod. Answered
+/// with the TokenRequest and its status, without a resourceversion (upstream's shape).
+fn token_query(
+    ctx: &mut Ctx,
+    node: &str,
+    ns: &str,
+    account: &str,
+    msg: &Message,
+    now: SystemTime,
+) -> Message {
+    let refused = |code: u16, reason: &str, message: String| {
+        let st = objresp::status(
+            code,
+            reason,
+            &message,
+            json!({ "name": account, "kind": "serviceaccounts" }),
+        );
+        reply(msg, json!({ "ErrStatus": st }), "", now)
+    };
+    let spec = &msg.content["spec"];
+    let bound = &spec["boundObjectRef"];
+    if bound["kind"] != "Pod" {
+        return refused(
+            400,
+            "BadRequest",
+            "a node may only request tokens bound to a pod".into(),
+        );
+    }
+    let pod_name = bound["name"].as_str().unwrap_or("");
+    let pod_uid = bound["uid"].as_str().unwrap_or("");
+    let key = match own_pod(ctx.store, node, ns, pod_name) {
+        Ok(k) => k,
+        Err(StatusError(st)) => return reply(msg, json!({ "ErrStatus": st }), "", now),
+    };
+    let pod = &ctx.store.get(&key).expect("checked by own_pod").object;
+    let pod_account = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    if !pod_uid.is_empty() && pod["metadata"]["uid"].as_str() != Some(pod_uid) {
+        return refused(
+            409,
+            "Conflict",
+            format!("pod {ns}/{pod_name} has another uid"),
+        );
+    }
+    if pod_account != account {
+        return refused(
+            403,
+            "Forbidden",
+            format!("pod {ns}/{pod_name} runs as service account {pod_account:?}, not {account:?}"),
+        );
+    }
+    let secs = spec["expirationSeconds"]
+        .as_u64()
+        .unwrap_or(3600)
+        .clamp(MIN_TOKEN_SECS, MAX_TOKEN_SECS);
+    let audiences = match spec["audiences"].as_array() {
+        Some(a) if !a.is_empty() => Value::Array(a.clone()),
+        _ => json!([TOKEN_ISSUER]),
+    };
+    let iat = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let exp = iat + secs as i64;
+    let claims = json!({
+        "aud": audiences, "exp": exp, "iat": iat, "nbf": iat, "iss": TOKEN_ISSUER,
+        "jti": proto::message::new_msg_id(),
+        "sub": format!("system:serviceaccount:{ns}:{account}"),
+        "kubernetes.io": {
+            "namespace": ns,
+            "node": { "name": node },
+            "pod": { "name": pod_name, "uid": pod["metadata"]["uid"] },
+            "serviceaccount": { "name": account },
+        },
+    });
+    let token = match ctx.ca.sign_es256(&claims) {
+        Ok(t) => t,
+        Err(e) => return refused(500, "InternalError", e.to_string()),
+    };
+    let answer = json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": { "name": account, "namespace": ns, "creationTimestamp": proto::time::rfc3339(iat) },
+        "spec": { "audiences": audiences, "expirationSeconds": secs, "boundObjectRef": bound },
+        "status": { "token": token, "expirationTimestamp": proto::time::rfc3339(exp) },
+    });
+    reply(msg, answer, "", now)
 }
 
 fn now_ms(t: SystemTime) -> i64 {
@@ -441,6 +543,11 @@ pub fn upstream(
         } if *op == Operation::Delete => Some(pod_delete(ctx, node, namespace, name, msg, now)),
         ResourcePath::Object {
             namespace,
+            kind: ResourceKind::ServiceAccountToken,
+            name: Some(account),
+        } if *op == Operation::Query => Some(token_query(ctx, node, namespace, account, msg, now)),
+        ResourcePath::Object {
+            namespace,
             kind: k @ (ResourceKind::ConfigMap | ResourceKind::Secret),
             name: Some(name),
         } if *op == Operation::Query => {
@@ -526,12 +633,21 @@ mod tests {
         )
     }
 
+    fn test_ca() -> &'static pki::Ca {
+        static CA: std::sync::OnceLock<pki::Ca> = std::sync::OnceLock::new();
+        CA.get_or_init(|| {
+            let d = std::env::temp_dir().join(format!("dispatch-ca-{}", std::process::id()));
+            pki::Ca::load_or_create(&d).unwrap()
+        })
+    }
+
     macro_rules! ctx {
         ($r:ident, $s:ident, $e:ident) => {
             &mut Ctx {
                 nodes: &mut $r,
                 store: &mut $s,
                 events: &mut $e,
+                ca: test_ca(),
             }
         };
     }
@@ -673,6 +789,88 @@ mod tests {
         assert!(store
             .get(&ObjectKey::new(Kind::Pod, "default", "mine"))
             .is_none());
+    }
+
+    #[test]
+    fn tokens_are_minted_only_for_the_nodes_own_pods_and_their_account() {
+        let (mut reg, mut store, mut events) = parts("tokens");
+        let t = SystemTime::now();
+        let pod = |name: &str, node: &str, sa: Option<&str>| {
+            let mut p = json!({"apiVersion": "v1", "metadata": {"name": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}});
+            if let Some(sa) = sa {
+                p["spec"]["serviceAccountName"] = json!(sa);
+            }
+            (Kind::Pod, p)
+        };
+        store
+            .apply(
+                &[
+                    pod("mine", "edge0", None),
+                    pod("theirs", "edge1", None),
+                    pod("robot", "edge0", Some("robot")),
+                ],
+                0,
+            )
+            .unwrap();
+        let uid = |s: &CloudStore, n: &str| {
+            s.get(&ObjectKey::new(Kind::Pod, "default", n))
+                .unwrap()
+                .uid()
+                .to_owned()
+        };
+        let ask = |sa: &str, pod: &str, uid: &str| {
+            Message::new(
+                ModuleName::Edged,
+                Group::Meta,
+                Operation::Query,
+                format!("default/serviceaccounttoken/{sa}"),
+                json!({"metadata": {"creationTimestamp": null}, "spec": {"audiences": null, "expirationSeconds": 3607,
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod, "uid": uid}},
+                    "status": {"token": "", "expirationTimestamp": null}}),
+                0,
+            )
+        };
+        let m = ask("default", "mine", &uid(&store, "mine"));
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
+        let r = r.unwrap();
+        assert!(
+            r.header.resourceversion.is_empty(),
+            "TokenRequests carry no version"
+        );
+        assert_eq!(r.content["kind"], "TokenRequest");
+        assert_eq!(r.content["spec"]["expirationSeconds"], 3607);
+        let claims = test_ca()
+            .verify_es256(r.content["status"]["token"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+        assert_eq!(claims["kubernetes.io"]["pod"]["name"], "mine");
+        assert_eq!(claims["aud"], json!([TOKEN_ISSUER]));
+        let exp = proto::time::parse_rfc3339(
+            r.content["status"]["expirationTimestamp"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(exp, claims["exp"].as_i64().unwrap());
+        // Another node's pod, another account, another uid: refused.
+        for (node, m, code) in [
+            (
+                "edge0",
+                ask("default", "theirs", &uid(&store, "theirs")),
+                403,
+            ),
+            ("edge0", ask("default", "robot", &uid(&store, "robot")), 403),
+            ("edge0", ask("default", "mine", "not-the-uid"), 409),
+            ("edge0", ask("default", "ghost", ""), 404),
+        ] {
+            let (_, r) = upstream(ctx!(reg, store, events), node, &m, t);
+            assert!(
+                matches!(Reply::from_content(&r.unwrap().content), Reply::Failed { code: c, .. } if c == code),
+                "{m:?}"
+            );
+        }
+        let m = ask("robot", "robot", &uid(&store, "robot"));
+        let (_, r) = upstream(ctx!(reg, store, events), "edge0", &m, t);
+        assert_eq!(r.unwrap().content["kind"], "TokenRequest");
     }
 
     #[test]

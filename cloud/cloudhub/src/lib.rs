@@ -84,7 +84,54 @@ pub struct Hub {
 /// How often changed node records (one transaction for all) and events are saved.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The ConfigMap kube-controller-manager's root-ca-cert-publisher keeps in every namespace,
+/// which every pod's `kube-api-access` volume projects.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+
 impl Hub {
+    /// Makes sure `kube-root-ca.crt` holds the cloud CA in each namespace (as Kubernetes'
+    /// publisher does), so pods with the standard API access volume can start on an edge.
+    pub fn publish_root_ca<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) {
+        let pem = self.ca.cert_pem();
+        let mut wanted = Vec::new();
+        {
+            let store = self.store.borrow();
+            for ns in namespaces {
+                let key =
+                    cloudstore::ObjectKey::new(cloudstore::Kind::ConfigMap, ns, ROOT_CA_CONFIGMAP);
+                let current = store.get(&key).map(|e| e.object["data"]["ca.crt"].clone());
+                if current.as_ref().and_then(|v| v.as_str()) != Some(pem.as_str())
+                    && !wanted
+                        .iter()
+                        .any(|(_, o): &(cloudstore::Kind, serde_json::Value)| {
+                            o["metadata"]["namespace"] == ns
+                        })
+                {
+                    wanted.push((
+                        cloudstore::Kind::ConfigMap,
+                        serde_json::json!({
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": { "name": ROOT_CA_CONFIGMAP, "namespace": ns, "annotations": {
+                                "kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters."
+                            } },
+                            "data": { "ca.crt": pem },
+                        }),
+                    ));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if let Err(e) = self.store.borrow_mut().apply(&wanted, unix) {
+            log::error!("cannot publish {ROOT_CA_CONFIGMAP}: {e}");
+        }
+    }
+
     /// Tells every session the store changed, so each plans its node's deliveries again.
     pub fn store_changed(&self) {
         self.sessions.ring_all();
@@ -187,6 +234,13 @@ pub fn bind(
         Ok(None) => {}
         Err(e) => log::warn!("cannot read the saved events: {e}"),
     }
+    let namespaces: std::collections::BTreeSet<String> = std::iter::once("default".to_owned())
+        .chain(
+            store
+                .list(cloudstore::Kind::Pod, None)
+                .map(|(k, _)| k.namespace.clone()),
+        )
+        .collect();
     let hub = Rc::new(Hub {
         registry: RefCell::new(registry),
         store: RefCell::new(store),
@@ -197,6 +251,7 @@ pub fn bind(
         cfg,
         ca,
     });
+    hub.publish_root_ca(namespaces.iter().map(String::as_str));
     Ok(Bound {
         hub,
         ws,

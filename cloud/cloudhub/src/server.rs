@@ -258,6 +258,12 @@ where
                 };
                 let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
                     Ok(m) => m,
+                    // Upstream edgecore's last words: its edgehub forwards the zero message it
+                    // reads from a closed channel while shutting down. Expected, not malformed.
+                    Err(proto::DecodeError::MissingId) if proto::message::is_empty_frame(bytes) => {
+                        log::debug!("node {node} is shutting down (empty frame)");
+                        continue;
+                    }
                     Err(e) => {
                         log::warn!("node {node}: dropping malformed frame: {e}");
                         continue;
@@ -269,6 +275,7 @@ where
                         nodes: &mut hub.registry.borrow_mut(),
                         store: &mut hub.store.borrow_mut(),
                         events: &mut hub.events.borrow_mut(),
+                        ca: &hub.ca,
                     };
                     dispatch::upstream(&mut ctx, node, &msg, now)
                 };

@@ -309,6 +309,42 @@ impl Ca {
         Ok(())
     }
 
+    /// A JWT with `claims`, signed ES256 with the CA key: service account tokens. Their
+    /// verifiers hold the CA certificate (its public key), as a cluster's hold the
+    /// service-account signing key.
+    pub fn sign_es256(&self, claims: &serde_json::Value) -> Result<String, SignError> {
+        use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.key_der, &rng)
+            .map_err(|e| SignError::Sign(e.to_string()))?;
+        let header = B64.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+        let body = B64.encode(claims.to_string());
+        let input = format!("{header}.{body}");
+        let sig = key
+            .sign(&rng, input.as_bytes())
+            .map_err(|e| SignError::Sign(e.to_string()))?;
+        Ok(format!("{input}.{}", B64.encode(sig.as_ref())))
+    }
+
+    /// Checks an ES256 JWT signed by this CA and returns its claims (expiry not checked).
+    pub fn verify_es256(&self, jwt: &str) -> Result<serde_json::Value, TokenRejected> {
+        use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+        let (input, sig) = jwt
+            .trim()
+            .rsplit_once('.')
+            .ok_or(TokenRejected::Malformed)?;
+        let sig = B64.decode(sig).map_err(|_| TokenRejected::Malformed)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.cert_der)
+            .map_err(|_| TokenRejected::Malformed)?;
+        let public = cert.public_key().subject_public_key.data.to_vec();
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public)
+            .verify(input.as_bytes(), &sig)
+            .map_err(|_| TokenRejected::BadSignature)?;
+        let body = input.split('.').nth(1).ok_or(TokenRejected::Malformed)?;
+        let body = B64.decode(body).map_err(|_| TokenRejected::Malformed)?;
+        serde_json::from_slice(&body).map_err(|_| TokenRejected::Malformed)
+    }
+
     fn hmac_key(&self) -> ring::hmac::Key {
         // Upstream keys the HMAC with the CA private key's DER bytes (§3.3).
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.key_der)
@@ -362,6 +398,29 @@ pub fn pem_to_der(text: &str, label: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn es256_tokens_verify_with_the_ca_and_not_with_another() {
+        let dir = std::env::temp_dir().join(format!("pki-es256-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::load_or_create(&dir).unwrap();
+        let jwt = ca
+            .sign_es256(&serde_json::json!({"sub": "system:serviceaccount:default:default"}))
+            .unwrap();
+        assert_eq!(
+            ca.verify_es256(&jwt).unwrap()["sub"],
+            "system:serviceaccount:default:default"
+        );
+        let other = Ca::load_or_create(&dir.join("other")).unwrap();
+        assert!(matches!(
+            other.verify_es256(&jwt),
+            Err(TokenRejected::BadSignature)
+        ));
+        let mut tampered = jwt.clone();
+        tampered.insert(jwt.find('.').unwrap() + 2, 'x');
+        assert!(ca.verify_es256(&tampered).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     use super::*;
 
     const YEAR: std::time::Duration = std::time::Duration::from_secs(EDGE_CERT_DAYS as u64 * 86400);

@@ -174,16 +174,61 @@ pub enum CloudRequest {
         name: String,
         content: String,
     },
+    /// `query <ns>/configmap|secret/<name>` (§4.5): an object a pod needs that the cloud has
+    /// not pushed. The answer must be acknowledged once stored ([`Outcome::Answered::ack`]).
+    QueryObject {
+        kind: ObjectKind,
+        namespace: String,
+        name: String,
+    },
+    /// `query <ns>/serviceaccounttoken/<account>` with an `authentication.k8s.io/v1
+    /// TokenRequest` bound to a pod (§4.5); answered with the TokenRequest and its token.
+    QueryToken {
+        namespace: String,
+        service_account: String,
+        request: serde_json::Value,
+    },
+    /// `delete <ns>/pod/<name>` with `DeleteOptions{gracePeriodSeconds: 0, preconditions:
+    /// {uid}}`: the pod's containers are stopped, the cloud may remove it (§4.3).
+    DeletePod {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
 }
 
-/// Everything Edged must run, as MetaManager holds it: the pods bound to this node and the
-/// configmaps and secrets they may use, keyed by `(namespace, name)`. Sent whole (it is small
-/// on a gateway) at start and after every change, so Edged never reads the store itself.
+/// Everything Edged must run, as MetaManager holds it: the pods bound to this node, the
+/// configmaps and secrets they may use, keyed by `(namespace, name)`, their service account
+/// tokens, and what the cloud said is missing. Sent whole (it is small on a gateway) at start
+/// and after every change, so Edged never reads the store itself.
 #[derive(Debug, Default, PartialEq)]
 pub struct DesiredPods {
     pub pods: Vec<serde_json::Value>,
     pub configmaps: std::collections::BTreeMap<(String, String), serde_json::Value>,
     pub secrets: std::collections::BTreeMap<(String, String), serde_json::Value>,
+    /// Tokens for projected `serviceAccountToken` sources, by [`TokenKey`].
+    pub tokens: std::collections::BTreeMap<TokenKey, Token>,
+    /// Objects pods reference that the cloud answered NotFound (or refused) for, with the
+    /// cloud's message (`configmaps "x" not found`): Edged says so in the pod's status.
+    pub missing: std::collections::BTreeMap<(ObjectKind, String, String), String>,
+}
+
+/// Which token a projected volume source wants: one per pod, account, audience and lifetime
+/// (upstream's `KeyFunc` keys the same fields).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenKey {
+    pub pod_uid: String,
+    pub service_account: String,
+    /// Empty: the cloud's default audience.
+    pub audience: String,
+    pub expiration_secs: u64,
+}
+
+/// A service account token and when it expires (Unix seconds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    pub token: String,
+    pub expires_unix: i64,
 }
 
 /// State of the cloud tunnel, announced by EdgeHub to every module.
@@ -204,6 +249,10 @@ pub enum Outcome {
         reply: Reply,
         /// The `resourceversion` header of the answer, if any.
         resource_version: String,
+        /// For answers that must be acknowledged once stored (object queries): hand it back
+        /// as [`BusMessage::Persisted`] after the commit. Other answers EdgeHub acknowledges
+        /// itself, as upstream's edge acknowledges every answer.
+        ack: Option<Box<AckHandle>>,
     },
     /// No tunnel: nothing was sent (upstream metamanager fails fast the same way).
     NotConnected,
@@ -353,6 +402,51 @@ impl Bus {
     }
 }
 
+/// A latest-value cell (embassy's `Watch`): writing replaces the value, never queues it, so
+/// state (the link, the desired pods) can never be dropped or stall its writer; a reader
+/// waits for a value newer than the one it saw. Single-threaded, for tasks of one executor.
+pub struct Watch<T> {
+    value: std::cell::RefCell<T>,
+    version: Cell<u64>,
+    bell: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+}
+
+impl<T: Clone> Watch<T> {
+    pub fn new(initial: T) -> Self {
+        Watch {
+            value: std::cell::RefCell::new(initial),
+            version: Cell::new(0),
+            bell: smol::channel::bounded(1),
+        }
+    }
+
+    /// Replaces the value and wakes the reader.
+    pub fn set(&self, v: T) {
+        *self.value.borrow_mut() = v;
+        self.version.set(self.version.get() + 1);
+        let _ = self.bell.0.try_send(()); // a full bell already means "look again"
+    }
+
+    /// The current value.
+    pub fn get(&self) -> T {
+        self.value.borrow().clone()
+    }
+
+    /// The version of the current value (bumped by every [`Watch::set`]).
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
+    /// Waits until the value is newer than `seen`, then returns it and records its version.
+    pub async fn changed(&self, seen: &mut u64) -> T {
+        while self.version.get() == *seen {
+            let _ = self.bell.1.recv().await;
+        }
+        *seen = self.version.get();
+        self.get()
+    }
+}
+
 /// Shutdown signal every task selects on. Triggered once, observed by all clones.
 #[derive(Clone)]
 pub struct Shutdown {
@@ -475,6 +569,26 @@ mod tests {
                     local_ip: [127, 0, 0, 1].into()
                 }))
             );
+        });
+    }
+
+    #[test]
+    fn watch_keeps_the_latest_value_and_never_blocks_the_writer() {
+        smol::block_on(async {
+            let w = Watch::new(0u32);
+            let mut seen = w.version();
+            for i in 1..=100 {
+                w.set(i); // never waits, whatever the reader does
+            }
+            assert_eq!(w.changed(&mut seen).await, 100, "only the latest counts");
+            assert_eq!(seen, w.version());
+            assert_eq!(
+                smol::future::poll_once(w.changed(&mut seen)).await,
+                None,
+                "no newer value: the reader waits"
+            );
+            w.set(7);
+            assert_eq!(w.changed(&mut seen).await, 7);
         });
     }
 

@@ -52,6 +52,11 @@ fn device_key(ns: &str, name: &str) -> Vec<u8> {
     format!("dev/{ns}/{name}").into_bytes()
 }
 
+/// DeviceModels are kept apart from devices: a model is never a member of the node.
+fn model_key(ns: &str, name: &str) -> Vec<u8> {
+    format!("model/{ns}/{name}").into_bytes()
+}
+
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() < MAX_KEY_BYTES
@@ -128,6 +133,27 @@ impl TwinCore {
             .store
             .get(&device_key(ns, name))?
             .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// A stored DeviceModel, as the cloud sent it.
+    pub fn model(&self, ns: &str, name: &str) -> Result<Option<Value>, StoreError> {
+        Ok(self
+            .store
+            .get(&model_key(ns, name))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// A DeviceModel pushed by the cloud: stored (or removed) as a model, for mappers;
+    /// membership is untouched.
+    pub fn on_model(&mut self, obj: &CloudObject) -> Result<Vec<Out>, StoreError> {
+        let k = model_key(&obj.namespace, &obj.name);
+        match obj.op {
+            ObjectOp::Delete => self.store.delete(&k)?,
+            ObjectOp::Upsert => self
+                .store
+                .put(&k, &serde_json::to_vec(&obj.object).unwrap_or_default())?,
+        }
+        Ok(Vec::new())
     }
 
     pub fn devices(&self) -> Result<Vec<Value>, StoreError> {
@@ -475,8 +501,14 @@ impl TwinCore {
         if matches!(state, "online" | "ok") {
             dev["last_online"] = json!(proto::time::rfc3339(now_ms / 1000));
         }
+        // Upstream's DeviceTwin writes `lastOnlineTime` here (empty unless online or ok).
+        let last = if matches!(state, "online" | "ok") {
+            dev["last_online"].clone()
+        } else {
+            json!("")
+        };
         let device_msg = json!({ "event_id": event_id, "timestamp": now_ms,
-            "device": { "name": name, "state": state, "last_online": dev["last_online"] } });
+            "device": { "name": name, "state": state, "lastOnlineTime": last } });
         let mut ops = Vec::new();
         self.enqueue_op("state", ns, name, json!(device_msg.to_string()), &mut ops)?;
         self.save(&dev, ops)?;
@@ -542,26 +574,45 @@ impl TwinCore {
         Ok(out)
     }
 
-    /// Upstream's membership push (`added_devices`, `removed_devices`).
+    /// Upstream's membership push (`added_devices`, `removed_devices`): devices are members
+    /// of the node from it or from their Device object, whichever comes first, and are
+    /// announced on `membership/updated` once; a device known already is not announced again
+    /// (a cloud that sends both must not make mappers see it twice).
     pub fn on_membership(&mut self, content: &Value, now_ms: i64) -> Result<Vec<Out>, StoreError> {
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
         for d in content["added_devices"].as_array().into_iter().flatten() {
             let Some(id) = d["id"].as_str() else { continue };
             let (ns, name) = id.split_once('/').unwrap_or(("default", id));
             if self.device(ns, name)?.is_none() {
-                let dev = json!({ "id": id, "name": name, "namespace": ns, "state": "unknown", "attributes": {}, "twin": {} });
+                let dev = json!({ "id": id, "name": name, "namespace": ns, "state": "unknown",
+                    "description": d["description"], "attributes": {}, "twin": {} });
                 self.save(&dev, Vec::new())?;
+                added.push(membership_entry(&dev));
             }
         }
         for d in content["removed_devices"].as_array().into_iter().flatten() {
             let Some(id) = d["id"].as_str() else { continue };
             let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-            self.store.delete(&device_key(ns, name))?;
+            if let Some(dev) = self.device(ns, name)? {
+                self.store.delete(&device_key(ns, name))?;
+                removed.push(membership_entry(&dev));
+            }
         }
-        let mut c = content.clone();
-        c["timestamp"] = json!(now_ms);
+        if added.is_empty() && removed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = |v: Vec<Value>| {
+            if v.is_empty() {
+                Value::Null
+            } else {
+                Value::Array(v)
+            }
+        };
         Ok(vec![publish(
             format!("$hw/events/node/{}/membership/updated", self.node),
-            &c,
+            &json!({ "event_id": content["event_id"], "timestamp": now_ms,
+                "added_devices": list(added), "removed_devices": list(removed) }),
         )])
     }
 }
@@ -621,7 +672,11 @@ impl Runner {
         let result = match msg {
             BusMessage::Mqtt { topic, payload } => core.on_mqtt(&topic, &payload, now),
             BusMessage::FromCloud(obj) => {
-                let r = core.on_device(&obj, now);
+                let r = if obj.kind == bus::ObjectKind::DeviceModel {
+                    core.on_model(&obj)
+                } else {
+                    core.on_device(&obj, now)
+                };
                 if r.is_ok() {
                     fx.persisted.push(obj.ack);
                 }
@@ -855,6 +910,68 @@ mod tests {
         let r = payload(&out, "membership/get/result");
         assert_eq!(r["devices"][0]["id"], "default/thermo");
         assert_eq!(r["event_id"], "e1");
+    }
+
+    #[test]
+    fn models_are_models_and_devices_arriving_both_ways_count_once() {
+        let mut c = core("models");
+        let mut model = device_obj("x");
+        model.kind = bus::ObjectKind::DeviceModel;
+        model.name = "thermo-model".into();
+        model.object = json!({"kind": "DeviceModel", "metadata": {"name": "thermo-model"}, "spec": {"properties": [{"name": "temperature", "type": "INT"}]}});
+        assert!(
+            c.on_model(&model).unwrap().is_empty(),
+            "no membership announcement for a model"
+        );
+        assert!(c.devices().unwrap().is_empty(), "a model is not a device");
+        assert_eq!(
+            c.model("default", "thermo-model").unwrap().unwrap()["spec"]["properties"][0]["type"],
+            "INT"
+        );
+        let out = c
+            .on_mqtt(
+                "$hw/events/node/edge0/membership/get",
+                br#"{"event_id":"e1"}"#,
+                2,
+            )
+            .unwrap();
+        assert_eq!(payload(&out, "membership/get/result")["devices"], json!([]));
+        // The Device object first, then upstream's membership for it: announced once.
+        let out = c.on_device(&device_obj("20"), 3).unwrap();
+        assert!(topics(&out)
+            .iter()
+            .any(|t| t.ends_with("membership/updated")));
+        let m = json!({"event_id": "m1", "timestamp": 4, "added_devices": [{"id": "default/thermo", "name": "thermo"}], "removed_devices": null});
+        assert!(
+            c.on_membership(&m, 4).unwrap().is_empty(),
+            "known already: not announced again"
+        );
+        assert_eq!(c.devices().unwrap().len(), 1);
+        // Membership first, then the Device object: announced once, by the membership.
+        let m = json!({"added_devices": [{"id": "default/other", "name": "other"}]});
+        let out = c.on_membership(&m, 5).unwrap();
+        assert_eq!(
+            payload(&out, "membership/updated")["added_devices"][0]["id"],
+            "default/other"
+        );
+        let mut other = device_obj("1");
+        other.name = "other".into();
+        let out = c.on_device(&other, 6).unwrap();
+        assert!(!topics(&out)
+            .iter()
+            .any(|t| t.ends_with("membership/updated")));
+        // Removal of an unknown device announces nothing; of a known one, once.
+        let gone = json!({"removed_devices": [{"id": "default/nope"}]});
+        assert!(c.on_membership(&gone, 7).unwrap().is_empty());
+        let gone = json!({"removed_devices": [{"id": "default/other"}]});
+        let out = c.on_membership(&gone, 8).unwrap();
+        assert_eq!(
+            payload(&out, "membership/updated")["removed_devices"][0]["id"],
+            "default/other"
+        );
+        model.op = ObjectOp::Delete;
+        c.on_model(&model).unwrap();
+        assert!(c.model("default", "thermo-model").unwrap().is_none());
     }
 
     #[test]

@@ -48,6 +48,100 @@ pub struct Config {
     /// Renew the edge certificate at 70–90 % of its lifetime (upstream `rotateCertificates`).
     #[serde(default = "default_true")]
     pub rotate_certificates: bool,
+    /// What the node's allocatable resources leave out (kubelet's `systemReserved` plus
+    /// `kubeReserved`, and its hard eviction thresholds).
+    #[serde(default)]
+    pub reserved: Reserved,
+}
+
+/// Quantities held back from the node's allocatable resources.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Reserved {
+    /// CPU for the system and edgecore (`"250m"`).
+    #[serde(default = "zero")]
+    pub cpu: String,
+    #[serde(default = "zero")]
+    pub memory: String,
+    #[serde(default = "zero", rename = "ephemeral-storage")]
+    pub ephemeral_storage: String,
+    /// kubelet's `evictionHard` `memory.available` [default: 100Mi].
+    #[serde(
+        default = "default_eviction_memory",
+        rename = "eviction-memory-available"
+    )]
+    pub eviction_memory_available: String,
+    /// kubelet's `evictionHard` `nodefs.available`, in percent of the data filesystem
+    /// [default: 10%].
+    #[serde(
+        default = "default_eviction_nodefs",
+        rename = "eviction-nodefs-available"
+    )]
+    pub eviction_nodefs_available: String,
+}
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Reserved {
+            cpu: zero(),
+            memory: zero(),
+            ephemeral_storage: zero(),
+            eviction_memory_available: default_eviction_memory(),
+            eviction_nodefs_available: default_eviction_nodefs(),
+        }
+    }
+}
+
+fn zero() -> String {
+    "0".into()
+}
+fn default_eviction_memory() -> String {
+    "100Mi".into()
+}
+fn default_eviction_nodefs() -> String {
+    "10%".into()
+}
+
+/// [`Reserved`] in base units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReservedValues {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub ephemeral_bytes: u64,
+    pub eviction_memory_bytes: u64,
+    pub eviction_nodefs_percent: u64,
+}
+
+impl Reserved {
+    /// The reservations in base units; names the key of a value that is not a quantity.
+    pub fn resolve(&self) -> anyhow::Result<ReservedValues> {
+        let q = |key: &str, v: &str, millis: bool| {
+            proto::quantity::units(v, millis)
+                .with_context(|| format!("reserved.{key} {v:?} is not a Kubernetes quantity"))
+        };
+        let pct = self
+            .eviction_nodefs_available
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<u64>().ok())
+            .filter(|p| *p <= 100)
+            .with_context(|| {
+                format!(
+                    "reserved.eviction-nodefs-available {:?} must be a percentage such as \"10%\"",
+                    self.eviction_nodefs_available
+                )
+            })?;
+        Ok(ReservedValues {
+            cpu_millis: q("cpu", &self.cpu, true)?,
+            memory_bytes: q("memory", &self.memory, false)?,
+            ephemeral_bytes: q("ephemeral-storage", &self.ephemeral_storage, false)?,
+            eviction_memory_bytes: q(
+                "eviction-memory-available",
+                &self.eviction_memory_available,
+                false,
+            )?,
+            eviction_nodefs_percent: pct,
+        })
+    }
 }
 
 fn default_true() -> bool {
@@ -228,6 +322,7 @@ impl Config {
             crash_backoff: default_crash_backoff(),
             pod_sync_period: default_pod_sync(),
             rotate_certificates: true,
+            reserved: Reserved::default(),
         }
     }
 
@@ -283,6 +378,7 @@ impl Config {
         if !self.cri_endpoint.is_empty() {
             cri::socket_path(&self.cri_endpoint)?;
         }
+        self.reserved.resolve()?;
         Ok(())
     }
 
@@ -324,6 +420,18 @@ mod tests {
         assert!(serde_json::from_str::<Config>(&typo).is_err());
         let mut bad = c.clone();
         bad.heartbeat = Duration::from_secs(40);
+        assert!(bad.validate().is_err());
+        let r = c.reserved.resolve().unwrap();
+        assert_eq!(
+            (r.eviction_memory_bytes, r.eviction_nodefs_percent),
+            (100 << 20, 10)
+        );
+        let mut bad = c.clone();
+        bad.reserved.memory = "lots".into();
+        let e = bad.validate().unwrap_err();
+        assert!(format!("{e:#}").contains("reserved.memory"), "{e:#}");
+        let mut bad = c.clone();
+        bad.reserved.eviction_nodefs_available = "10".into();
         assert!(bad.validate().is_err());
     }
 }

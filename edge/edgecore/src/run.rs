@@ -191,6 +191,16 @@ fn start_edged(
         cri_endpoint: (!cfg.cri_endpoint.is_empty()).then(|| cfg.cri_endpoint.clone()),
         crash_backoff: cfg.crash_backoff,
         pod_sync_period: cfg.pod_sync_period,
+        reservations: {
+            let r = cfg.reserved.resolve()?;
+            edged::node::Reservations {
+                cpu_millis: r.cpu_millis,
+                memory_bytes: r.memory_bytes,
+                ephemeral_bytes: r.ephemeral_bytes,
+                eviction_memory_bytes: r.eviction_memory_bytes,
+                eviction_nodefs_percent: r.eviction_nodefs_percent,
+            }
+        },
     };
     Ok(Box::pin(edged::run(edged, mailbox, bus, shutdown)))
 }

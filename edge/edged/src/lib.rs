@@ -1,15 +1,17 @@
-//! Edged: the node's side of the Kubernetes node lifecycle (§4.1 of the protocol spec).
+//! Edged: the node's side of the Kubernetes node lifecycle (§4.1 of the protocol spec) and
+//! its pods.
 //!
-//! On every connect it registers the node (`insert null/node/<n>`, AlreadyExists is fine), then
-//! keeps its lease (query, then insert or update every lease interval) and patches node status
-//! every status interval, as upstream's kubelet does. [`NodeAgent`] is the sans-IO state
-//! machine; [`run`] feeds it bus messages and clock ticks.
+//! On every connect it registers the node (`insert null/node/<n>`; AlreadyExists is fine)
+//! and reports its whole status; then it keeps its lease (query, then insert or update every
+//! lease interval) and checks the status every status interval, reporting it whole when
+//! anything but the heartbeat changed, or every [`STATUS_REPORT_INTERVAL`] at least, as
+//! kubelet does. [`NodeAgent`] is the sans-IO state machine; [`run`] feeds it bus messages
+//! and clock ticks.
 //!
-//! With a CRI endpoint configured it also runs the pods MetaManager holds ([`pods`]): the
-//! desired set arrives whole on the bus, a sync pass converges the runtime every
-//! `pod_sync_period` and on every change, and changed pod statuses go to the cloud as
-//! `podpatch` requests (all of them again after each reconnect). It works the same offline:
-//! the desired set comes from the local store.
+//! The pods ([`pods`]) run in a second loop of the same task: the desired set and the link
+//! reach it through latest-value cells (the node loop never waits on it), and it tells the
+//! node loop the container runtime's health through another. It works the same offline: the
+//! desired set comes from the local store.
 
 #![forbid(unsafe_code)]
 
@@ -19,24 +21,24 @@ pub mod sysinfo;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bus::{
     Bus, BusMessage, CloudRequest, Link, Mailbox, ModuleId, Outcome, Reply, RequestId, Shutdown,
-    Wake,
+    Wake, Watch,
 };
 use serde_json::Value;
-use smol::future::FutureExt;
-use smol::stream::StreamExt;
 
-use crate::node::Condition;
+use crate::node::{Condition, Reservations};
+use crate::pods::RuntimeHealth;
 use crate::sysinfo::{NodeFacts, Pressure};
 
 /// Edged settings.
 #[derive(Clone, Debug)]
 pub struct EdgedConfig {
     pub node_name: String,
-    /// Node status patch period (upstream 10 s).
+    /// How often the node status is checked (upstream 10 s).
     pub status_interval: Duration,
     /// Lease renewal period (upstream 10 s).
     pub lease_interval: Duration,
@@ -48,7 +50,13 @@ pub struct EdgedConfig {
     pub crash_backoff: Duration,
     /// How often the runtime is compared with the desired pods.
     pub pod_sync_period: Duration,
+    /// Resources held back from allocatable.
+    pub reservations: Reservations,
 }
+
+/// An unchanged node status is reported again after this long (kubelet's
+/// `nodeStatusReportFrequency`).
+pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Asked {
@@ -72,6 +80,8 @@ const MAX_IN_FLIGHT: usize = 8;
 pub struct NodeAgent {
     name: String,
     facts: NodeFacts,
+    reservations: Reservations,
+    runtime_down: Option<String>,
     link: Option<IpAddr>,
     registered: bool,
     node_uid: Option<String>,
@@ -84,6 +94,10 @@ pub struct NodeAgent {
     lease_interval: Duration,
     last_conditions: Option<[Condition; 4]>,
     transitions: [String; 4],
+    /// The status last accepted by the cloud (without heartbeats) and when it was sent.
+    reported: Option<(String, Instant)>,
+    /// The status being sent, until answered.
+    reporting: Option<(String, Instant)>,
 }
 
 impl NodeAgent {
@@ -97,6 +111,8 @@ impl NodeAgent {
         NodeAgent {
             name: name.to_owned(),
             facts,
+            reservations: Reservations::default(),
+            runtime_down: None,
             link: None,
             registered: false,
             node_uid: None,
@@ -109,6 +125,8 @@ impl NodeAgent {
             lease_interval,
             last_conditions: None,
             transitions: Default::default(),
+            reported: None,
+            reporting: None,
         }
     }
 
@@ -116,16 +134,28 @@ impl NodeAgent {
         self.registered
     }
 
-    /// Records the container runtime's version for the node object.
-    pub fn set_runtime_version(&mut self, v: String) {
-        self.facts.runtime_version = v;
+    pub fn set_reservations(&mut self, r: Reservations) {
+        self.reservations = r;
+    }
+
+    /// The container runtime's health: its version goes into `nodeInfo`, a runtime that
+    /// does not answer makes the node not Ready. The next status check reports the change.
+    pub fn set_runtime(&mut self, h: &RuntimeHealth) {
+        match h {
+            RuntimeHealth::Up(v) => {
+                self.facts.runtime_version = v.clone();
+                self.runtime_down = None;
+            }
+            RuntimeHealth::Down(e) => self.runtime_down = Some(e.clone()),
+            RuntimeHealth::None | RuntimeHealth::Unknown => self.runtime_down = None,
+        }
     }
 
     fn ask(&mut self, what: Asked, req: CloudRequest, out: &mut Vec<(RequestId, CloudRequest)>) {
         if self.in_flight.iter().any(|(_, a)| *a == what) || self.in_flight.len() >= MAX_IN_FLIGHT {
             return; // one of each at a time; the next tick asks again
         }
-        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id = self.next_id.wrapping_add(1) % pods::report::FIRST_ID;
         let id = RequestId(self.next_id);
         self.in_flight.push((id, what));
         out.push((id, req));
@@ -133,7 +163,7 @@ impl NodeAgent {
 
     /// Conditions for `pressure`, updating transition times when a status flips.
     fn conditions(&mut self, pressure: &Pressure, now_rfc: &str) -> [Condition; 4] {
-        let conds = node::conditions(pressure);
+        let conds = node::conditions(pressure, self.runtime_down.as_deref());
         for (i, c) in conds.iter().enumerate() {
             let changed = self
                 .last_conditions
@@ -145,6 +175,21 @@ impl NodeAgent {
         }
         self.last_conditions = Some(conds.clone());
         conds
+    }
+
+    fn status(&mut self, wall: SystemTime, pressure: &Pressure) -> Option<Value> {
+        let ip = self.link?;
+        let now_rfc = rfc3339(wall);
+        let conds = self.conditions(pressure, &now_rfc);
+        Some(node::status(
+            &self.name,
+            &self.facts,
+            &self.reservations,
+            ip,
+            &conds,
+            &self.transitions,
+            &now_rfc,
+        ))
     }
 
     /// The tunnel went up or down.
@@ -162,6 +207,9 @@ impl NodeAgent {
                 self.registered = false;
                 self.lease = LeaseState::Unknown;
                 self.in_flight.clear();
+                // The whole status goes again on this connection.
+                self.reported = None;
+                self.reporting = None;
                 self.register(wall, pressure, &mut out);
                 self.next_status = now + self.status_interval;
                 self.next_lease = now + self.lease_interval;
@@ -180,18 +228,37 @@ impl NodeAgent {
         pressure: &Pressure,
         out: &mut Vec<(RequestId, CloudRequest)>,
     ) {
-        let Some(ip) = self.link else { return };
-        let now_rfc = rfc3339(wall);
-        let conds = self.conditions(pressure, &now_rfc);
-        let node = node::node_object(
-            &self.name,
-            &self.facts,
-            ip,
-            &conds,
-            &self.transitions,
-            &now_rfc,
-        );
+        let Some(status) = self.status(wall, pressure) else {
+            return;
+        };
+        let node = node::node_object(&self.name, &self.facts, status);
         self.ask(Asked::Register, CloudRequest::RegisterNode { node }, out);
+    }
+
+    /// Reports the whole status if it changed since the last accepted report, or the last
+    /// one is older than [`STATUS_REPORT_INTERVAL`], or `force`.
+    fn report_status(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        pressure: &Pressure,
+        force: bool,
+        out: &mut Vec<(RequestId, CloudRequest)>,
+    ) {
+        let Some(status) = self.status(wall, pressure) else {
+            return;
+        };
+        let key = node::status_key(&status);
+        let due = force
+            || self.reported.as_ref().is_none_or(|(k, at)| {
+                *k != key || now.saturating_duration_since(*at) >= STATUS_REPORT_INTERVAL
+            });
+        if !due || self.in_flight.iter().any(|(_, a)| *a == Asked::Status) {
+            return;
+        }
+        self.reporting = Some((key, now));
+        let patch = node::status_patch(&status);
+        self.ask(Asked::Status, CloudRequest::PatchNodeStatus { patch }, out);
     }
 
     fn renew_lease(&mut self, wall: SystemTime, out: &mut Vec<(RequestId, CloudRequest)>) {
@@ -214,7 +281,9 @@ impl NodeAgent {
         &mut self,
         id: RequestId,
         outcome: Outcome,
+        now: Instant,
         wall: SystemTime,
+        pressure: &Pressure,
     ) -> Vec<(RequestId, CloudRequest)> {
         let mut out = Vec::new();
         let Some(pos) = self.in_flight.iter().position(|(i, _)| *i == id) else {
@@ -223,7 +292,12 @@ impl NodeAgent {
         let (_, asked) = self.in_flight.remove(pos);
         let reply = match outcome {
             Outcome::Answered { reply, .. } => reply,
-            Outcome::NotConnected | Outcome::Lost => return out, // the next tick retries
+            Outcome::NotConnected | Outcome::Lost => {
+                if asked == Asked::Status {
+                    self.reporting = None;
+                }
+                return out; // the next tick retries
+            }
         };
         match (asked, reply) {
             (Asked::Register, Reply::Object(node)) => {
@@ -231,11 +305,15 @@ impl NodeAgent {
                 self.node_uid = node["metadata"]["uid"].as_str().map(str::to_owned);
                 log::info!("node {} registered", self.name);
                 self.renew_lease(wall, &mut out);
+                // What registration sent may not be what the cloud kept: report it all.
+                self.report_status(now, wall, pressure, true, &mut out);
             }
             (Asked::Register, Reply::Failed { reason, .. }) if reason == "AlreadyExists" => {
                 self.registered = true;
                 log::info!("node {} already registered", self.name);
                 self.renew_lease(wall, &mut out);
+                // The existing object holds an older status: refresh all of it.
+                self.report_status(now, wall, pressure, true, &mut out);
             }
             (Asked::Register, r) => log::warn!("node registration refused: {r:?}; retrying"),
             (Asked::LeaseQuery | Asked::LeaseWrite, r) if r.is_not_found() => {
@@ -255,9 +333,10 @@ impl NodeAgent {
                 self.lease = LeaseState::Unknown;
             }
             (Asked::Status, Reply::Failed { message, .. }) => {
+                self.reporting = None;
                 log::warn!("node status patch refused: {message}")
             }
-            (Asked::Status, _) => {}
+            (Asked::Status, _) => self.reported = self.reporting.take(),
         }
         out
     }
@@ -282,14 +361,7 @@ impl NodeAgent {
         }
         if now >= self.next_status {
             self.next_status = now + self.status_interval;
-            let now_rfc = rfc3339(wall);
-            let conds = self.conditions(pressure, &now_rfc);
-            let patch = node::status_patch(&conds, &self.transitions, &now_rfc);
-            self.ask(
-                Asked::Status,
-                CloudRequest::PatchNodeStatus { patch },
-                &mut out,
-            );
+            self.report_status(now, wall, pressure, false, &mut out);
         }
         if now >= self.next_lease {
             self.next_lease = now + self.lease_interval;
@@ -309,27 +381,28 @@ fn rfc3339(t: SystemTime) -> String {
     proto::time::rfc3339(unix_micros(t) / 1_000_000)
 }
 
-/// Request ids of pod status patches: a range of their own so NodeAgent ignores their replies.
-const POD_STATUS_IDS: u32 = 0x8000_0000;
-
-/// What the node loop tells the pod loop.
-enum PodEvent {
-    Desired(std::rc::Rc<bus::DesiredPods>),
-    /// Connected (with the node address) or disconnected.
-    Link(Option<String>),
-    /// A status report was not stored by the cloud: report everything again.
-    Resend,
-}
-
-/// Events waiting for the pod loop at most; a full queue drops the event (the next sync pass,
-/// at most `pod_sync_period` later, reads the latest state anyway) except desired-state
-/// changes, which wait.
-const POD_EVENTS: usize = 16;
-
 /// Runs Edged until shutdown: the node lifecycle and the pods, as two loops of one task, so a
 /// slow container runtime (an image pull) never delays the lease or node status.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let facts = sysinfo::read_facts(&cfg.data_dir);
+    let node_resources = {
+        let (_, alloc) = node::resources(&facts, &cfg.reservations);
+        pods::volumes::NodeResources {
+            cpu_millis: u64::from(facts.cpus) * 1000
+                - cfg
+                    .reservations
+                    .cpu_millis
+                    .min(u64::from(facts.cpus) * 1000),
+            memory_bytes: alloc["memory"]
+                .as_str()
+                .and_then(|m| proto::quantity::units(m, false))
+                .unwrap_or(0),
+            ephemeral_bytes: alloc["ephemeral-storage"]
+                .as_str()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0),
+        }
+    };
     let mut agent = NodeAgent::new(
         &cfg.node_name,
         facts,
@@ -337,19 +410,29 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         cfg.lease_interval,
         Instant::now(),
     );
-    let mut runtime = match &cfg.cri_endpoint {
-        Some(ep) => match pods::PodRuntime::new(ep, cfg.data_dir.join("pods"), cfg.crash_backoff) {
-            Ok(mut r) => {
-                let cri = r.client();
-                match cri.with(r.runtime_version()).await {
-                    Ok(v) => {
-                        log::info!("container runtime {v} at {ep}");
-                        agent.set_runtime_version(v);
-                    }
-                    Err(e) => log::warn!("{e}; pods wait for the runtime"),
-                }
-                Some(r)
-            }
+    agent.set_reservations(cfg.reservations.clone());
+    let desired: Rc<Watch<Rc<bus::DesiredPods>>> = Rc::new(Watch::new(Default::default()));
+    let link: Rc<Watch<(bool, Option<String>)>> = Rc::new(Watch::new((false, None)));
+    let health: Rc<Watch<RuntimeHealth>> = Rc::new(Watch::new(RuntimeHealth::Unknown));
+    let (reply_tx, reply_rx) = smol::channel::unbounded();
+    let inputs = pods::Inputs {
+        desired: desired.clone(),
+        link: link.clone(),
+        replies: reply_rx,
+        health: health.clone(),
+    };
+    let pod_cfg = pods::PodConfig {
+        root: cfg.data_dir.join("pods"),
+        sync_period: cfg.pod_sync_period,
+        reconciler: pods::plan::ReconcilerConfig {
+            root: cfg.data_dir.join("pods"),
+            crash_backoff: cfg.crash_backoff,
+            node: node_resources,
+        },
+    };
+    let runtime = match &cfg.cri_endpoint {
+        Some(ep) => match pods::cri_runtime::CriRuntime::new(ep) {
+            Ok(r) => Some(r),
             Err(e) => {
                 log::error!("{e}; no pods will run");
                 None
@@ -357,22 +440,41 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         },
         None => None,
     };
-    let (pod_tx, pod_rx) = smol::channel::bounded::<PodEvent>(POD_EVENTS);
     let node_loop = node_loop(
         &cfg,
         agent,
         &mailbox,
         &bus,
         &shutdown,
-        runtime.is_some().then_some(pod_tx),
+        NodeLinks {
+            desired,
+            link,
+            health,
+            replies: reply_tx,
+        },
     );
     let pod_loop = async {
-        if let Some(r) = runtime.as_mut() {
-            let cri = r.client();
-            cri.with(pod_loop(&cfg, r, pod_rx, &bus, &shutdown)).await;
+        match &runtime {
+            Some(r) => {
+                let cri = r.client();
+                cri.with(pods::run(Some(r), pod_cfg, inputs, &bus, &shutdown))
+                    .await
+            }
+            None => {
+                pods::run::<pods::cri_runtime::CriRuntime>(None, pod_cfg, inputs, &bus, &shutdown)
+                    .await
+            }
         }
     };
     smol::future::zip(node_loop, pod_loop).await;
+}
+
+/// What the node loop shares with the pod loop.
+struct NodeLinks {
+    desired: Rc<Watch<Rc<bus::DesiredPods>>>,
+    link: Rc<Watch<(bool, Option<String>)>>,
+    health: Rc<Watch<RuntimeHealth>>,
+    replies: smol::channel::Sender<(RequestId, Outcome)>,
 }
 
 async fn node_loop(
@@ -381,53 +483,47 @@ async fn node_loop(
     mailbox: &Mailbox,
     bus: &Bus,
     shutdown: &Shutdown,
-    pods: Option<smol::channel::Sender<PodEvent>>,
+    links: NodeLinks,
 ) {
     let period = (cfg.status_interval.min(cfg.lease_interval) / 4).max(Duration::from_millis(50));
     let mut ticker = smol::Timer::interval(period);
-    let tell = |ev: PodEvent| {
-        if let Some(tx) = &pods {
-            let _ = tx.try_send(ev);
-        }
-    };
+    let mut health_seen = 0;
     loop {
         let wake = mailbox.next(&mut ticker, shutdown).await;
         let now = Instant::now();
         let wall = SystemTime::now();
+        if links.health.version() != health_seen {
+            health_seen = links.health.version();
+            agent.set_runtime(&links.health.get());
+        }
+        let pressure = || sysinfo::read_pressure(&cfg.data_dir);
         let requests = match wake {
             Wake::Stop => return,
             Wake::Mail(BusMessage::Link(link)) => {
-                tell(PodEvent::Link(match link {
-                    Link::Connected { local_ip } => Some(local_ip.to_string()),
-                    Link::Disconnected => None,
-                }));
-                agent.on_link(link, now, wall, &sysinfo::read_pressure(&cfg.data_dir))
+                let last_ip = links.link.get().1;
+                links.link.set(match link {
+                    Link::Connected { local_ip } => (true, Some(local_ip.to_string())),
+                    Link::Disconnected => (false, last_ip),
+                });
+                agent.on_link(link, now, wall, &pressure())
             }
-            Wake::Mail(BusMessage::Reply { id, outcome }) if id.0 >= POD_STATUS_IDS => {
-                if !matches!(
-                    outcome,
-                    Outcome::Answered {
-                        reply: Reply::Object(_),
-                        ..
-                    }
-                ) {
-                    tell(PodEvent::Resend);
-                }
+            Wake::Mail(BusMessage::Reply { id, outcome }) if id.0 >= pods::report::FIRST_ID => {
+                // Never blocks: the reporter has at most one request per pod in flight.
+                let _ = links.replies.try_send((id, outcome));
                 continue;
             }
-            Wake::Mail(BusMessage::Reply { id, outcome }) => agent.on_reply(id, outcome, wall),
+            Wake::Mail(BusMessage::Reply { id, outcome }) => {
+                agent.on_reply(id, outcome, now, wall, &pressure())
+            }
             Wake::Mail(BusMessage::Desired(d)) => {
-                if let Some(tx) = &pods {
-                    // Desired state must not be lost: wait for room.
-                    let _ = tx.send(PodEvent::Desired(d)).await;
-                }
+                links.desired.set(d);
                 continue;
             }
             Wake::Mail(other) => {
                 log::debug!("edged ignores {other:?}");
                 continue;
             }
-            Wake::Tick => agent.on_tick(now, wall, &sysinfo::read_pressure(&cfg.data_dir)),
+            Wake::Tick => agent.on_tick(now, wall, &pressure()),
         };
         for (id, request) in requests {
             let msg = BusMessage::ToCloud {
@@ -442,183 +538,5 @@ async fn node_loop(
     }
 }
 
-async fn pod_loop(
-    cfg: &EdgedConfig,
-    runtime: &mut pods::PodRuntime,
-    events: smol::channel::Receiver<PodEvent>,
-    bus: &Bus,
-    shutdown: &Shutdown,
-) {
-    let mut desired: std::rc::Rc<bus::DesiredPods> = Default::default();
-    let mut node_ip: Option<String> = None;
-    let mut last_ip = String::new();
-    let mut next_id = POD_STATUS_IDS;
-    let mut ticker = smol::Timer::interval(cfg.pod_sync_period.max(Duration::from_millis(100)));
-    loop {
-        enum Ev {
-            Event(Option<PodEvent>),
-            Tick,
-            Stop,
-        }
-        let ev = async { Ev::Event(events.recv().await.ok()) }
-            .or(async {
-                ticker.next().await;
-                Ev::Tick
-            })
-            .or(async {
-                shutdown.wait().await;
-                Ev::Stop
-            })
-            .await;
-        match ev {
-            Ev::Stop | Ev::Event(None) => return,
-            Ev::Event(Some(PodEvent::Desired(d))) => desired = d,
-            Ev::Event(Some(PodEvent::Link(ip))) => {
-                if let Some(ip) = &ip {
-                    last_ip = ip.clone();
-                }
-                node_ip = ip;
-                runtime.resend_all();
-            }
-            Ev::Event(Some(PodEvent::Resend)) => runtime.resend_all(),
-            Ev::Tick => {}
-        }
-        let patches = runtime.sync(&desired, &last_ip).await;
-        if node_ip.is_none() {
-            // Offline: nothing is sent, so everything is reported once the tunnel is back.
-            runtime.resend_all();
-            continue;
-        }
-        for (namespace, name, patch) in patches {
-            next_id = next_id.wrapping_add(1) | POD_STATUS_IDS;
-            let msg = BusMessage::ToCloud {
-                from: ModuleId::Edged,
-                id: RequestId(next_id),
-                request: CloudRequest::PatchPodStatus {
-                    namespace,
-                    name,
-                    patch,
-                },
-            };
-            if !bus.send(ModuleId::EdgeHub, msg).await {
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const S: Duration = Duration::from_secs(10);
-
-    fn answered(reply: Reply) -> Outcome {
-        Outcome::Answered {
-            reply,
-            resource_version: String::new(),
-        }
-    }
-
-    fn up() -> Link {
-        Link::Connected {
-            local_ip: [10, 0, 0, 2].into(),
-        }
-    }
-
-    #[test]
-    fn registers_then_creates_lease_then_renews_and_patches() {
-        let t0 = Instant::now();
-        let w = SystemTime::now();
-        let p = Pressure::default();
-        let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
-        assert!(
-            a.on_tick(t0, w, &p).is_empty(),
-            "nothing while disconnected"
-        );
-        let reqs = a.on_link(up(), t0, w, &p);
-        assert!(matches!(
-            reqs.as_slice(),
-            [(_, CloudRequest::RegisterNode { .. })]
-        ));
-        let reqs = a.on_reply(
-            reqs[0].0,
-            answered(Reply::Object(json!({"metadata":{"uid":"u1"}}))),
-            w,
-        );
-        assert!(a.is_registered());
-        assert!(matches!(reqs.as_slice(), [(_, CloudRequest::QueryLease)]));
-        let nf = Reply::Failed {
-            code: 404,
-            reason: "NotFound".into(),
-            message: String::new(),
-        };
-        let reqs = a.on_reply(reqs[0].0, answered(nf), w);
-        let lease = match reqs.as_slice() {
-            [(_, CloudRequest::CreateLease { lease })] => lease.clone(),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(lease["metadata"]["ownerReferences"][0]["uid"], "u1");
-        let mut stored = lease.clone();
-        stored["metadata"]["resourceVersion"] = json!("5");
-        assert!(a
-            .on_reply(reqs[0].0, answered(Reply::Object(stored)), w)
-            .is_empty());
-        // Before the interval nothing is due; at it, a status patch and a lease update.
-        assert!(a.on_tick(t0 + S / 2, w, &p).is_empty());
-        let reqs = a.on_tick(t0 + S, w, &p);
-        assert!(matches!(reqs[0].1, CloudRequest::PatchNodeStatus { .. }));
-        match &reqs[1].1 {
-            CloudRequest::UpdateLease { lease } => {
-                assert_eq!(lease["metadata"]["resourceVersion"], "5")
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn already_exists_counts_as_registered_and_failures_retry() {
-        let t0 = Instant::now();
-        let w = SystemTime::now();
-        let p = Pressure::default();
-        let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
-        let reqs = a.on_link(up(), t0, w, &p);
-        assert!(a.on_reply(reqs[0].0, Outcome::Lost, w).is_empty());
-        assert!(!a.is_registered());
-        let reqs = a.on_tick(t0 + S, w, &p);
-        assert!(
-            matches!(reqs.as_slice(), [(_, CloudRequest::RegisterNode { .. })]),
-            "{reqs:?}"
-        );
-        let exists = Reply::Failed {
-            code: 409,
-            reason: "AlreadyExists".into(),
-            message: String::new(),
-        };
-        a.on_reply(reqs[0].0, answered(exists), w);
-        assert!(a.is_registered());
-    }
-
-    #[test]
-    fn reconnect_registers_again_and_drops_stale_replies() {
-        let t0 = Instant::now();
-        let w = SystemTime::now();
-        let p = Pressure::default();
-        let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
-        let first = a.on_link(up(), t0, w, &p);
-        a.on_link(Link::Disconnected, t0, w, &p);
-        let again = a.on_link(up(), t0, w, &p);
-        assert!(matches!(
-            again.as_slice(),
-            [(_, CloudRequest::RegisterNode { .. })]
-        ));
-        assert!(a
-            .on_reply(first[0].0, answered(Reply::Object(json!({}))), w)
-            .is_empty());
-        assert!(
-            !a.is_registered(),
-            "a reply from the old session must not count"
-        );
-    }
-}
+mod tests;

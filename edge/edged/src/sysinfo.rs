@@ -21,6 +21,43 @@ pub struct NodeFacts {
     pub arch: &'static str,
     /// `containerd://1.6.20` once the runtime answered; empty before or without one.
     pub runtime_version: String,
+    /// Pre-allocated huge pages: `(hugepages-<size> resource name, bytes)`, every size the
+    /// kernel offers, 0 included, as kubelet lists them.
+    pub hugepages: Vec<(String, u64)>,
+}
+
+/// `hugepages-2Mi` for 2048 kB pages (Kubernetes' `HugePageResourceName`).
+pub fn hugepage_name(kib: u64) -> String {
+    let (n, unit) = if kib.is_multiple_of(1024 * 1024) {
+        (kib / (1024 * 1024), "Gi")
+    } else if kib.is_multiple_of(1024) {
+        (kib / 1024, "Mi")
+    } else {
+        (kib, "Ki")
+    };
+    format!("hugepages-{n}{unit}")
+}
+
+/// Huge page pools under `dir` (`/sys/kernel/mm/hugepages`): `hugepages-<N>kB/nr_hugepages`.
+pub fn read_hugepages(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(kib) = name
+            .strip_prefix("hugepages-")
+            .and_then(|r| r.strip_suffix("kB"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let count: u64 = fs::read_to_string(e.path().join("nr_hugepages"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((hugepage_name(kib), kib * 1024 * count));
+    }
+    out.sort();
+    out
 }
 
 /// A sample of what changes: used for the pressure conditions.
@@ -98,6 +135,7 @@ pub fn read_facts(data_dir: &Path) -> NodeFacts {
         boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
         arch: go_arch(),
         runtime_version: String::new(),
+        hugepages: read_hugepages(Path::new("/sys/kernel/mm/hugepages")),
     }
 }
 
@@ -127,6 +165,29 @@ mod tests {
             "Debian GNU/Linux 12 (bookworm)"
         );
         assert_eq!(parse_os_release(""), "Linux");
+    }
+
+    #[test]
+    fn hugepage_pools() {
+        assert_eq!(hugepage_name(2048), "hugepages-2Mi");
+        assert_eq!(hugepage_name(1024 * 1024), "hugepages-1Gi");
+        assert_eq!(hugepage_name(64), "hugepages-64Ki");
+        let dir = std::env::temp_dir().join(format!("hp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for (size, n) in [("2048kB", "3"), ("1048576kB", "0")] {
+            let d = dir.join(format!("hugepages-{size}"));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("nr_hugepages"), n).unwrap();
+        }
+        fs::create_dir_all(dir.join("other")).unwrap();
+        assert_eq!(
+            read_hugepages(&dir),
+            [
+                ("hugepages-1Gi".to_owned(), 0),
+                ("hugepages-2Mi".to_owned(), 3 * 2048 * 1024)
+            ]
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -25,6 +25,8 @@ struct Pending {
     from: ModuleId,
     id: RequestId,
     deadline: Instant,
+    /// An object query: the answer is acknowledged by the module once it is stored.
+    ack_when_stored: bool,
 }
 
 enum ReqKind {
@@ -35,11 +37,13 @@ enum ReqKind {
 /// What to do with a frame from the cloud.
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
-    /// Deliver the answer to the module that asked.
+    /// Deliver the answer to the module that asked, and send `ack` (upstream's edge
+    /// acknowledges every answer; object answers are acknowledged by the module once stored).
     Reply {
         to: ModuleId,
         id: RequestId,
         outcome: Outcome,
+        ack: Option<Message>,
     },
     /// Send this acknowledgement back to the cloud and do nothing else.
     Ack(Message),
@@ -98,6 +102,7 @@ impl HubCore {
             CloudRequest::TwinReported { .. } | CloudRequest::DeviceState { .. } => ReqKind::Twin,
             _ => ReqKind::Edged,
         };
+        let ack_when_stored = matches!(req, CloudRequest::QueryObject { .. });
         let (op, resource, content) = match req {
             CloudRequest::RegisterNode { node } => {
                 (Operation::Insert, node_path(ResourceKind::Node), node)
@@ -147,6 +152,45 @@ impl HubCore {
                 ResourcePath::object(&namespace, ResourceKind::PodPatch, &name).to_string(),
                 serde_json::Value::String(patch),
             ),
+            CloudRequest::QueryObject {
+                kind,
+                namespace,
+                name,
+            } => {
+                let kind = match kind {
+                    ObjectKind::Secret => ResourceKind::Secret,
+                    _ => ResourceKind::ConfigMap,
+                };
+                (
+                    Operation::Query,
+                    ResourcePath::object(&namespace, kind, &name).to_string(),
+                    serde_json::Value::Null,
+                )
+            }
+            CloudRequest::QueryToken {
+                namespace,
+                service_account,
+                request,
+            } => (
+                Operation::Query,
+                ResourcePath::object(
+                    &namespace,
+                    ResourceKind::ServiceAccountToken,
+                    &service_account,
+                )
+                .to_string(),
+                request,
+            ),
+            // kubelet's `Pods().Delete(name, {GracePeriodSeconds: 0, Preconditions: {UID}})`.
+            CloudRequest::DeletePod {
+                namespace,
+                name,
+                uid,
+            } => (
+                Operation::Delete,
+                ResourcePath::object(&namespace, ResourceKind::Pod, &name).to_string(),
+                serde_json::json!({ "gracePeriodSeconds": 0, "preconditions": { "uid": uid } }),
+            ),
         };
         let (source, group) = match req_kind {
             ReqKind::Twin => (ModuleName::Twin, Group::Resource),
@@ -163,6 +207,7 @@ impl HubCore {
             from,
             id,
             deadline: now + REPLY_TIMEOUT,
+            ack_when_stored,
         });
         (msg, evicted)
     }
@@ -172,13 +217,26 @@ impl HubCore {
         if let Some(parent) = msg.parent_id() {
             if let Some(pos) = self.pending.iter().position(|p| p.msg_id == parent) {
                 let p = self.pending.remove(pos).expect("position is in range");
+                let reply = Reply::from_content(&msg.content);
+                let stored_later = p.ack_when_stored && matches!(reply, Reply::Object(_));
+                let (ack, handle) = if stored_later {
+                    let handle = Box::new(AckHandle {
+                        msg_id: msg.header.msg_id.clone(),
+                        route: msg.route.clone(),
+                    });
+                    (None, Some(handle))
+                } else {
+                    (Some(msg.ack(now_ms)), None)
+                };
                 return Inbound::Reply {
                     to: p.from,
                     id: p.id,
                     outcome: Outcome::Answered {
-                        reply: Reply::from_content(&msg.content),
+                        reply,
                         resource_version: msg.header.resourceversion,
+                        ack: handle,
                     },
+                    ack,
                 };
             }
             return Inbound::Ignore("answer to a request no longer waiting");
@@ -442,17 +500,114 @@ mod tests {
                     Outcome::Answered {
                         reply,
                         resource_version,
+                        ack: None,
                     },
+                ack: Some(ack),
             } => {
                 assert_eq!((to, id), (ModuleId::Edged, RequestId(7)));
                 assert_eq!(reply, Reply::Object(json!({"kind":"Lease"})));
                 assert_eq!(resource_version, "101");
+                assert_eq!(
+                    ack.header.parent_msg_id, a.header.msg_id,
+                    "answers are acknowledged"
+                );
+                assert!(ack.is_ok_content());
             }
             other => panic!("{other:?}"),
         }
         assert_eq!(
             core.inbound(a, 0),
             Inbound::Ignore("answer to a request no longer waiting")
+        );
+    }
+
+    #[test]
+    fn queries_tokens_and_pod_deletes_use_upstream_shapes() {
+        let mut core = HubCore::new("edge0");
+        let now = Instant::now();
+        let q = CloudRequest::QueryObject {
+            kind: ObjectKind::ConfigMap,
+            namespace: "default".into(),
+            name: "cfg".into(),
+        };
+        let (m, _) = core.request(ModuleId::MetaManager, RequestId(1), q, 0, now);
+        assert_eq!(
+            (
+                m.route.source.as_str(),
+                m.route.group.as_str(),
+                m.route.operation.as_str(),
+                m.route.resource.as_str()
+            ),
+            ("edged", "meta", "query", "default/configmap/cfg")
+        );
+        assert!(m.content.is_null());
+        // The answer is acknowledged by MetaManager once stored, not here.
+        let mut a = answer(
+            &m.header.msg_id,
+            json!({"kind": "ConfigMap", "metadata": {"name": "cfg"}}),
+        );
+        a.route.resource = "default/configmap/cfg".into();
+        match core.inbound(a.clone(), 0) {
+            Inbound::Reply {
+                to: ModuleId::MetaManager,
+                outcome: Outcome::Answered { ack: Some(h), .. },
+                ack: None,
+                ..
+            } => {
+                let ack = HubCore::ack_persisted(*h, 1);
+                assert_eq!(ack.header.parent_msg_id, a.header.msg_id);
+                assert_eq!(ack.route.resource, "default/configmap/cfg");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A NotFound answer to a query needs no stored ACK.
+        let q = CloudRequest::QueryObject {
+            kind: ObjectKind::Secret,
+            namespace: "default".into(),
+            name: "s".into(),
+        };
+        let (m, _) = core.request(ModuleId::MetaManager, RequestId(2), q, 0, now);
+        assert_eq!(m.route.resource, "default/secret/s");
+        let nf = answer(
+            &m.header.msg_id,
+            json!({"ErrStatus": proto::objresp::not_found("secrets", "", "s")}),
+        );
+        assert!(matches!(
+            core.inbound(nf, 0),
+            Inbound::Reply {
+                outcome: Outcome::Answered { ack: None, .. },
+                ..
+            }
+        ));
+        let t = CloudRequest::QueryToken {
+            namespace: "default".into(),
+            service_account: "default".into(),
+            request: json!({"spec": {"expirationSeconds": 3607}}),
+        };
+        let (m, _) = core.request(ModuleId::MetaManager, RequestId(3), t, 0, now);
+        assert_eq!(
+            (m.route.operation.as_str(), m.route.resource.as_str()),
+            ("query", "default/serviceaccounttoken/default")
+        );
+        assert_eq!(m.content["spec"]["expirationSeconds"], 3607);
+        let d = CloudRequest::DeletePod {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: "u1".into(),
+        };
+        let (m, _) = core.request(ModuleId::Edged, RequestId(4), d, 0, now);
+        assert_eq!(
+            (
+                m.route.source.as_str(),
+                m.route.group.as_str(),
+                m.route.operation.as_str(),
+                m.route.resource.as_str()
+            ),
+            ("edged", "meta", "delete", "default/pod/web")
+        );
+        assert_eq!(
+            m.content,
+            json!({"gracePeriodSeconds": 0, "preconditions": {"uid": "u1"}})
         );
     }
 

@@ -357,8 +357,16 @@ async fn session(
                     }
                 };
                 match core.inbound(msg, now_ms()) {
-                    Inbound::Reply { to, id, outcome } => {
-                        bus.deliver(to, BusMessage::Reply { id, outcome })
+                    Inbound::Reply {
+                        to,
+                        id,
+                        outcome,
+                        ack,
+                    } => {
+                        bus.deliver(to, BusMessage::Reply { id, outcome });
+                        if let Some(ack) = ack {
+                            send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?;
+                        }
                     }
                     Inbound::Ack(ack) => {
                         send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?

@@ -8,14 +8,22 @@
 //! - Objects are served from the store, so a gateway restarted without a cloud still has its
 //!   pods, configmaps and secrets.
 //!
-//! [`MetaCore`] is the store logic; [`run`] batches whatever is waiting in the mailbox into one
-//! transaction (one fsync for a burst) and then acknowledges each message.
+//! - What pods reference but the cloud did not push (configmaps, secrets, service account
+//!   tokens) is asked for ([`deps`]), stored the same way, and acknowledged once stored.
+//!
+//! [`MetaCore`] is the store logic; [`run`] batches whatever is waiting in the mailbox (pushes
+//! and answers) into one transaction (one fsync for a burst) and then acknowledges each.
 
 #![forbid(unsafe_code)]
 
+pub mod deps;
+
 use std::collections::BTreeMap;
 
-use bus::{Bus, BusMessage, CloudObject, Mailbox, ModuleId, ObjectKind, ObjectOp, Shutdown};
+use bus::{
+    AckHandle, Bus, BusMessage, CloudObject, Link, Mailbox, ModuleId, ObjectKind, ObjectOp,
+    Shutdown, TokenKey, Wake,
+};
 use serde::{Deserialize, Serialize};
 use store::{KvStore, Op, StoreError};
 
@@ -40,6 +48,30 @@ pub enum MetaError {
     Store(#[from] StoreError),
     #[error("stored value under {0} is corrupt: {1}")]
     Corrupt(String, String),
+}
+
+/// Service account tokens: `tok/<pod uid>/<account>/<expiration secs>/<audience>`.
+const TOKEN_PREFIX: &[u8] = b"tok/";
+
+/// One stored token, with the key fields again so a scan needs no key parsing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct TokenRecord {
+    pod_uid: String,
+    service_account: String,
+    audience: String,
+    expiration_secs: u64,
+    token: String,
+    expires_unix: i64,
+    /// The lifetime the cloud granted (it may shorten the one asked for).
+    granted_secs: u64,
+}
+
+fn token_key(k: &TokenKey) -> Vec<u8> {
+    format!(
+        "tok/{}/{}/{}/{}",
+        k.pod_uid, k.service_account, k.expiration_secs, k.audience
+    )
+    .into_bytes()
 }
 
 /// The store key of an object: `obj/<kind>/<namespace>/<name>`.
@@ -118,6 +150,15 @@ impl MetaCore {
     /// Applies a batch of cloud objects in one atomic, durable transaction and says what each
     /// did. Within a batch later messages see earlier ones.
     pub fn apply_batch(&self, objs: &[&CloudObject]) -> Result<Vec<Applied>, MetaError> {
+        self.commit(objs, &[])
+    }
+
+    /// Objects and token changes (`None` deletes) in one atomic, durable transaction.
+    pub fn commit(
+        &self,
+        objs: &[&CloudObject],
+        tokens: &[(TokenKey, Option<deps::StoredToken>)],
+    ) -> Result<Vec<Applied>, MetaError> {
         let mut pending: BTreeMap<Vec<u8>, Option<Record>> = BTreeMap::new();
         let mut results = Vec::with_capacity(objs.len());
         for obj in objs {
@@ -163,13 +204,37 @@ impl MetaCore {
                 },
             }
         }
-        let ops: Vec<Op> = pending
+        let mut ops: Vec<Op> = pending
             .into_iter()
             .map(|(k, r)| match r {
                 Some(r) => Op::Put(k, encode(&r)),
                 None => Op::Delete(k),
             })
             .collect();
+        for (key, t) in tokens {
+            ops.push(match t {
+                Some(t) => {
+                    let rec = TokenRecord {
+                        pod_uid: key.pod_uid.clone(),
+                        service_account: key.service_account.clone(),
+                        audience: key.audience.clone(),
+                        expiration_secs: key.expiration_secs,
+                        token: t.token.clone(),
+                        expires_unix: t.expires_unix,
+                        granted_secs: t.expiration_secs,
+                    };
+                    let mut bytes = vec![SCHEMA];
+                    bytes.extend(postcard::to_stdvec(&rec).map_err(|e| {
+                        MetaError::Corrupt(
+                            String::from_utf8_lossy(&token_key(key)).into(),
+                            e.to_string(),
+                        )
+                    })?);
+                    Op::Put(token_key(key), bytes)
+                }
+                None => Op::Delete(token_key(key)),
+            });
+        }
         if !ops.is_empty() {
             self.store.apply(&ops)?;
         }
@@ -225,6 +290,34 @@ pub fn list_from(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<StoredObject>, Me
 }
 
 impl MetaCore {
+    /// Every stored token, by key.
+    pub fn tokens(&self) -> Result<BTreeMap<TokenKey, deps::StoredToken>, MetaError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.store.scan_prefix(TOKEN_PREFIX)? {
+            let corrupt = |why: String| MetaError::Corrupt(String::from_utf8_lossy(&k).into(), why);
+            let rec: TokenRecord = match v.split_first() {
+                Some((&SCHEMA, rest)) => {
+                    postcard::from_bytes(rest).map_err(|e| corrupt(e.to_string()))?
+                }
+                _ => return Err(corrupt("unknown schema".into())),
+            };
+            out.insert(
+                TokenKey {
+                    pod_uid: rec.pod_uid,
+                    service_account: rec.service_account,
+                    audience: rec.audience,
+                    expiration_secs: rec.expiration_secs,
+                },
+                deps::StoredToken {
+                    token: rec.token,
+                    expires_unix: rec.expires_unix,
+                    expiration_secs: rec.granted_secs,
+                },
+            );
+        }
+        Ok(out)
+    }
+
     /// The desired state for Edged: every stored pod, configmap and secret.
     pub fn desired(&self) -> Result<bus::DesiredPods, MetaError> {
         let json = |o: &StoredObject| {
@@ -242,17 +335,27 @@ impl MetaCore {
             d.secrets
                 .insert((o.namespace.clone(), o.name.clone()), json(&o));
         }
+        for (k, t) in self.tokens()? {
+            d.tokens.insert(
+                k,
+                bus::Token {
+                    token: t.token,
+                    expires_unix: t.expires_unix,
+                },
+            );
+        }
         Ok(d)
     }
 }
 
-/// Tells Edged what it must run now, from the store.
-async fn publish(core: &MetaCore, bus: &Bus) -> bool {
+/// Tells Edged what it must run now, from the store, and what the cloud said is missing.
+async fn publish(core: &MetaCore, deps: &deps::Deps, bus: &Bus) -> bool {
     if !bus.is_enabled(ModuleId::Edged) {
         return true;
     }
     match core.desired() {
-        Ok(d) => {
+        Ok(mut d) => {
+            d.missing = deps.missing().clone();
             bus.send(ModuleId::Edged, BusMessage::Desired(std::rc::Rc::new(d)))
                 .await
         }
@@ -263,79 +366,194 @@ async fn publish(core: &MetaCore, bus: &Bus) -> bool {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What one burst of messages asks the store to do.
+#[derive(Default)]
+struct Burst {
+    objects: Vec<CloudObject>,
+    /// Acknowledgements owed once the burst is stored, by object index.
+    acks: Vec<Option<AckHandle>>,
+    tokens: Vec<(TokenKey, Option<deps::StoredToken>)>,
+    missing_changed: bool,
+}
+
+fn take(burst: &mut Burst, deps: &mut deps::Deps, msg: BusMessage, now: i64) {
+    match msg {
+        BusMessage::FromCloud(o) => {
+            let ack = Some(o.ack.clone());
+            burst.objects.push(*o);
+            burst.acks.push(ack);
+        }
+        BusMessage::Link(l) => deps.link(matches!(l, Link::Connected { .. })),
+        BusMessage::Reply { id, outcome } if deps.is_mine(id) => {
+            let ack = match &outcome {
+                bus::Outcome::Answered { ack, .. } => ack.as_deref().cloned(),
+                _ => None,
+            };
+            match deps.on_reply(id, outcome, now) {
+                deps::Answer::Object {
+                    kind,
+                    namespace,
+                    name,
+                    resource_version,
+                    object,
+                } => {
+                    burst.objects.push(CloudObject {
+                        op: ObjectOp::Upsert,
+                        kind,
+                        namespace,
+                        name,
+                        resource_version,
+                        object,
+                        ack: ack.clone().unwrap_or(AckHandle {
+                            msg_id: String::new(),
+                            route: Default::default(),
+                        }),
+                    });
+                    burst.acks.push(ack);
+                }
+                deps::Answer::Token { key, token } => burst.tokens.push((key, Some(token))),
+                deps::Answer::Missing => burst.missing_changed = true,
+                deps::Answer::Nothing => {}
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Runs MetaManager until shutdown.
 pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
-    use smol::future::FutureExt;
+    let mut deps = deps::Deps::new();
     // Edged starts from the store, cloud or no cloud: this is what keeps pods running offline.
-    if !publish(&core, &bus).await {
+    if !publish(&core, &deps, &bus).await {
         return;
     }
+    // Retries of queries come due on this tick.
+    let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(1));
     loop {
-        let first = async { mailbox.recv().await }
-            .or(async {
-                shutdown.wait().await;
-                None
-            })
-            .await;
-        let Some(first) = first else { return };
-        // Take whatever else is already waiting, up to MAX_BATCH, for one transaction.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match mailbox.try_recv() {
-                Some(m) => batch.push(m),
-                None => break,
-            }
-        }
-        let objs: Vec<&CloudObject> = batch
-            .iter()
-            .filter_map(|m| match m {
-                BusMessage::FromCloud(o) => Some(o.as_ref()),
-                _ => None,
-            })
-            .collect();
-        if objs.is_empty() {
-            continue;
-        }
-        match core.apply_batch(&objs) {
-            Ok(results) => {
-                let changed = results
-                    .iter()
-                    .any(|r| matches!(r, Applied::Stored | Applied::Deleted));
-                for (obj, res) in objs.iter().zip(results) {
-                    match res {
-                        Applied::Stale { stored } => log::debug!(
-                            "{} {}/{} rv {} is older than stored rv {stored}; kept the stored one",
-                            obj.kind.as_str(),
-                            obj.namespace,
-                            obj.name,
-                            obj.resource_version
-                        ),
-                        other => log::debug!(
-                            "{} {}/{}: {other:?}",
-                            obj.kind.as_str(),
-                            obj.namespace,
-                            obj.name
-                        ),
-                    }
-                    if !bus
-                        .send(ModuleId::EdgeHub, BusMessage::Persisted(obj.ack.clone()))
-                        .await
-                    {
-                        return;
+        let now = now_ms();
+        let mut burst = Burst::default();
+        match mailbox.next(&mut ticker, &shutdown).await {
+            Wake::Stop => return,
+            Wake::Tick => {}
+            Wake::Mail(first) => {
+                // Take whatever else is already waiting, up to MAX_BATCH, for one transaction.
+                take(&mut burst, &mut deps, first, now);
+                for _ in 1..MAX_BATCH {
+                    match mailbox.try_recv() {
+                        Some(m) => take(&mut burst, &mut deps, m, now),
+                        None => break,
                     }
                 }
-                if changed && !publish(&core, &bus).await {
-                    return;
-                }
             }
-            // Nothing is acknowledged: the cloud resends, and the next attempt may succeed
-            // (a full disk freed, say). The store itself stays at its last committed state.
-            Err(e) => log::error!(
-                "cannot persist {} object(s) from the cloud: {e}",
-                objs.len()
-            ),
+        }
+        let mut changed = burst.missing_changed;
+        if !burst.objects.is_empty() || !burst.tokens.is_empty() {
+            let objs: Vec<&CloudObject> = burst.objects.iter().collect();
+            match core.commit(&objs, &burst.tokens) {
+                Ok(results) => {
+                    changed |= !burst.tokens.is_empty()
+                        || results
+                            .iter()
+                            .any(|r| matches!(r, Applied::Stored | Applied::Deleted));
+                    for ((obj, res), ack) in objs.iter().zip(results).zip(&burst.acks) {
+                        match res {
+                            Applied::Stale { stored } => log::debug!(
+                                "{} {}/{} rv {} is older than stored rv {stored}; kept the stored one",
+                                obj.kind.as_str(),
+                                obj.namespace,
+                                obj.name,
+                                obj.resource_version
+                            ),
+                            other => log::debug!(
+                                "{} {}/{}: {other:?}",
+                                obj.kind.as_str(),
+                                obj.namespace,
+                                obj.name
+                            ),
+                        }
+                        if obj.op == ObjectOp::Upsert
+                            && deps.arrived(obj.kind, &obj.namespace, &obj.name)
+                        {
+                            changed = true;
+                        }
+                        let Some(ack) = ack.clone().filter(|a| !a.msg_id.is_empty()) else {
+                            continue;
+                        };
+                        if !bus
+                            .send(ModuleId::EdgeHub, BusMessage::Persisted(ack))
+                            .await
+                        {
+                            return;
+                        }
+                    }
+                }
+                // Nothing is acknowledged: the cloud resends (queries are asked again), and the
+                // next attempt may succeed (a full disk freed, say). The store stays at its last
+                // committed state.
+                Err(e) => log::error!(
+                    "cannot persist {} object(s) from the cloud: {e}",
+                    burst.objects.len()
+                ),
+            }
+        }
+        if !fetch(&core, &mut deps, &bus, &mut changed).await {
+            return;
+        }
+        if changed && !publish(&core, &deps, &bus).await {
+            return;
         }
     }
+}
+
+/// Asks for what the stored pods need and the store lacks; drops tokens of pods gone.
+async fn fetch(core: &MetaCore, deps: &mut deps::Deps, bus: &Bus, changed: &mut bool) -> bool {
+    let pods: Vec<serde_json::Value> = match core.list(Some(ObjectKind::Pod)) {
+        Ok(list) => list
+            .iter()
+            .filter_map(|o| serde_json::from_slice(&o.record.json).ok())
+            .collect(),
+        Err(e) => {
+            log::error!("cannot read stored pods: {e}");
+            return true;
+        }
+    };
+    let wanted = deps::wanted(&pods);
+    let tokens = core.tokens().unwrap_or_default();
+    let stale: Vec<(TokenKey, Option<deps::StoredToken>)> = tokens
+        .keys()
+        .filter(|k| {
+            !wanted
+                .iter()
+                .any(|w| matches!(w, deps::Want::Token { key, .. } if key == *k))
+        })
+        .map(|k| (k.clone(), None))
+        .collect();
+    if !stale.is_empty() {
+        match core.commit(&[], &stale) {
+            Ok(_) => *changed = true,
+            Err(e) => log::error!("cannot drop tokens of deleted pods: {e}"),
+        }
+    }
+    let has = |kind, ns: &str, name: &str| matches!(core.get(kind, ns, name), Ok(Some(_)));
+    let reqs = deps.poll(&wanted, has, |k| tokens.get(k).cloned(), now_ms());
+    for (id, request) in reqs {
+        let msg = BusMessage::ToCloud {
+            from: ModuleId::MetaManager,
+            id,
+            request,
+        };
+        if !bus.send(ModuleId::EdgeHub, msg).await {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

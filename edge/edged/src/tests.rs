@@ -1,0 +1,203 @@
+//! NodeAgent on virtual time.
+
+use super::*;
+use serde_json::json;
+
+const S: Duration = Duration::from_secs(10);
+
+fn answered(reply: Reply) -> Outcome {
+    Outcome::Answered {
+        reply,
+        resource_version: String::new(),
+        ack: None,
+    }
+}
+
+fn up() -> Link {
+    Link::Connected {
+        local_ip: [10, 0, 0, 2].into(),
+    }
+}
+
+fn p() -> Pressure {
+    Pressure::default()
+}
+
+/// The status patches among `reqs`, parsed.
+fn status_patches(reqs: &[(RequestId, CloudRequest)]) -> Vec<Value> {
+    reqs.iter()
+        .filter_map(|(_, r)| match r {
+            CloudRequest::PatchNodeStatus { patch } => serde_json::from_str(patch).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn id_of(reqs: &[(RequestId, CloudRequest)], f: impl Fn(&CloudRequest) -> bool) -> RequestId {
+    reqs.iter().find(|(_, r)| f(r)).expect("request present").0
+}
+
+#[test]
+fn registers_reports_the_whole_status_then_creates_lease_and_renews() {
+    let t0 = Instant::now();
+    let w = SystemTime::now();
+    let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
+    assert!(
+        a.on_tick(t0, w, &p()).is_empty(),
+        "nothing while disconnected"
+    );
+    let reqs = a.on_link(up(), t0, w, &p());
+    assert!(matches!(
+        reqs.as_slice(),
+        [(_, CloudRequest::RegisterNode { .. })]
+    ));
+    let reqs = a.on_reply(
+        reqs[0].0,
+        answered(Reply::Object(json!({"metadata":{"uid":"u1"}}))),
+        t0,
+        w,
+        &p(),
+    );
+    assert!(a.is_registered());
+    assert!(reqs
+        .iter()
+        .any(|(_, r)| matches!(r, CloudRequest::QueryLease)));
+    let full = status_patches(&reqs);
+    assert_eq!(full.len(), 1, "the whole status follows registration");
+    assert!(full[0]["status"]["nodeInfo"].is_object());
+    assert!(full[0]["status"]["capacity"].is_object());
+    let status_id = id_of(&reqs, |r| matches!(r, CloudRequest::PatchNodeStatus { .. }));
+    a.on_reply(status_id, answered(Reply::Object(json!({}))), t0, w, &p());
+    let lease_id = id_of(&reqs, |r| matches!(r, CloudRequest::QueryLease));
+    let nf = Reply::Failed {
+        code: 404,
+        reason: "NotFound".into(),
+        message: String::new(),
+    };
+    let reqs = a.on_reply(lease_id, answered(nf), t0, w, &p());
+    let lease = match reqs.as_slice() {
+        [(_, CloudRequest::CreateLease { lease })] => lease.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(lease["metadata"]["ownerReferences"][0]["uid"], "u1");
+    let mut stored = lease.clone();
+    stored["metadata"]["resourceVersion"] = json!("5");
+    assert!(a
+        .on_reply(reqs[0].0, answered(Reply::Object(stored)), t0, w, &p())
+        .is_empty());
+    // At the interval: the lease; the unchanged status is not sent again.
+    assert!(a.on_tick(t0 + S / 2, w, &p()).is_empty());
+    let reqs = a.on_tick(t0 + S, w, &p());
+    assert!(
+        status_patches(&reqs).is_empty(),
+        "unchanged: only heartbeats moved"
+    );
+    match reqs.as_slice() {
+        [(_, CloudRequest::UpdateLease { lease })] => {
+            assert_eq!(lease["metadata"]["resourceVersion"], "5")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Registered and with a first report accepted, at `t0`.
+fn settled(t0: Instant, w: SystemTime) -> NodeAgent {
+    let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
+    let reqs = a.on_link(up(), t0, w, &p());
+    let reqs = a.on_reply(reqs[0].0, answered(Reply::Object(json!({}))), t0, w, &p());
+    for (id, r) in reqs {
+        if matches!(r, CloudRequest::PatchNodeStatus { .. }) {
+            a.on_reply(id, answered(Reply::Object(json!({}))), t0, w, &p());
+        }
+    }
+    a
+}
+
+#[test]
+fn a_changed_status_or_five_minutes_sends_it_again() {
+    let t0 = Instant::now();
+    let w = SystemTime::now();
+    let mut a = settled(t0, w);
+    assert!(status_patches(&a.on_tick(t0 + S, w, &p())).is_empty());
+    a.set_runtime(&RuntimeHealth::Up("containerd://1.7.20".into()));
+    let reqs = a.on_tick(t0 + 2 * S, w, &p());
+    let patches = status_patches(&reqs);
+    assert_eq!(
+        patches[0]["status"]["nodeInfo"]["containerRuntimeVersion"], "containerd://1.7.20",
+        "a runtime seen after registration reaches the node object"
+    );
+    let id = id_of(&reqs, |r| matches!(r, CloudRequest::PatchNodeStatus { .. }));
+    a.on_reply(id, answered(Reply::Object(json!({}))), t0 + 2 * S, w, &p());
+    a.set_runtime(&RuntimeHealth::Down("connection refused".into()));
+    let reqs = a.on_tick(t0 + 3 * S, w, &p());
+    let ready = &status_patches(&reqs)[0]["status"]["conditions"][3];
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("KubeletNotReady"))
+    );
+    let id = id_of(&reqs, |r| matches!(r, CloudRequest::PatchNodeStatus { .. }));
+    a.on_reply(id, answered(Reply::Object(json!({}))), t0 + 3 * S, w, &p());
+    assert!(status_patches(&a.on_tick(t0 + 4 * S, w, &p())).is_empty());
+    let late = t0 + 3 * S + STATUS_REPORT_INTERVAL;
+    assert_eq!(
+        status_patches(&a.on_tick(late, w, &p())).len(),
+        1,
+        "reported again after 5 min"
+    );
+}
+
+#[test]
+fn already_exists_counts_as_registered_refreshes_the_status_and_failures_retry() {
+    let t0 = Instant::now();
+    let w = SystemTime::now();
+    let mut a = NodeAgent::new("edge0", NodeFacts::default(), S, S, t0);
+    let reqs = a.on_link(up(), t0, w, &p());
+    assert!(a.on_reply(reqs[0].0, Outcome::Lost, t0, w, &p()).is_empty());
+    assert!(!a.is_registered());
+    let reqs = a.on_tick(t0 + S, w, &p());
+    assert!(
+        matches!(reqs.as_slice(), [(_, CloudRequest::RegisterNode { .. })]),
+        "{reqs:?}"
+    );
+    let exists = Reply::Failed {
+        code: 409,
+        reason: "AlreadyExists".into(),
+        message: String::new(),
+    };
+    let reqs = a.on_reply(reqs[0].0, answered(exists), t0 + S, w, &p());
+    assert!(a.is_registered());
+    assert_eq!(
+        status_patches(&reqs).len(),
+        1,
+        "an existing node object gets this node's whole status"
+    );
+}
+
+#[test]
+fn reconnect_registers_again_reports_again_and_drops_stale_replies() {
+    let t0 = Instant::now();
+    let w = SystemTime::now();
+    let mut a = settled(t0, w);
+    let before = a.on_tick(t0 + S, w, &p());
+    a.on_link(Link::Disconnected, t0, w, &p());
+    let again = a.on_link(up(), t0, w, &p());
+    assert!(matches!(
+        again.as_slice(),
+        [(_, CloudRequest::RegisterNode { .. })]
+    ));
+    for (id, _) in before {
+        assert!(a
+            .on_reply(id, answered(Reply::Object(json!({}))), t0, w, &p())
+            .is_empty());
+    }
+    assert!(
+        !a.is_registered(),
+        "a reply from the old session must not count"
+    );
+    let reqs = a.on_reply(again[0].0, answered(Reply::Object(json!({}))), t0, w, &p());
+    assert_eq!(
+        status_patches(&reqs).len(),
+        1,
+        "the whole status on each connect"
+    );
+}
