@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod mqtt;
 pub mod proxy;
+pub mod upstream_cloud;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -519,6 +520,16 @@ impl Edge {
                 && o["metadata"]["name"] == name
                 && o["metadata"]["namespace"] == "default"
         })
+    }
+
+    /// Points this edge's tunnel at `addr` (an upstream-shaped test cloud, say), keeping
+    /// the enrollment.
+    pub fn use_cloud(&self, addr: SocketAddr) {
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(self.config_path()).unwrap()).unwrap();
+        let mut cloud = cfg["cloud"].clone();
+        cloud["server"] = serde_json::json!(addr.to_string());
+        self.set_config("cloud", cloud);
     }
 
     /// Sets one top-level key of edgecore.json.
