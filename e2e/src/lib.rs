@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod mqtt;
 pub mod proxy;
 pub mod upstream_cloud;
+pub mod upstream_edge;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

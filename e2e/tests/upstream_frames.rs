@@ -3,42 +3,17 @@
 //! gets the reply upstream's cloudcore would give (or none where upstream gives none).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::Message as Ws;
 use e2e::{Cloud, Edge};
-use futures_rustls::rustls::{ClientConfig, RootCertStore};
 use proto::objresp::Reply;
 use proto::{Message, Operation};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 
 const FRAMES: &str = include_str!("../../proto/tests/golden/upstream-edgecore-frames.jsonl");
-
-fn tls(edge: &Edge) -> Arc<ClientConfig> {
-    let pki = edge.dir.path().join("pki");
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).unwrap())
-        .unwrap();
-    let certs = vec![CertificateDer::from_pem_file(pki.join("edge.crt")).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(pki.join("edge.key")).unwrap();
-    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
-    Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .unwrap(),
-    )
-}
 
 #[test]
 fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
@@ -54,27 +29,8 @@ fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
     assert!(frames.len() >= 9);
 
     smol::block_on(async {
-        let tcp = smol::net::TcpStream::connect(cloud.ws).await.unwrap();
-        let tls = futures_rustls::TlsConnector::from(tls(&edge))
-            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
-            .unwrap();
         // The URL and headers upstream edgecore sends (§3.2); the path is ignored by the server.
-        let mut req = format!(
-            "wss://{}/e632aba927ea4ac2b575ec1603d56f10/edge0/events",
-            cloud.ws
-        )
-        .into_client_request()
-        .unwrap();
-        req.headers_mut()
-            .insert("Node_id", HeaderValue::from_static("edge0"));
-        req.headers_mut().insert(
-            "Project_id",
-            HeaderValue::from_static("e632aba927ea4ac2b575ec1603d56f10"),
-        );
-        req.headers_mut()
-            .insert("Connectionuse", HeaderValue::from_static("msg"));
-        let (mut ws, _) = async_tungstenite::client_async(req, tls).await.unwrap();
+        let mut ws = e2e::upstream_edge::connect(&cloud, &edge).await;
 
         let next_reply = async |ws: &mut async_tungstenite::WebSocketStream<_>| -> Message {
             let frame = async { ws.next().await }
@@ -178,24 +134,7 @@ fn golden_upstream_edge_frames_get_upstream_shaped_replies() {
     assert!(cloud.ready("edge0").is_some());
 }
 
-type Tunnel =
-    async_tungstenite::WebSocketStream<futures_rustls::client::TlsStream<smol::net::TcpStream>>;
-
-async fn connect(cloud: &Cloud, edge: &Edge) -> Tunnel {
-    let tcp = smol::net::TcpStream::connect(cloud.ws).await.unwrap();
-    let tls = futures_rustls::TlsConnector::from(tls(edge))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut req = format!("wss://{}/p/{}/events", cloud.ws, edge.name)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("node_id", HeaderValue::from_str(&edge.name).unwrap());
-    req.headers_mut()
-        .insert("connectionuse", HeaderValue::from_static("msg"));
-    async_tungstenite::client_async(req, tls).await.unwrap().0
-}
+type Tunnel = e2e::upstream_edge::Tunnel;
 
 async fn next_message(ws: &mut Tunnel) -> Message {
     loop {
@@ -222,7 +161,7 @@ fn pod_status_reported_by_the_edge_shows_in_get_pods() {
     edge.join_ok(&cloud);
     cloud.apply_ok("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  nodeName: edge0\n  containers: [{name: app, image: busybox}]\n");
     smol::block_on(async {
-        let mut ws = connect(&cloud, &edge).await;
+        let mut ws = e2e::upstream_edge::connect(&cloud, &edge).await;
         let push = next_message(&mut ws).await;
         assert_eq!(
             (push.route.operation.as_str(), push.route.resource.as_str()),
