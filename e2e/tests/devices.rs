@@ -83,6 +83,15 @@ fn scenario(external: Option<u16>) {
     sub.wait(&format!("{TWIN}/update/delta"), T, |v| {
         v["delta"]["temperature"] == "22"
     });
+    // The device reaches the edge twice (its object, and membership for upstream edges, sent
+    // after it and again with the new value, so both were handled before this delta): mappers
+    // see it announced once.
+    let announced = sub
+        .messages()
+        .into_iter()
+        .filter(|(t, p)| t.ends_with("membership/updated") && p.contains("default/thermo"))
+        .count();
+    assert_eq!(announced, 1, "{:?}", sub.messages());
 
     // Reported by a mapper: result on MQTT, value in the cloud's status.
     twin_update(port, "25.3");

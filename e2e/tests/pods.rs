@@ -110,6 +110,36 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
         row.contains("1/1") && row.contains("Running") && row.contains("edge0"),
         "{table}"
     );
+    // The cloud holds the state the edge reported, and only it: a strategic merge replaces
+    // containerStatuses (no stale `waiting` beside `running`).
+    let state = container_status(&cloud, "web")["state"].clone();
+    assert_eq!(
+        state.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["running"],
+        "{state}"
+    );
+    let conds = pod(&cloud, "web").unwrap()["status"]["conditions"].clone();
+    let types: Vec<&str> = conds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled"
+        ]
+    );
+    assert!(conds
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["lastTransitionTime"].is_string()));
     let node = cloud.admin("GET", "/api/v1/nodes/edge0", b"").1;
     assert!(
         node["status"]["nodeInfo"]["containerRuntimeVersion"]
