@@ -525,17 +525,28 @@ async fn node_loop(
             }
             Wake::Tick => agent.on_tick(now, wall, &pressure()),
         };
-        for (id, request) in requests {
-            let msg = BusMessage::ToCloud {
-                from: ModuleId::Edged,
-                id,
-                request,
-            };
-            if !bus.send(ModuleId::EdgeHub, msg).await {
-                return;
-            }
+        if !to_cloud(bus, requests).await {
+            return;
         }
     }
+}
+
+/// Hands Edged's requests to EdgeHub, waiting for room. False when edgecore is stopping.
+pub(crate) async fn to_cloud(
+    bus: &Bus,
+    requests: impl IntoIterator<Item = (RequestId, CloudRequest)>,
+) -> bool {
+    for (id, request) in requests {
+        let msg = BusMessage::ToCloud {
+            from: ModuleId::Edged,
+            id,
+            request,
+        };
+        if !bus.send(ModuleId::EdgeHub, msg).await {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

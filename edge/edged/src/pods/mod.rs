@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use bus::{Bus, BusMessage, DesiredPods, ModuleId, Outcome, RequestId, Shutdown, Watch};
+use bus::{Bus, DesiredPods, Outcome, RequestId, Shutdown, Watch};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use smol::future::FutureExt;
 
@@ -414,15 +414,8 @@ pub async fn run<R: Runtime>(
             }
         }
         reporter.offer(&plan.reports);
-        for (id, request) in reporter.poll(now / 1_000_000) {
-            let msg = BusMessage::ToCloud {
-                from: ModuleId::Edged,
-                id,
-                request,
-            };
-            if !bus.send(ModuleId::EdgeHub, msg).await {
-                return;
-            }
+        if !crate::to_cloud(bus, reporter.poll(now / 1_000_000)).await {
+            return;
         }
     }
 }

@@ -156,20 +156,20 @@ struct ProbeState {
     kill: bool,
 }
 
-/// A back-off: how many failures, and not before when to try again.
+/// A back-off: how many failures, and not before when (in the caller's clock units) to try
+/// again; each failure doubles the wait from `base` up to `max`.
 #[derive(Clone, Copy, Debug, Default)]
-struct Retry {
-    failures: u32,
-    not_before_ns: i64,
+pub(crate) struct Retry {
+    pub failures: u32,
+    pub not_before: i64,
 }
 
 impl Retry {
-    fn fail(&mut self, base: Duration, now_ns: i64) {
-        let d = base
-            .saturating_mul(1 << self.failures.min(16))
-            .min(MAX_BACKOFF);
+    /// Records a failure at `now`; `unit` is the clock's length of one second.
+    pub fn fail(&mut self, base: Duration, max: Duration, now: i64, unit: i64) {
+        let d = base.saturating_mul(1 << self.failures.min(16)).min(max);
         self.failures += 1;
-        self.not_before_ns = now_ns + d.as_nanos() as i64;
+        self.not_before = now + (d.as_secs_f64() * unit as f64) as i64;
     }
 }
 
@@ -273,7 +273,7 @@ impl Reconciler {
                 Failure::Sandbox(m) => {
                     sandbox_failed = true;
                     let (mut r, _) = st.sandbox.take().unwrap_or_default();
-                    r.fail(SANDBOX_BACKOFF, now_ns);
+                    r.fail(SANDBOX_BACKOFF, MAX_BACKOFF, now_ns, NS_PER_SEC);
                     st.sandbox = Some((r, m));
                 }
                 Failure::Start { container, error } => {
@@ -281,7 +281,7 @@ impl Reconciler {
                     let (reason, message) = match &error {
                         StartError::Pull(m) => {
                             let e = st.pulls.entry(container.clone()).or_default();
-                            e.0.fail(PULL_BACKOFF, now_ns);
+                            e.0.fail(PULL_BACKOFF, MAX_BACKOFF, now_ns, NS_PER_SEC);
                             e.1 = m.clone();
                             e.2 = false; // shown as ErrImagePull once, then ImagePullBackOff
                             ("ErrImagePull".to_owned(), m.clone())
@@ -543,7 +543,7 @@ impl Reconciler {
             let mut sandbox_waiting: Option<String> = None;
             if current.is_none() {
                 let attempt = newest(&sbs).map_or(0, |s| s.attempt + 1);
-                let retry_at = st.sandbox.as_ref().map_or(0, |(r, _)| r.not_before_ns);
+                let retry_at = st.sandbox.as_ref().map_or(0, |(r, _)| r.not_before);
                 if let Some((_, m)) = &st.sandbox {
                     sandbox_waiting = Some(m.clone());
                     Self::log_once(st, spec, &format!("cannot start its sandbox: {m}"));
@@ -665,7 +665,7 @@ impl Reconciler {
                             EnvError::Waiting(m) => ("ContainerCreating".into(), m.clone()),
                         })
                     } else if let Some((_, msg, shown)) =
-                        pull.filter(|(r, _, _)| now_ns < r.not_before_ns)
+                        pull.filter(|(r, _, _)| now_ns < r.not_before)
                     {
                         let reason = if shown {
                             "ImagePullBackOff"
@@ -844,10 +844,10 @@ impl Reconciler {
         };
         for st in self.pods.values() {
             if let Some((r, _)) = &st.sandbox {
-                consider(r.not_before_ns);
+                consider(r.not_before);
             }
             for (r, _, _) in st.pulls.values() {
-                consider(r.not_before_ns);
+                consider(r.not_before);
             }
         }
         for c in snap.containers.iter().filter(|c| c.state == CState::Exited) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bus::{CloudRequest, Outcome, Reply, RequestId};
 
-use super::plan::PodReport;
+use super::plan::{PodReport, Retry};
 
 /// First retry after an error answer; doubles to [`RETRY_MAX`].
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
@@ -38,8 +38,7 @@ struct Rep {
     accepted: Option<String>,
     accepted_terminal: bool,
     in_flight: Option<(RequestId, Sent)>,
-    failures: u32,
-    not_before_ms: i64,
+    retry: Retry,
     /// The cloud has no such pod: nothing more is sent.
     gone: bool,
     confirmed: bool,
@@ -74,8 +73,7 @@ impl Reporter {
         for r in self.pods.values_mut() {
             r.in_flight = None;
             r.accepted = None;
-            r.failures = 0;
-            r.not_before_ms = 0;
+            r.retry = Retry::default();
         }
     }
 
@@ -99,7 +97,7 @@ impl Reporter {
             return out;
         }
         for (uid, r) in self.pods.iter_mut() {
-            if r.gone || r.in_flight.is_some() || now_ms < r.not_before_ms {
+            if r.gone || r.in_flight.is_some() || now_ms < r.retry.not_before {
                 continue;
             }
             let id = RequestId(self.next_id);
@@ -150,7 +148,7 @@ impl Reporter {
         };
         match (sent, reply) {
             (Sent::Status(text), Reply::Object(_)) => {
-                r.failures = 0;
+                r.retry = Retry::default();
                 r.accepted_terminal = r.terminal && r.latest.as_ref() == Some(&text);
                 r.accepted = Some(text);
             }
@@ -171,7 +169,7 @@ impl Reporter {
                 r.confirmed = true;
             }
             (sent, other) => {
-                if r.failures == 0 {
+                if r.retry.failures == 0 {
                     let what = match sent {
                         Sent::Status(_) => "status report",
                         Sent::Delete => "deletion",
@@ -191,18 +189,14 @@ impl Reporter {
     pub fn next_due_ms(&self) -> Option<i64> {
         self.pods
             .values()
-            .filter(|r| r.in_flight.is_none() && !r.gone && r.not_before_ms > 0)
-            .map(|r| r.not_before_ms)
+            .filter(|r| r.in_flight.is_none() && !r.gone && r.retry.not_before > 0)
+            .map(|r| r.retry.not_before)
             .min()
     }
 }
 
 fn back_off(r: &mut Rep, now_ms: i64) {
-    let d = RETRY_BASE
-        .saturating_mul(1 << r.failures.min(10))
-        .min(RETRY_MAX);
-    r.failures += 1;
-    r.not_before_ms = now_ms + d.as_millis() as i64;
+    r.retry.fail(RETRY_BASE, RETRY_MAX, now_ms, 1000);
 }
 
 #[cfg(test)]
