@@ -89,3 +89,18 @@ fn golden_edge_frames_have_the_shapes_our_edge_produces() {
         assert!(ack.parent_id().is_some());
     }
 }
+
+/// Upstream edgecore's last frame when it stops (`upstream-shapes.jsonl`): recognised, not an
+/// error.
+#[test]
+fn the_empty_shutdown_frame_is_recognised() {
+    const SHAPES: &str = include_str!("golden/upstream-shapes.jsonl");
+    let raw = SHAPES
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["name"] == "empty-shutdown-frame")
+        .unwrap();
+    let bytes = raw["raw"].as_str().unwrap().as_bytes();
+    assert!(proto::message::is_empty_frame(bytes));
+    assert!(proto::Message::decode(bytes, 1 << 20).is_err());
+}

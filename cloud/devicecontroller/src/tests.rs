@@ -228,3 +228,62 @@ fn reports_go_into_the_device_status_and_only_declared_properties_count() {
         ("twin", "twin")
     );
 }
+
+/// A frame of `proto/tests/golden/upstream-shapes.jsonl`, written from upstream's source.
+fn golden(name: &str) -> Message {
+    const SHAPES: &str = include_str!("../../../proto/tests/golden/upstream-shapes.jsonl");
+    let line = SHAPES
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["name"] == name)
+        .unwrap();
+    serde_json::from_value(line["frame"].clone()).unwrap()
+}
+
+/// The same keys at every level of objects (values may differ: ids, times, versions).
+fn same_keys(a: &Value, b: &Value, at: &str) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let (kx, ky): (Vec<&String>, Vec<&String>) = (x.keys().collect(), y.keys().collect());
+            assert_eq!(kx, ky, "keys at {at}");
+            for k in x.keys() {
+                same_keys(&x[k], &y[k], &format!("{at}.{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            if let (Some(p), Some(q)) = (x.first(), y.first()) {
+                same_keys(p, q, &format!("{at}[0]"));
+            }
+        }
+        (x, y) => assert_eq!(
+            std::mem::discriminant(x),
+            std::mem::discriminant(y),
+            "kind of value at {at}: {x} vs {y}"
+        ),
+    }
+}
+
+#[test]
+fn membership_detail_and_confirmations_have_upstreams_golden_shapes() {
+    let mut s = store("golden");
+    s.apply(&[model(), device("thermo", "edge0", Some("20"))], 0)
+        .unwrap();
+    let mut c = DeviceController::new();
+    c.connected("edge0");
+    let m = &c.plan("edge0", &s, 1)[0];
+    let want = golden("membership-update");
+    assert_eq!(m.route, want.route);
+    same_keys(&m.content, &want.content, "content");
+    c.detail_requested("edge0", "66ff0000-0000-4000-8000-000000000001");
+    let out = c.plan("edge0", &s, 2);
+    let want = golden("membership-detail");
+    assert_eq!(out[0].route, want.route);
+    assert_eq!(
+        out[0].content["devices"][0]["id"],
+        want.content["devices"][0]["id"]
+    );
+    let want = golden("device-report-confirmation");
+    assert_eq!(out[1].route, want.route);
+    assert_eq!(out[1].content, want.content);
+    assert_eq!(out[1].header.parent_msg_id, want.header.parent_msg_id);
+}

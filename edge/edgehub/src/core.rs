@@ -611,6 +611,96 @@ mod tests {
         );
     }
 
+    /// A frame of `proto/tests/golden/upstream-shapes.jsonl`, written from upstream's source.
+    fn golden(name: &str) -> Message {
+        const SHAPES: &str = include_str!("../../../proto/tests/golden/upstream-shapes.jsonl");
+        let line = SHAPES
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no golden shape {name}"));
+        serde_json::from_value(line["frame"].clone()).unwrap()
+    }
+
+    fn same_shape(ours: &Message, want: &Message) {
+        assert_eq!(ours.route, want.route);
+        assert_eq!(ours.content, want.content);
+    }
+
+    #[test]
+    fn new_requests_match_upstreams_golden_shapes() {
+        let mut core = HubCore::new("edge0");
+        let now = Instant::now();
+        let want = golden("pod-delete-confirmation");
+        let d = CloudRequest::DeletePod {
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: want.content["preconditions"]["uid"]
+                .as_str()
+                .unwrap()
+                .into(),
+        };
+        same_shape(
+            &core.request(ModuleId::Edged, RequestId(1), d, 0, now).0,
+            &want,
+        );
+        for (kind, name, shape) in [
+            (ObjectKind::ConfigMap, "app-config", "configmap-query"),
+            (ObjectKind::Secret, "app-secret", "secret-query"),
+        ] {
+            let q = CloudRequest::QueryObject {
+                kind,
+                namespace: "default".into(),
+                name: name.into(),
+            };
+            same_shape(
+                &core
+                    .request(ModuleId::MetaManager, RequestId(2), q, 0, now)
+                    .0,
+                &golden(shape),
+            );
+        }
+        let want = golden("serviceaccount-token-query");
+        let t = CloudRequest::QueryToken {
+            namespace: "default".into(),
+            service_account: "default".into(),
+            request: want.content.clone(),
+        };
+        same_shape(
+            &core
+                .request(ModuleId::MetaManager, RequestId(3), t, 0, now)
+                .0,
+            &want,
+        );
+        // Upstream's NotFound answer to a query is a failure, not an object to store.
+        let mut nf = golden("configmap-query-not-found");
+        let (q, _) = core.request(
+            ModuleId::MetaManager,
+            RequestId(4),
+            CloudRequest::QueryObject {
+                kind: ObjectKind::ConfigMap,
+                namespace: "default".into(),
+                name: "app-config".into(),
+            },
+            0,
+            now,
+        );
+        nf.header.parent_msg_id = q.header.msg_id;
+        match core.inbound(nf, 0) {
+            Inbound::Reply {
+                outcome:
+                    Outcome::Answered {
+                        reply, ack: None, ..
+                    },
+                ..
+            } => assert!(
+                matches!(&reply, Reply::Failed { code: 404, message, .. } if message == "configmap \"app-config\" not found"),
+                "{reply:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn node_pushes_are_acked_and_other_pushes_ignored() {
         let mut core = HubCore::new("edge0");

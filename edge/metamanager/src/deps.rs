@@ -488,6 +488,27 @@ mod tests {
     }
 
     #[test]
+    fn token_requests_have_upstreams_golden_shape() {
+        const SHAPES: &str = include_str!("../../../proto/tests/golden/upstream-shapes.jsonl");
+        let want = SHAPES
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["name"] == "serviceaccount-token-query")
+            .unwrap();
+        let content = &want["frame"]["content"];
+        let key = TokenKey {
+            pod_uid: content["spec"]["boundObjectRef"]["uid"]
+                .as_str()
+                .unwrap()
+                .into(),
+            service_account: "default".into(),
+            audience: String::new(),
+            expiration_secs: 3607,
+        };
+        assert_eq!(&token_request("web", &key), content);
+    }
+
+    #[test]
     fn asks_for_what_is_missing_only_while_connected_and_bounded() {
         let w = wanted(&[pod()]);
         let mut d = Deps::new();
