@@ -83,4 +83,4 @@ ensure_qemu() {
 }
 
 # Logic crates whose unit tests also run on each gateway target under qemu-user.
-CROSS_TEST_CRATES=(-p proto -p bus -p store -p devicetwin -p eventbus -p metamanager -p edgehub)
+CROSS_TEST_CRATES=(-p proto -p bus -p store -p devicetwin -p mqtt -p broker -p eventbus -p metamanager -p edgehub)

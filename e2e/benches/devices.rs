@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use e2e::mqtt::Mosquitto;
 use e2e::{proc_status, wait_for, Cloud, Edge};
-use eventbus::mqtt;
+use mqtt::{Packet, Publish, QoS};
 
 const DEVICES: usize = 1000;
 const CLIENTS: usize = 50;
@@ -23,7 +23,8 @@ fn now_ms() -> i64 {
 
 fn mqtt_client(port: u16, id: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(&mqtt::connect(id, 60, None)).unwrap();
+    s.write_all(&mqtt::Connect::new(id, 60, true).to_bytes())
+        .unwrap();
     let mut b = [0u8; 4];
     s.read_exact(&mut b).unwrap();
     assert_eq!(b[3], 0, "CONNACK refused");
@@ -69,14 +70,12 @@ fn run(external: Option<u16>) -> String {
         .map(|i| mqtt_client(port, &format!("bench-sub-{i}")))
         .collect();
     for (i, c) in clients.iter_mut().enumerate() {
-        c.write_all(&mqtt::subscribe(
-            1,
-            &[(
-                &format!("$hw/events/device/default/d{i}/twin/update/result"),
-                0,
-            )],
-        ))
-        .unwrap();
+        let filters = vec![(
+            format!("$hw/events/device/default/d{i}/twin/update/result"),
+            QoS::AtMostOnce,
+        )];
+        c.write_all(&Packet::Subscribe { pid: 1, filters }.to_bytes())
+            .unwrap();
     }
     std::thread::sleep(Duration::from_secs(2));
 
@@ -88,12 +87,15 @@ fn run(external: Option<u16>) -> String {
             r#"{{"event_id":"b{i}","timestamp":1,"twin":{{"value":{{"actual":{{"value":"{i}"}}}}}}}}"#
         );
         publisher
-            .write_all(&mqtt::publish(
-                &format!("$hw/events/device/default/d{i}/twin/update"),
-                payload.as_bytes(),
-                0,
-                0,
-            ))
+            .write_all(
+                &Packet::Publish(Publish::new(
+                    &format!("$hw/events/device/default/d{i}/twin/update"),
+                    payload.as_bytes(),
+                    QoS::AtMostOnce,
+                    0,
+                ))
+                .to_bytes(),
+            )
             .unwrap();
         sent.push(now_ms());
         // A steady 500 updates/s offered load: a mapper fleet, not a flood.

@@ -178,3 +178,141 @@ impl Subscriber {
         })
     }
 }
+
+/// A raw MQTT client for conformance tests: writes any bytes (valid or not) and decodes what
+/// the broker answers with the project's codec, so a test can tell "answered", "closed" and
+/// "still open" apart without sleeping.
+pub struct Raw {
+    pub sock: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a [`Raw`] read ended with.
+#[derive(Debug, PartialEq)]
+pub enum Got {
+    Packet(mqtt::Packet),
+    /// The broker closed the connection (EOF or reset).
+    Closed,
+    /// Nothing within the timeout: the connection is open and silent.
+    Nothing,
+}
+
+impl Raw {
+    pub fn open(port: u16) -> Raw {
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_nodelay(true).unwrap();
+        Raw {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Opens and completes CONNECT; returns the client and the CONNACK.
+    pub fn connect(port: u16, c: mqtt::Connect) -> (Raw, Got) {
+        let mut r = Raw::open(port);
+        r.write(&c.to_bytes());
+        let got = r.recv(Duration::from_secs(10));
+        (r, got)
+    }
+
+    /// A connected client (CONNACK 0 asserted) with a clean session.
+    pub fn client(port: u16, id: &str) -> Raw {
+        let (r, got) = Raw::connect(port, mqtt::Connect::new(id, 60, true));
+        assert!(
+            matches!(got, Got::Packet(mqtt::Packet::ConnAck { code: 0, .. })),
+            "{id}: {got:?}"
+        );
+        r
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        // A broker that already closed may reset the connection; the next read tells.
+        let _ = self.sock.write_all(bytes);
+    }
+
+    pub fn send(&mut self, p: &mqtt::Packet) {
+        self.write(&p.to_bytes());
+    }
+
+    /// The next packet, a close, or nothing within `timeout`.
+    pub fn recv(&mut self, timeout: Duration) -> Got {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match mqtt::decode(&self.buf, 1 << 24) {
+                Ok(Some((p, n))) => {
+                    self.buf.drain(..n);
+                    return Got::Packet(p);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("the broker sent a malformed packet: {e}"),
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Got::Nothing;
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return Got::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Got::Closed,
+            }
+        }
+    }
+
+    /// The next packet; panics on a close or a timeout (10 s).
+    pub fn packet(&mut self) -> mqtt::Packet {
+        match self.recv(Duration::from_secs(10)) {
+            Got::Packet(p) => p,
+            other => panic!("expected a packet, got {other:?}"),
+        }
+    }
+
+    /// Reads until the broker closes; returns the packets before the close, or `None` if it
+    /// stayed open for `timeout`.
+    pub fn until_closed(&mut self, timeout: Duration) -> Option<Vec<mqtt::Packet>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            match self.recv(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Got::Packet(p) => got.push(p),
+                Got::Closed => return Some(got),
+                Got::Nothing => return None,
+            }
+        }
+    }
+
+    /// Subscribes (packet id 1) and returns the SUBACK codes; packets before the SUBACK are
+    /// dropped.
+    pub fn subscribe(&mut self, filters: &[(&str, mqtt::QoS)]) -> Vec<u8> {
+        self.send(&mqtt::Packet::Subscribe {
+            pid: 1,
+            filters: filters.iter().map(|(f, q)| (f.to_string(), *q)).collect(),
+        });
+        loop {
+            if let mqtt::Packet::SubAck { pid: 1, codes } = self.packet() {
+                return codes;
+            }
+        }
+    }
+
+    /// Round trip through the broker: a PINGREQ answered proves every earlier packet on this
+    /// connection was processed (the broker handles a connection's packets in order).
+    pub fn sync(&mut self) -> Vec<mqtt::Packet> {
+        self.send(&mqtt::Packet::PingReq);
+        let mut before = Vec::new();
+        loop {
+            match self.packet() {
+                mqtt::Packet::PingResp => return before,
+                p => before.push(p),
+            }
+        }
+    }
+}

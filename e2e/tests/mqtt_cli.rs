@@ -43,6 +43,32 @@ fn publishes_subscribes_and_requests_through_mosquitto() {
         },
     );
 
+    // QoS 2 both ways (PUBREC/PUBREL/PUBCOMP with mosquitto on each side): each message
+    // printed once, in order.
+    let mut q2 = spawn(
+        port,
+        &[
+            "sub", "-t", "cli/q2", "-q", "2", "-C", "2", "-W", "30s", "-d",
+        ],
+    );
+    q2.wait_log("subscribed to cli/q2", Duration::from_secs(10));
+    for m in ["first", "second"] {
+        let out = edge_mqtt(port, &["pub", "-t", "cli/q2", "-q", "2", "-m", m, "-d"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(
+        q2.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        q2.log()
+    );
+    let log = q2.log();
+    let got: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("edge-mqtt:"))
+        .collect();
+    assert_eq!(got, ["first", "second"]);
+
     // mosquitto_pub → sub -C 2 -v (printed in order, then exit 0)
     let mut s = spawn(
         port,
@@ -134,7 +160,7 @@ fn failures_are_clear() {
     for args in [
         &["pub", "-t", "a"][..],
         &["req", "-t", "a", "-m", "b"],
-        &["pub", "-t", "a", "-m", "b", "-q", "2"],
+        &["pub", "-t", "a", "-m", "b", "-q", "3"],
         &["frobnicate"],
     ] {
         let out = edge_mqtt(broker.port, args);

@@ -233,6 +233,15 @@ pub struct EventBusConfig {
     /// certificate and key. Absent: plain TCP (the embedded broker is loopback-only).
     #[serde(default)]
     pub tls: Option<MqttTls>,
+    /// Embedded broker: clients connected at once; more get CONNACK 0x03 (server unavailable).
+    #[serde(default = "default_max_clients")]
+    pub max_clients: usize,
+    /// Embedded broker: topic filters no client may subscribe to (SUBACK 0x80), e.g.
+    /// `$hw/events/node/#` to keep local clients off node events. A filter is refused when a
+    /// pattern here matches it as written (`secret/#` refuses `secret/a` and `secret/+`); a
+    /// broader filter such as `#` is not refused.
+    #[serde(default)]
+    pub deny_subscribe: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -254,6 +263,8 @@ impl Default for EventBusConfig {
             password: String::new(),
             max_packet_bytes: default_max_packet(),
             tls: None,
+            max_clients: default_max_clients(),
+            deny_subscribe: Vec::new(),
         }
     }
 }
@@ -263,6 +274,9 @@ fn default_broker() -> String {
 }
 fn default_max_packet() -> usize {
     256 << 10
+}
+fn default_max_clients() -> usize {
+    64
 }
 
 fn yes() -> bool {

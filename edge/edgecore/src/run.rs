@@ -109,14 +109,21 @@ fn start_eventbus(
             e.broker
         )
     })?;
-    let mut bc = eventbus::broker::BrokerConfig::new(listen);
-    bc.max_packet = e.max_packet_bytes;
+    let mut bc = broker::BrokerConfig::new(listen);
+    bc.limits.max_packet = e.max_packet_bytes;
+    bc.limits.max_clients = e.max_clients;
+    for f in &e.deny_subscribe {
+        broker::check_filter(f).map_err(|rule| {
+            anyhow::anyhow!("eventbus.deny_subscribe: {f:?} is not a topic filter [{rule}]")
+        })?;
+    }
+    bc.deny_subscribe = e.deny_subscribe.clone();
     bc.credentials = (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone()));
-    let listener = eventbus::broker::bind(&bc).with_context(|| {
+    let listener = broker::bind(&bc).with_context(|| {
         format!("cannot listen on {listen} for the embedded MQTT broker (another broker running? set eventbus.embedded to false to use it)")
     })?;
     Ok(Box::pin(async move {
-        smol::future::zip(eventbus::broker::serve(bc, listener, shutdown), client).await;
+        smol::future::zip(broker::serve(bc, listener, shutdown), client).await;
     }))
 }
 

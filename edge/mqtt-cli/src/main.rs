@@ -1,6 +1,6 @@
 //! `edge-mqtt`: publish, subscribe and request/response against an MQTT 3.1.1 broker, for
 //! gateways whose image has no mosquitto clients (and for the QEMU system tests, which drive
-//! the device twin inside the VM with it). Blocking std sockets over eventbus's sans-IO codec:
+//! the device twin inside the VM with it). Blocking std sockets over the `mqtt` crate's codec:
 //! one thread, no runtime, a few hundred KiB static.
 
 #![forbid(unsafe_code)]
@@ -13,9 +13,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use eventbus::mqtt::{self, Packet, Publish};
 #[cfg(feature = "tls")]
 use futures_rustls::rustls;
+use mqtt::{Packet, Publish, QoS};
 
 /// Client TLS settings; without the `tls` feature there are none to be had (and rustls and
 /// ring, ~0.6 MiB, stay out of the binary).
@@ -30,12 +30,12 @@ const USAGE: &str = "\
 edge-mqtt — a small MQTT 3.1.1 client for gateways
 
 USAGE:
-    edge-mqtt pub -t <TOPIC> -m <MESSAGE> [-q 0|1] [OPTIONS]
+    edge-mqtt pub -t <TOPIC> -m <MESSAGE> [-q 0|1|2] [OPTIONS]
     edge-mqtt sub -t <FILTER> [-t <FILTER>...] [-C <COUNT>] [-v] [OPTIONS]
     edge-mqtt req -t <TOPIC> -m <MESSAGE> -r <RESPONSE-TOPIC> [--match <TEXT>] [OPTIONS]
 
 COMMANDS:
-    pub     publish one message (QoS 1 waits for the broker's PUBACK)
+    pub     publish one message (QoS 1 waits for the broker's PUBACK, QoS 2 for its PUBCOMP)
     sub     print each message's payload, one per line (-v: topic first)
     req     subscribe to the response topic, publish, print the first response whose payload
             contains --match (any response without it); the request is published again every
@@ -51,7 +51,7 @@ OPTIONS:
     --cert <PEM>          TLS client certificate (with --key)
     --key <PEM>           its private key
     -i, --id <ID>         client id [default: edge-mqtt-<pid>]
-    -q, --qos <0|1>       QoS of pub and req messages and sub's subscriptions [default: 1]
+    -q, --qos <0|1|2>     QoS of pub and req messages and sub's subscriptions [default: 1]
     -C, --count <N>       sub: exit after N messages
     -W, --timeout <DUR>   give up after DUR (10s, 1m, …), exit 1; until then a refused connection
                           is retried, so a broker that is still starting is waited for
@@ -86,7 +86,7 @@ struct Args {
     port: u16,
     credentials: Option<(String, String)>,
     id: String,
-    qos: u8,
+    qos: QoS,
     topics: Vec<String>,
     message: Option<String>,
     response: Option<String>,
@@ -107,7 +107,7 @@ fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Args>> {
         port: 1883,
         credentials: None,
         id: format!("edge-mqtt-{}", std::process::id()),
-        qos: 1,
+        qos: QoS::AtLeastOnce,
         topics: Vec::new(),
         message: None,
         response: None,
@@ -130,10 +130,11 @@ fn parse(mut p: lexopt::Parser) -> anyhow::Result<Option<Args>> {
             Short('P') | Long("password") => pass = Some(text(p.value()?)?),
             Short('i') | Long("id") => a.id = text(p.value()?)?,
             Short('q') | Long("qos") => {
-                a.qos = parsed(p.value()?, "QoS")?;
-                if a.qos > 1 {
-                    return usage("QoS must be 0 or 1");
-                }
+                let q: u8 = parsed(p.value()?, "QoS")?;
+                a.qos = match QoS::from_bits(q) {
+                    Some(q) => q,
+                    None => return usage("QoS must be 0, 1 or 2"),
+                };
             }
             Short('t') | Long("topic") => a.topics.push(text(p.value()?)?),
             Short('m') | Long("message") => a.message = Some(text(p.value()?)?),
@@ -264,6 +265,9 @@ struct Conn {
     buf: Vec<u8>,
     next_id: u16,
     last_sent: Instant,
+    /// QoS 2 messages received whose PUBREL has not come: a re-sent PUBLISH with one of these
+    /// ids is acknowledged again but not handed to the caller twice.
+    unreleased: std::collections::BTreeSet<u16>,
 }
 
 impl Conn {
@@ -300,18 +304,22 @@ impl Conn {
             buf: Vec::new(),
             next_id: 1,
             last_sent: Instant::now(),
+            unreleased: Default::default(),
         };
-        let creds = a
-            .credentials
-            .as_ref()
-            .map(|(u, p)| (u.as_str(), p.as_str()));
-        c.send(&mqtt::connect(&a.id, KEEPALIVE.as_secs() as u16, creds))?;
+        let mut connect = mqtt::Connect::new(&a.id, KEEPALIVE.as_secs() as u16, true);
+        if let Some((u, p)) = &a.credentials {
+            connect = connect.credentials(u, p);
+        }
+        c.send(&connect.to_bytes())?;
         let connack_by = Instant::now() + Duration::from_secs(10);
         match c.recv(Some(deadline.map_or(connack_by, |d| d.min(connack_by))))? {
             Some(Packet::ConnAck { code: 0, .. }) => Ok(c),
             Some(Packet::ConnAck { code, .. }) => bail!(
                 "{addr} refused the connection: {}",
                 match code {
+                    1 => "it does not speak MQTT 3.1.1".to_owned(),
+                    2 => "client id rejected".to_owned(),
+                    3 => "server unavailable".to_owned(),
                     4 => "bad user name or password".to_owned(),
                     5 => "not authorized".to_owned(),
                     _ => format!("CONNACK code {code}"),
@@ -336,14 +344,27 @@ impl Conn {
         id
     }
 
-    /// The next packet, or `None` once `until` passes. Pings the broker when quiet; PUBACKs
-    /// QoS 1 messages.
+    /// The next packet, or `None` once `until` passes. Pings the broker when quiet; answers
+    /// QoS 1 messages with PUBACK and QoS 2 with PUBREC, PUBREL with PUBCOMP.
     fn recv(&mut self, until: Option<Instant>) -> anyhow::Result<Option<Packet>> {
         loop {
             if let Some((packet, used)) = mqtt::decode(&self.buf, MAX_PACKET)? {
                 self.buf.drain(..used);
-                if let Packet::Publish(Publish { id: Some(id), .. }) = &packet {
-                    self.send(&mqtt::puback(*id))?;
+                match &packet {
+                    Packet::Publish(p) if p.qos == QoS::AtLeastOnce => {
+                        self.send(&Packet::PubAck(p.pid).to_bytes())?
+                    }
+                    Packet::Publish(p) if p.qos == QoS::ExactlyOnce => {
+                        self.send(&Packet::PubRec(p.pid).to_bytes())?;
+                        if !self.unreleased.insert(p.pid) {
+                            continue; // already handed over
+                        }
+                    }
+                    Packet::PubRel(pid) => {
+                        self.unreleased.remove(pid);
+                        self.send(&Packet::PubComp(*pid).to_bytes())?;
+                    }
+                    _ => {}
                 }
                 return Ok(Some(packet));
             }
@@ -352,7 +373,7 @@ impl Conn {
                 return Ok(None);
             }
             if now.duration_since(self.last_sent) >= KEEPALIVE / 2 {
-                self.send(&mqtt::pingreq())?;
+                self.send(&Packet::PingReq.to_bytes())?;
             }
             // Wake at least every second to ping and to notice the deadline.
             let wait = until
@@ -393,17 +414,23 @@ impl Conn {
     fn subscribe(
         &mut self,
         filters: &[String],
-        qos: u8,
+        qos: QoS,
         until: Option<Instant>,
         early: &mut Vec<Publish>,
     ) -> anyhow::Result<()> {
         let id = self.id();
-        let f: Vec<(&str, u8)> = filters.iter().map(|t| (t.as_str(), qos)).collect();
-        self.send(&mqtt::subscribe(id, &f))?;
+        let filters_qos = filters.iter().map(|t| (t.clone(), qos)).collect();
+        self.send(
+            &Packet::Subscribe {
+                pid: id,
+                filters: filters_qos,
+            }
+            .to_bytes(),
+        )?;
         let ack = self.expect(
             until,
             "SUBACK",
-            |p| matches!(p, Packet::SubAck { id: got, .. } if *got == id),
+            |p| matches!(p, Packet::SubAck { pid, .. } if *pid == id),
             early,
         )?;
         if let Packet::SubAck { codes, .. } = ack {
@@ -418,19 +445,22 @@ impl Conn {
         &mut self,
         topic: &str,
         payload: &[u8],
-        qos: u8,
+        qos: QoS,
         until: Option<Instant>,
         early: &mut Vec<Publish>,
     ) -> anyhow::Result<()> {
         let id = self.id();
-        self.send(&mqtt::publish(topic, payload, qos, id))?;
-        if qos == 1 {
-            self.expect(
-                until,
-                "PUBACK",
-                |p| matches!(p, Packet::PubAck { id: got } if *got == id),
-                early,
-            )?;
+        self.send(&Packet::Publish(Publish::new(topic, payload, qos, id)).to_bytes())?;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.expect(until, "PUBACK", |p| *p == Packet::PubAck(id), early)?;
+            }
+            QoS::ExactlyOnce => {
+                self.expect(until, "PUBREC", |p| *p == Packet::PubRec(id), early)?;
+                self.send(&Packet::PubRel(id).to_bytes())?;
+                self.expect(until, "PUBCOMP", |p| *p == Packet::PubComp(id), early)?;
+            }
         }
         Ok(())
     }
@@ -484,7 +514,7 @@ fn run(a: Args) -> anyhow::Result<()> {
             note(&format!("subscribed to {response}"));
             let msg = a.message.as_deref().unwrap_or_default();
             let wanted = |m: &Publish| {
-                mqtt::topic_matches(&response, &m.topic)
+                mqtt::topic::matches(&response, &m.topic)
                     && a.matching
                         .as_ref()
                         .is_none_or(|t| String::from_utf8_lossy(&m.payload).contains(t.as_str()))
@@ -498,7 +528,7 @@ fn run(a: Args) -> anyhow::Result<()> {
                 loop {
                     if let Some(m) = got.iter().find(|m| wanted(m)) {
                         out.lock().write_all(&[&m.payload[..], b"\n"].concat())?;
-                        let _ = conn.send(&mqtt::disconnect());
+                        let _ = conn.send(&Packet::Disconnect.to_bytes());
                         return Ok(());
                     }
                     got.clear();
@@ -521,7 +551,7 @@ fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = conn.send(&mqtt::disconnect());
+    let _ = conn.send(&Packet::Disconnect.to_bytes());
     Ok(())
 }
 

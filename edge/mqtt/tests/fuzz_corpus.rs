@@ -20,7 +20,7 @@ fn corpus() -> Vec<Vec<u8>> {
 fn seeds_and_mutations_never_panic() {
     let seeds = corpus();
     for s in &seeds {
-        eventbus::mqtt::fuzz(s);
+        mqtt::fuzz(s);
     }
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut rnd = |n: usize| {
@@ -45,6 +45,6 @@ fn seeds_and_mutations_never_panic() {
                 d.extend(other);
             }
         }
-        eventbus::mqtt::fuzz(&d);
+        mqtt::fuzz(&d);
     }
 }

@@ -1,5 +1,0 @@
-//! Fuzzes the MQTT codec with bytes a broker (or anything on port 1883) could send.
-//! Run: `cd edge/eventbus/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run packet corpus/packet`
-#![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| eventbus::mqtt::fuzz(data));
