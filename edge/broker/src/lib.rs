@@ -88,7 +88,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_clients: 64,
-            max_handshaking: 16,
+            max_handshaking: 32,
             connect_timeout: Duration::from_secs(10),
             max_packet: 256 << 10,
             out_budget: 128 << 10,

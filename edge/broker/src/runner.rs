@@ -148,6 +148,10 @@ pub async fn serve(cfg: BrokerConfig, listener: Async<TcpListener>, shutdown: Sh
                     .detach();
                 ex.spawn(writer(shared.clone(), id, sock, wb.1)).detach();
                 shared.ring();
+                // Let the new connection read its CONNECT before the next accept: a burst of
+                // clients connecting at once must not look like sockets held open without one
+                // (the oldest handshake is evicted when `max_handshaking` are waiting).
+                smol::future::yield_now().await;
             }
         }
     };

@@ -1,0 +1,221 @@
+//! The embedded broker under load, beside mosquitto: an unpaced QoS 0 burst reaches a fast
+//! subscriber whole; a 50 × 1,000 QoS 1 fan-in delivers every message a publisher had
+//! acknowledged; a subscriber that never reads holds nobody else up. Each test runs the same
+//! clients against a real mosquitto (numbers printed, for comparison) and against edgecore's
+//! embedded broker in a real edgecore (numbers asserted).
+
+use std::collections::HashSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use e2e::mqtt::{Got, Mosquitto, Raw};
+use e2e::{Cloud, Edge, Proc};
+use mqtt::{Packet, Publish, QoS};
+
+/// A real edgecore with its embedded broker; the port to reach it.
+struct Embedded {
+    port: u16,
+    _run: Proc,
+    _edge: Edge,
+    _cloud: Cloud,
+}
+
+fn embedded(name: &str) -> Embedded {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new(name);
+    edge.join_ok(&cloud);
+    let port = edge.private_broker();
+    let run = edge.run_with(&["--log-level", "warn"]);
+    e2e::wait_for("the embedded broker", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    Embedded {
+        port,
+        _run: run,
+        _edge: edge,
+        _cloud: cloud,
+    }
+}
+
+/// Writes `n` QoS 0 messages as fast as the socket takes them, while a subscriber reads as
+/// fast as it can; returns how many it got (reading stops 5 s after the last one arrived, or
+/// after 60 s).
+fn qos0_burst(port: u16, n: u32) -> u32 {
+    let mut sub = Raw::client(port, "load-burst-sub");
+    sub.subscribe(&[("load/burst", QoS::AtMostOnce)]);
+    let reader = thread::spawn(move || {
+        let mut got = 0u32;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < n && Instant::now() < deadline {
+            match sub.recv(Duration::from_secs(5)) {
+                Got::Packet(Packet::Publish(_)) => got += 1,
+                Got::Packet(_) => {}
+                Got::Closed | Got::Nothing => break,
+            }
+        }
+        got
+    });
+    let mut p = Raw::client(port, "load-burst-pub");
+    let mut batch = Vec::with_capacity(64 << 10);
+    for i in 0..n {
+        Packet::Publish(Publish::new(
+            "load/burst",
+            &i.to_be_bytes(),
+            QoS::AtMostOnce,
+            0,
+        ))
+        .encode(&mut batch);
+        if batch.len() >= 60 << 10 {
+            p.write(&batch);
+            batch.clear();
+        }
+    }
+    p.write(&batch);
+    p.sync();
+    reader.join().unwrap()
+}
+
+#[test]
+fn unpaced_qos0_burst_reaches_a_fast_subscriber_whole() {
+    const N: u32 = 100_000;
+    let m = Mosquitto::start();
+    let theirs = qos0_burst(m.port, N);
+    let e = embedded("load-burst");
+    let ours = qos0_burst(e.port, N);
+    println!("QoS 0 burst of {N}: embedded {ours}, mosquitto {theirs}");
+    assert_eq!(ours, N, "the fast subscriber lost messages");
+}
+
+/// `pubs` publishers send `each` QoS 1 messages each, unpaced, to one QoS 1 subscriber that
+/// acknowledges everything. Returns (acknowledged to publishers, acknowledged but never
+/// delivered).
+fn qos1_fan_in(port: u16, pubs: u16, each: u16) -> (usize, usize) {
+    let mut sub = Raw::client(port, "load-fanin-sub");
+    sub.subscribe(&[("load/fanin/+", QoS::AtLeastOnce)]);
+    let total = pubs as usize * each as usize;
+    let reader = thread::spawn(move || {
+        let mut seen = HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while seen.len() < total && Instant::now() < deadline {
+            match sub.recv(Duration::from_secs(10)) {
+                Got::Packet(Packet::Publish(m)) => {
+                    sub.send(&Packet::PubAck(m.pid));
+                    seen.insert((m.topic, m.payload));
+                }
+                Got::Packet(_) => {}
+                Got::Closed | Got::Nothing => break,
+            }
+        }
+        seen
+    });
+    let publishers: Vec<_> = (0..pubs)
+        .map(|p| {
+            thread::spawn(move || {
+                let mut c = Raw::client(port, &format!("load-fanin-pub-{p}"));
+                let topic = format!("load/fanin/{p}");
+                let mut out = Vec::new();
+                for i in 1..=each {
+                    Packet::Publish(Publish::new(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, i))
+                        .encode(&mut out);
+                }
+                c.write(&out);
+                let mut acked = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while acked.len() < each as usize && Instant::now() < deadline {
+                    match c.recv(Duration::from_secs(10)) {
+                        Got::Packet(Packet::PubAck(id)) => {
+                            acked.push((topic.clone(), id.to_be_bytes().to_vec()))
+                        }
+                        Got::Packet(_) => {}
+                        Got::Closed | Got::Nothing => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<(String, Vec<u8>)> = publishers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let seen = reader.join().unwrap();
+    let lost = acked.iter().filter(|a| !seen.contains(*a)).count();
+    (acked.len(), lost)
+}
+
+#[test]
+fn qos1_fan_in_delivers_every_acknowledged_message() {
+    let m = Mosquitto::start();
+    let (their_acked, their_lost) = qos1_fan_in(m.port, 50, 1000);
+    let e = embedded("load-fanin");
+    let (acked, lost) = qos1_fan_in(e.port, 50, 1000);
+    println!(
+        "QoS 1 fan-in 50 × 1,000: embedded {acked} acknowledged, {lost} of them lost; mosquitto {their_acked} acknowledged, {their_lost} lost"
+    );
+    assert_eq!(acked, 50_000, "every publish acknowledged");
+    assert_eq!(lost, 0, "acknowledged messages were lost");
+}
+
+/// A subscriber to everything that never reads, beside one that reads: the reader gets every
+/// QoS 1 message and the publisher every PUBACK, within the time bound.
+fn with_a_stuck_reader(port: u16) -> (usize, usize) {
+    let stuck = {
+        let mut s = Raw::client(port, "load-stuck");
+        s.subscribe(&[("load/stuck/#", QoS::AtLeastOnce)]);
+        s.sock.set_read_timeout(None).unwrap();
+        s // kept open, never read again
+    };
+    let mut good = Raw::client(port, "load-good");
+    good.subscribe(&[("load/stuck/#", QoS::AtLeastOnce)]);
+    const N: u16 = 3000;
+    let reader = thread::spawn(move || {
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < N as usize && Instant::now() < deadline {
+            match good.recv(Duration::from_secs(15)) {
+                Got::Packet(Packet::Publish(m)) => {
+                    good.send(&Packet::PubAck(m.pid));
+                    got += 1;
+                }
+                Got::Packet(_) => {}
+                _ => break,
+            }
+        }
+        got
+    });
+    let mut p = Raw::client(port, "load-stuck-pub");
+    let mut out = Vec::new();
+    for i in 1..=N {
+        Packet::Publish(Publish::new("load/stuck/t", &[0; 512], QoS::AtLeastOnce, i))
+            .encode(&mut out);
+    }
+    p.write(&out);
+    let mut acks = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks < N as usize && Instant::now() < deadline {
+        match p.recv(Duration::from_secs(15)) {
+            Got::Packet(Packet::PubAck(_)) => acks += 1,
+            Got::Packet(_) => {}
+            _ => break,
+        }
+    }
+    let got = reader.join().unwrap();
+    drop(stuck);
+    (acks, got)
+}
+
+#[test]
+fn a_subscriber_that_never_reads_holds_nobody_up() {
+    let m = Mosquitto::start();
+    let (their_acks, their_got) = with_a_stuck_reader(m.port);
+    let e = embedded("load-stuck");
+    let t0 = Instant::now();
+    let (acks, got) = with_a_stuck_reader(e.port);
+    println!(
+        "stuck reader: embedded {acks} PUBACKs, {got} delivered in {:?}; mosquitto {their_acks} PUBACKs, {their_got} delivered",
+        t0.elapsed()
+    );
+    assert_eq!((acks, got), (3000, 3000));
+}
