@@ -104,7 +104,7 @@ fn a_flooding_client_does_not_take_the_node_offline() {
                 }
             }
         }
-        if i % 20 == 0 && cloud.ready("flood-edge").as_deref() != Some("True") {
+        if i.is_multiple_of(20) && cloud.ready("flood-edge").as_deref() != Some("True") {
             not_ready += 1;
         }
         thread::sleep(Duration::from_millis(250));
