@@ -219,3 +219,60 @@ fn a_subscriber_that_never_reads_holds_nobody_up() {
     );
     assert_eq!((acks, got), (3000, 3000));
 }
+
+/// 2,000 sockets opened and held without a CONNECT do not lock a legitimate client out, and do
+/// not grow edgecore: each of 13 legitimate connects made while they are held succeeds.
+#[test]
+fn held_sockets_do_not_lock_out_a_legitimate_client() {
+    let e = embedded("load-held");
+    let pid = e._run.pid();
+    let before = e2e::proc_status(pid);
+    let mut held = Vec::new();
+    let mut legit = 0;
+    for i in 0..2000 {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", e.port)) {
+            held.push(s);
+        }
+        if i % 150 == 149 {
+            let (_, got) =
+                Raw::connect(e.port, mqtt::Connect::new(&format!("legit-{i}"), 30, true));
+            if matches!(got, Got::Packet(Packet::ConnAck { code: 0, .. })) {
+                legit += 1;
+            }
+        }
+    }
+    let after = e2e::proc_status(pid);
+    println!(
+        "held {} sockets: {legit} of 13 legitimate connects accepted; edgecore RSS {} → {} KiB, threads {}",
+        held.len(),
+        before[0],
+        after[0],
+        after[3]
+    );
+    assert_eq!(
+        legit, 13,
+        "a legitimate client was refused while sockets were held"
+    );
+    // The broker closes all but the newest `max_handshaking` of them (the last legitimate
+    // connect was accepted after every held socket, so all of them have been seen).
+    for s in &held {
+        s.set_nonblocking(true).unwrap();
+    }
+    let max = broker::Limits::default().max_handshaking;
+    e2e::wait_for(
+        "the broker to close the held sockets",
+        Duration::from_secs(30),
+        || {
+            let open = held
+                .iter()
+                .filter(|s| {
+                    use std::io::Read;
+                    let mut r: &std::net::TcpStream = s;
+                    let mut b = [0u8; 1];
+                    matches!(r.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                })
+                .count();
+            (open <= max).then_some(())
+        },
+    );
+}
