@@ -6,6 +6,8 @@
 #   delivery   edgecore RSS and store size with 300 objects, redb next to sled; apply →
 #              edge acknowledgement throughput and p50/p99 latency for 1,000 pods
 #   pods       apply → Running for 1 and 20 pods on containerd; edgecore RSS and CPU with 21
+#   broker     the embedded MQTT broker next to mosquitto: msg/s and latency at QoS 0/1/2,
+#              1 → 50 fan-out, 50 → 1 fan-in (messages lost), peak RSS
 source "$(dirname "$0")/env.sh"
 ensure_rust
 ensure_runtime
@@ -18,3 +20,5 @@ cargo build --release --locked -p edgecore
 cargo bench --locked -p e2e --bench pods
 # Devices: 1,000 devices and 50 MQTT clients, embedded broker next to mosquitto.
 cargo bench --locked -p e2e --bench devices
+# The broker alone: throughput and latency per QoS, fan-out, fan-in, next to mosquitto.
+cargo bench --locked -p e2e --bench broker

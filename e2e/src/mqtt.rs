@@ -207,6 +207,14 @@ impl Raw {
         }
     }
 
+    /// Another handle on a connection (a writer thread beside a reader).
+    pub fn from_stream(sock: std::net::TcpStream) -> Raw {
+        Raw {
+            sock,
+            buf: Vec::new(),
+        }
+    }
+
     /// Opens and completes CONNECT; returns the client and the CONNACK.
     pub fn connect(port: u16, c: mqtt::Connect) -> (Raw, Got) {
         let mut r = Raw::open(port);
