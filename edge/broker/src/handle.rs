@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use mqtt::{connack, Connect, Error, Level, Packet, Publish, QoS, SUBACK_FAILURE};
 
 use crate::core::{Broker, Close, ConnId, Phase};
+use crate::index::filter_cost;
 use crate::session::{Outgoing, SessionId};
 
 impl Broker {
@@ -23,43 +24,6 @@ impl Broker {
         }
         self.stats.violations += 1;
         self.close(id, Close::Abnormal, now);
-    }
-
-    /// Whether `packet` must wait before it is handled: a QoS 1/2 PUBLISH that a subscriber
-    /// has no room for, while that subscriber is making progress and the client has waited less
-    /// than `publish_wait`. Waiting means not reading the client (TCP pushes back on it) rather
-    /// than acknowledging a message and then dropping it.
-    pub(crate) fn must_wait(&mut self, id: ConnId, packet: &Packet, now: Instant) -> bool {
-        let Packet::Publish(p) = packet else {
-            return false;
-        };
-        if p.qos == QoS::AtMostOnce {
-            return false;
-        }
-        let Some(since) = self.conns.get(&id).and_then(|c| match c.phase {
-            Phase::Connected { .. } => Some(c.blocked_since),
-            _ => None,
-        }) else {
-            return false;
-        };
-        if since.is_some_and(|s| now >= s + self.limits.publish_wait) {
-            self.conns.get_mut(&id).unwrap().blocked_since = None;
-            return false;
-        }
-        let full = self.full_live_subscriber(&p.topic, p.payload.len() + p.topic.len(), now);
-        let c = self.conns.get_mut(&id).unwrap();
-        match (full, since) {
-            (false, _) => {
-                c.blocked_since = None;
-                false
-            }
-            (true, None) => {
-                c.blocked_since = Some(now);
-                self.stats.publisher_waits += 1;
-                true
-            }
-            (true, Some(_)) => true,
-        }
     }
 
     pub(crate) fn handle(&mut self, id: ConnId, packet: Packet, now: Instant) {
@@ -105,6 +69,8 @@ impl Broker {
                         // Compared character by character [MQTT-3.10.4-1].
                         if s.subs.remove(f).is_some() {
                             self.index.remove(f, session);
+                            s.sub_bytes -= filter_cost(f);
+                            self.sub_bytes -= filter_cost(f);
                         }
                     }
                 }
@@ -156,7 +122,17 @@ impl Broker {
         if !id_ok {
             return self.refuse(id, connack::IDENTIFIER_REJECTED, now);
         }
-        if let Some((user, pass)) = &self.credentials {
+        let reserved = match &self.reserved {
+            Some((rid, secret)) if *rid == c.client_id => {
+                if c.password.as_deref() != Some(&secret[..]) {
+                    // Only edgecore's own client may use its id.
+                    return self.refuse(id, connack::NOT_AUTHORIZED, now);
+                }
+                true
+            }
+            _ => false,
+        };
+        if let (false, Some((user, pass))) = (reserved, &self.credentials) {
             match (&c.username, &c.password) {
                 (None, _) => return self.refuse(id, connack::NOT_AUTHORIZED, now),
                 (Some(u), p) if u != user || p.as_deref() != Some(&pass[..]) => {
@@ -165,11 +141,17 @@ impl Broker {
                 _ => {}
             }
         }
+        let will_cost = c
+            .will
+            .as_ref()
+            .map_or(0, |w| w.topic.len() + w.payload.len());
+        if self.will_bytes + will_cost > self.limits.will_bytes {
+            return self.refuse(id, connack::SERVER_UNAVAILABLE, now);
+        }
         let client_id: Rc<str> = if c.client_id.is_empty() {
-            // [MQTT-3.1.3-6]: assign a unique id.
+            // [MQTT-3.1.3-6]: a unique id, and one no other client can guess and take over.
             loop {
-                self.next_auto_id += 1;
-                let cand = format!("auto-{}", self.next_auto_id);
+                let cand = format!("auto-{:016x}", fastrand::u64(..));
                 if !self.by_client.contains_key(cand.as_str()) {
                     break cand.into();
                 }
@@ -181,7 +163,7 @@ impl Broker {
         let takeover = existing
             .and_then(|s| self.sessions.get(&s))
             .and_then(|s| s.conn);
-        if takeover.is_none() && self.clients() >= self.limits.max_clients {
+        if takeover.is_none() && !reserved && self.clients() >= self.limits.max_clients {
             return self.refuse(id, connack::SERVER_UNAVAILABLE, now);
         }
         if let Some(old) = takeover {
@@ -203,6 +185,7 @@ impl Broker {
         };
         let keepalive =
             (c.keepalive > 0).then(|| Duration::from_millis(u64::from(c.keepalive) * 1500));
+        self.will_bytes += will_cost;
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.phase = Phase::Connected { session, keepalive };
             conn.will = c.will;
@@ -210,6 +193,7 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.conn = Some(id);
             s.clean = c.clean_session;
+            s.reserved = reserved;
             s.disconnected_at = None;
             s.progress_at = now;
         }
@@ -228,6 +212,7 @@ impl Broker {
 
     /// [MQTT-4.4.0-1]: on reconnect, unacknowledged PUBLISH packets (with DUP=1,
     /// [MQTT-3.3.1-1]) and PUBREL packets, in their original order, with their original ids.
+    /// Not held to the output budget: it is bounded by the session's byte budget.
     fn resend_inflight(&mut self, session: SessionId, id: ConnId) {
         let Some(s) = self.sessions.get(&session) else {
             return;
@@ -235,6 +220,8 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        c.start_output(self.now);
+        let before = c.out.len();
         for (pid, o) in &s.inflight {
             match o {
                 Outgoing::Sent(q) => mqtt::encode_publish(
@@ -249,6 +236,7 @@ impl Broker {
                 Outgoing::Released => Packet::PubRel(*pid).encode(&mut c.out),
             }
         }
+        self.out_total += c.out.len() - before;
         self.wake(id);
     }
 
@@ -263,8 +251,8 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(&session) else {
                     return;
                 };
-                // [MQTT-4.3.3-2] (method B): route on the first PUBLISH with an id, not again
-                // until its PUBREL; PUBREC every time.
+                // [MQTT-4.3.3-2]: route on the first PUBLISH with an id, not again until its
+                // PUBREL; PUBREC every time.
                 if !s.incoming_qos2.contains(&p.pid) {
                     if s.incoming_qos2.len() >= self.limits.max_incoming_qos2 {
                         log::debug!(
@@ -299,6 +287,7 @@ impl Broker {
             }
             s.inflight[i].1 = Outgoing::Released;
             s.progress_at = now;
+            self.room_freed = true;
             self.send(id, &Packet::PubRel(pid));
         } else if s
             .inflight
@@ -328,8 +317,8 @@ impl Broker {
                 self.queued_bytes -= w;
             }
             s.progress_at = now;
+            self.room_freed = true;
             self.pump(session, now);
-            self.resume_waiting_publishers(now);
         }
     }
 
@@ -343,29 +332,45 @@ impl Broker {
     ) {
         let l = self.limits.clone();
         let mut codes = Vec::with_capacity(filters.len());
-        let mut granted = Vec::new();
+        // Filters granted, each once with its last QoS: a SUBSCRIBE repeating one filter
+        // thousands of times is handled in order ([MQTT-3.8.4-4]: as if one SUBSCRIBE per
+        // filter) but sends the retained messages once, so it cannot multiply that work.
+        let mut granted: Vec<(String, QoS)> = Vec::new();
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        // [MQTT-3.8.4-4]: as if one SUBSCRIBE per filter, in order.
         for (f, qos) in filters {
-            let denied = self
-                .deny_subscribe
-                .iter()
-                .any(|d| mqtt::topic::matches(d, &f));
+            let denied = !s.reserved
+                && self
+                    .deny_subscribe
+                    .iter()
+                    .any(|d| mqtt::topic::matches(d, &f));
+            let held = s.subs.contains_key(&f);
+            let cost = if held { 0 } else { filter_cost(&f) };
+            let over_budget = s.sub_bytes + cost > l.subscription_bytes_per_client
+                || self.sub_bytes + cost > l.subscription_bytes;
             let refuse = denied
                 || f.len() > l.max_filter_bytes
                 || mqtt::topic::levels(&f) > l.max_filter_levels
-                || (!s.subs.contains_key(&f) && s.subs.len() >= l.max_filters_per_client);
+                || (!held && s.subs.len() >= l.max_filters_per_client)
+                || over_budget;
             if refuse {
+                if over_budget {
+                    self.stats.subscriptions_refused += 1;
+                }
                 codes.push(SUBACK_FAILURE);
                 continue;
             }
+            s.sub_bytes += cost;
+            self.sub_bytes += cost;
             // [MQTT-3.8.4-3]: the same filter replaces the subscription (new QoS).
             s.subs.insert(f.clone(), qos);
             self.index.insert(&f, session, qos);
             codes.push(qos as u8); // [MQTT-3.8.4-5]: this server grants what was asked
-            granted.push((f, qos));
+            match granted.iter_mut().find(|(g, _)| *g == f) {
+                Some(g) => g.1 = qos,
+                None => granted.push((f, qos)),
+            }
         }
         // [MQTT-3.8.4-1]: SUBACK with the same id, before the retained messages.
         self.send(id, &Packet::SubAck { pid, codes });

@@ -3,16 +3,24 @@
 //! filters. (A flat list made each publish cost the total size of all filters held: 8 clients
 //! × 128 filters of 64 KiB made 20 publishes take 99 s.)
 
-use std::collections::HashMap;
-
 use mqtt::QoS;
 
 use crate::session::SessionId;
 
+/// Bytes one filter level costs in the trie at most (a node and its entry in its parent),
+/// for the subscription byte budget; the level's name is counted on top.
+pub const LEVEL_COST: usize = 160;
+
+/// What holding `filter` costs: its trie levels and its text, twice (the session keeps it too).
+pub fn filter_cost(filter: &str) -> usize {
+    mqtt::topic::levels(filter) * LEVEL_COST + 2 * filter.len()
+}
+
 #[derive(Default, Debug)]
 struct Node {
-    /// Exact next levels.
-    children: HashMap<Box<str>, Node>,
+    /// Exact next levels, sorted by name (binary search; a node of a gateway's trie has few
+    /// children, and a sorted `Vec` costs a fraction of a hash table's memory).
+    children: Vec<(Box<str>, Node)>,
     /// The `+` level.
     plus: Option<Box<Node>>,
     /// Subscribers whose filter ends here.
@@ -70,7 +78,14 @@ impl Index {
             node = if level == "+" {
                 node.plus.get_or_insert_with(Default::default)
             } else {
-                node.children.entry(level.into()).or_default()
+                let i = match node.children.binary_search_by(|(k, _)| (**k).cmp(level)) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        node.children.insert(i, (level.into(), Node::default()));
+                        i
+                    }
+                };
+                &mut node.children[i].1
             };
             if levels.peek().is_none() && upsert(&mut node.here, session, qos) {
                 self.len += 1;
@@ -118,8 +133,8 @@ fn walk(
         }
         return visited;
     };
-    if let Some(child) = node.children.get(*first) {
-        visited += walk(child, rest, false, f);
+    if let Ok(i) = node.children.binary_search_by(|(k, _)| (**k).cmp(first)) {
+        visited += walk(&node.children[i].1, rest, false, f);
     }
     if !no_wildcards {
         if let Some(plus) = &node.plus {
@@ -148,12 +163,12 @@ fn remove_at(node: &mut Node, levels: &[&str], session: SessionId) -> bool {
             node.plus = None;
         }
     } else {
-        let Some(child) = node.children.get_mut(*first) else {
+        let Ok(i) = node.children.binary_search_by(|(k, _)| (**k).cmp(first)) else {
             return false;
         };
-        removed = remove_below(child, rest, session);
-        if child.is_empty() {
-            node.children.remove(*first);
+        removed = remove_below(&mut node.children[i].1, rest, session);
+        if node.children[i].1.is_empty() {
+            node.children.remove(i);
         }
     }
     removed

@@ -19,10 +19,7 @@ use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
-use crate::{Broker, ConnId, Limits};
-
-/// Bytes read from one client per turn.
-pub const READ_CHUNK: usize = 8 << 10;
+use crate::{Broker, ConnId, Limits, READ_CHUNK};
 
 /// Broker listener, limits and credentials.
 #[derive(Clone, Debug)]
@@ -33,6 +30,9 @@ pub struct BrokerConfig {
     pub credentials: Option<(String, String)>,
     /// Filters no client may subscribe to ([`Broker::deny_subscribe`]).
     pub deny_subscribe: Vec<String>,
+    /// A client id only the client with this secret (as its password) may use, exempt from
+    /// the deny list and the client limit ([`Broker::reserve_client`]): edgecore's EventBus.
+    pub reserved: Option<(String, String)>,
 }
 
 impl BrokerConfig {
@@ -42,6 +42,7 @@ impl BrokerConfig {
             limits: Limits::default(),
             credentials: None,
             deny_subscribe: Vec::new(),
+            reserved: None,
         }
     }
 }
@@ -112,6 +113,9 @@ pub async fn serve(cfg: BrokerConfig, listener: Async<TcpListener>, shutdown: Sh
     let credentials = cfg.credentials.map(|(u, p)| (u, p.into_bytes()));
     let mut core = Broker::new(cfg.limits, credentials);
     core.deny_subscribe(cfg.deny_subscribe);
+    if let Some((id, secret)) = &cfg.reserved {
+        core.reserve_client(id, secret.as_bytes());
+    }
     let shared = Rc::new(Shared {
         core: RefCell::new(core),
         bells: RefCell::new(HashMap::new()),
@@ -180,28 +184,34 @@ async fn timer(shared: Rc<Shared>) {
     }
 }
 
+/// Time a closing connection's writer gets to flush what is queued (a refusing CONNACK, the
+/// answers to the last packets) before the socket is closed anyway.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads what the core allows, one bounded read per turn. Stops when the broker closes the
+/// connection (the writer flushes and closes the socket) or the client does (EOF or error:
+/// the client is gone, nothing is flushed).
 async fn reader(shared: Rc<Shared>, id: ConnId, sock: Rc<Async<TcpStream>>, bell: Receiver<()>) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
-        let (wants, closing) = {
+        let (budget, closing) = {
             let mut core = shared.core.borrow_mut();
-            core.resume(id, Instant::now());
-            (core.wants_input(id), core.is_closing(id))
+            (core.read_budget(id), core.is_closing(id))
         };
-        shared.ring();
         if closing {
-            break;
+            shared.ring();
+            return;
         }
-        if !wants {
-            // Over its write budget, or its publish waits for a subscriber: rung when that
-            // changes.
+        if budget == 0 {
+            // Over its write budget, behind a waiting PUBLISH, or waiting for the large-packet
+            // pool: rung when that changes.
             if bell.recv().await.is_err() {
-                break;
+                return;
             }
             continue;
         }
         let mut s: &Async<TcpStream> = &sock;
-        let n = async { s.read(&mut buf).await }
+        let n = async { s.read(&mut buf[..budget]).await }
             .or(async {
                 // Woken while waiting for data: the connection may be closing; look again.
                 let _ = bell.recv().await;
@@ -231,6 +241,8 @@ async fn reader(shared: Rc<Shared>, id: ConnId, sock: Rc<Async<TcpStream>>, bell
     }
 }
 
+/// Writes what the core queues. The only task that closes a connection the broker closed:
+/// after flushing what is queued (within [`FLUSH_TIMEOUT`]).
 async fn writer(shared: Rc<Shared>, id: ConnId, sock: Rc<Async<TcpStream>>, bell: Receiver<()>) {
     loop {
         let (out, closing) = {
@@ -238,7 +250,19 @@ async fn writer(shared: Rc<Shared>, id: ConnId, sock: Rc<Async<TcpStream>>, bell
             (core.take_output(id), core.is_closing(id))
         };
         if !out.is_empty() {
-            if (&*sock).write_all(&out).await.is_err() {
+            let mut s: &Async<TcpStream> = &sock;
+            let wrote = async { s.write_all(&out).await.is_ok() }
+                .or(async {
+                    // A client that does not read must not keep a closing connection open.
+                    loop {
+                        if bell.recv().await.is_err() || shared.core.borrow().is_closing(id) {
+                            smol::Timer::after(FLUSH_TIMEOUT).await;
+                            return false;
+                        }
+                    }
+                })
+                .await;
+            if !wrote {
                 break;
             }
             shared.core.borrow_mut().written(id, Instant::now());
@@ -252,7 +276,6 @@ async fn writer(shared: Rc<Shared>, id: ConnId, sock: Rc<Async<TcpStream>>, bell
             break;
         }
     }
-    let _ = (&*sock).flush().await;
     let _ = sock.get_ref().shutdown(std::net::Shutdown::Both);
     shared.core.borrow_mut().on_closed(id, Instant::now());
     shared.bells.borrow_mut().remove(&id);

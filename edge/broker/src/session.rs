@@ -65,6 +65,10 @@ pub struct Session {
     pub conn: Option<ConnId>,
     /// Filter → granted QoS.
     pub subs: BTreeMap<String, QoS>,
+    /// What `subs` costs in the subscription byte budget.
+    pub sub_bytes: usize,
+    /// The reserved client's session (edgecore's own EventBus).
+    pub reserved: bool,
     /// In the order sent, which is the order they are re-sent in [MQTT-4.6.0-1].
     pub inflight: VecDeque<(u16, Outgoing)>,
     pub queue: VecDeque<Queued>,
@@ -87,6 +91,8 @@ impl Session {
             clean,
             conn: None,
             subs: BTreeMap::new(),
+            sub_bytes: 0,
+            reserved: false,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             bytes: 0,

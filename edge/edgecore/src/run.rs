@@ -85,10 +85,24 @@ fn start_eventbus(
     shutdown: Shutdown,
 ) -> anyhow::Result<ModuleFuture> {
     let e = &cfg.eventbus;
+    let client_id = format!("edgecore-{}", cfg.node_name);
+    // With the embedded broker, EventBus's client id is reserved for it by a secret made at
+    // start: no local client can take its session over or lock it out.
+    let secret = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let credentials = if e.embedded {
+        let user = if e.username.is_empty() {
+            "edgecore"
+        } else {
+            &e.username
+        };
+        Some((user.to_owned(), secret.clone()))
+    } else {
+        (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone()))
+    };
     let ebc = eventbus::EventBusConfig {
         broker: e.broker.clone(),
-        client_id: format!("edgecore-{}", cfg.node_name),
-        credentials: (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone())),
+        client_id: client_id.clone(),
+        credentials,
         max_packet: e.max_packet_bytes,
         keepalive: Duration::from_secs(30),
         tls: match &e.tls {
@@ -119,6 +133,7 @@ fn start_eventbus(
     }
     bc.deny_subscribe = e.deny_subscribe.clone();
     bc.credentials = (!e.username.is_empty()).then(|| (e.username.clone(), e.password.clone()));
+    bc.reserved = Some((client_id, secret));
     let listener = broker::bind(&bc).with_context(|| {
         format!("cannot listen on {listen} for the embedded MQTT broker (another broker running? set eventbus.embedded to false to use it)")
     })?;

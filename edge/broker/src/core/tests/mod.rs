@@ -9,14 +9,16 @@ use mqtt::{connack, Connect, Level, Packet, Publish, QoS, Will};
 use super::*;
 use crate::route::client_publish;
 
-struct H {
-    b: Broker,
-    now: Instant,
+mod flow;
+
+pub(super) struct H {
+    pub(super) b: Broker,
+    pub(super) now: Instant,
     /// Packets read past what a helper asserted on, returned by the next `recv`.
     stash: std::collections::HashMap<ConnId, Vec<Packet>>,
 }
 
-fn connect_packet(id: &str, clean: bool) -> Connect {
+pub(super) fn connect_packet(id: &str, clean: bool) -> Connect {
     Connect {
         level: Level::V311,
         clean_session: clean,
@@ -29,11 +31,11 @@ fn connect_packet(id: &str, clean: bool) -> Connect {
 }
 
 impl H {
-    fn new() -> H {
+    pub(super) fn new() -> H {
         H::with(Limits::default())
     }
 
-    fn with(l: Limits) -> H {
+    pub(super) fn with(l: Limits) -> H {
         H {
             b: Broker::new(l, None),
             now: Instant::now(),
@@ -41,21 +43,21 @@ impl H {
         }
     }
 
-    fn sock(&mut self) -> ConnId {
+    pub(super) fn sock(&mut self) -> ConnId {
         self.b.accept(self.now)
     }
 
-    fn bytes(&mut self, id: ConnId, b: &[u8]) {
+    pub(super) fn bytes(&mut self, id: ConnId, b: &[u8]) {
         self.b.on_bytes(id, b, self.now);
     }
 
-    fn send(&mut self, id: ConnId, p: Packet) {
+    pub(super) fn send(&mut self, id: ConnId, p: Packet) {
         self.bytes(id, &p.to_bytes());
     }
 
     /// Everything the broker wrote to `id` since the last call, decoded; the bytes count as
     /// written.
-    fn recv(&mut self, id: ConnId) -> Vec<Packet> {
+    pub(super) fn recv(&mut self, id: ConnId) -> Vec<Packet> {
         let out = self.b.take_output(id);
         self.b.written(id, self.now);
         let mut v = self.stash.remove(&id).unwrap_or_default();
@@ -68,7 +70,7 @@ impl H {
         v
     }
 
-    fn connect_with(&mut self, c: Connect) -> (ConnId, Vec<Packet>) {
+    pub(super) fn connect_with(&mut self, c: Connect) -> (ConnId, Vec<Packet>) {
         let id = self.sock();
         self.send(id, Packet::Connect(Box::new(c)));
         let r = self.recv(id);
@@ -76,7 +78,7 @@ impl H {
     }
 
     /// A connected client; asserts CONNACK 0 with `present`.
-    fn client(&mut self, cid: &str, clean: bool, present: bool) -> ConnId {
+    pub(super) fn client(&mut self, cid: &str, clean: bool, present: bool) -> ConnId {
         let (id, mut r) = self.connect_with(connect_packet(cid, clean));
         let rest = r.split_off(r.len().min(1));
         self.stash.insert(id, rest);
@@ -91,7 +93,7 @@ impl H {
         id
     }
 
-    fn subscribe(&mut self, id: ConnId, filters: &[(&str, QoS)]) -> Vec<u8> {
+    pub(super) fn subscribe(&mut self, id: ConnId, filters: &[(&str, QoS)]) -> Vec<u8> {
         self.send(
             id,
             Packet::Subscribe {
@@ -108,21 +110,26 @@ impl H {
         }
     }
 
-    fn publish(&mut self, id: ConnId, topic: &str, payload: &[u8], qos: QoS, pid: u16) {
+    pub(super) fn publish(&mut self, id: ConnId, topic: &str, payload: &[u8], qos: QoS, pid: u16) {
         self.bytes(id, &client_publish(topic, payload, qos, pid, false));
     }
 
-    fn closing(&self, id: ConnId) -> bool {
+    pub(super) fn closing(&self, id: ConnId) -> bool {
         self.b.is_closing(id)
     }
 
-    fn advance(&mut self, d: Duration) {
+    /// Whether the runner would read from `id` now.
+    pub(super) fn wants(&mut self, id: ConnId) -> bool {
+        self.b.read_budget(id) > 0
+    }
+
+    pub(super) fn advance(&mut self, d: Duration) {
         self.now += d;
         self.b.handle_timeout(self.now);
     }
 }
 
-fn publishes(ps: &[Packet]) -> Vec<(String, Vec<u8>, QoS, bool, bool)> {
+pub(super) fn publishes(ps: &[Packet]) -> Vec<(String, Vec<u8>, QoS, bool, bool)> {
     ps.iter()
         .filter_map(|p| match p {
             Packet::Publish(p) => {
@@ -133,7 +140,7 @@ fn publishes(ps: &[Packet]) -> Vec<(String, Vec<u8>, QoS, bool, bool)> {
         .collect()
 }
 
-fn pub_(topic: &str, payload: &[u8], qos: QoS) -> (String, Vec<u8>, QoS, bool, bool) {
+pub(super) fn pub_(topic: &str, payload: &[u8], qos: QoS) -> (String, Vec<u8>, QoS, bool, bool) {
     (topic.into(), payload.to_vec(), qos, false, false)
 }
 
@@ -902,131 +909,4 @@ fn inflight_window_holds_the_rest_in_order() {
         [1, 2, 3, 4, 5],
         "every message, in order [MQTT-4.6.0-6]"
     );
-}
-
-// ---- budgets and fairness ----
-
-#[test]
-fn slow_reader_drops_qos0_and_counts_it() {
-    let mut h = H::with(Limits {
-        out_budget: 1000,
-        ..Limits::default()
-    });
-    let s = h.client("s", true, false);
-    h.subscribe(s, &[("t", QoS::AtMostOnce)]);
-    let p = h.client("p", true, false);
-    for _ in 0..100 {
-        h.publish(p, "t", &[0; 100], QoS::AtMostOnce, 0);
-    }
-    // Nothing was taken from `s`: its buffer stopped at the budget.
-    let got = h.recv(s);
-    assert!(got.len() < 12, "{} messages buffered", got.len());
-    assert_eq!(h.b.stats().dropped_qos0 as usize, 100 - got.len());
-    assert!(
-        !h.closing(p),
-        "the publisher is not held up by a slow QoS 0 reader"
-    );
-}
-
-#[test]
-fn client_that_never_reads_is_not_read_either() {
-    let mut h = H::with(Limits {
-        out_budget: 64,
-        ..Limits::default()
-    });
-    let c = h.client("c", true, false);
-    assert!(h.b.wants_input(c));
-    for _ in 0..40 {
-        h.send(c, Packet::PingReq);
-    }
-    assert!(!h.b.wants_input(c), "its PINGRESPs filled its budget");
-    h.recv(c);
-    assert!(h.b.wants_input(c));
-}
-
-#[test]
-fn qos1_publisher_waits_for_a_live_full_subscriber_instead_of_losing_messages() {
-    let mut h = H::with(Limits {
-        max_inflight: 1,
-        max_queued: 2,
-        ..Limits::default()
-    });
-    let s = h.client("s", true, false);
-    h.subscribe(s, &[("t", QoS::AtLeastOnce)]);
-    let p = h.client("p", true, false);
-    for i in 1..=10u16 {
-        h.publish(p, "t", &[i as u8], QoS::AtLeastOnce, i);
-    }
-    let acks = h.recv(p).len();
-    assert_eq!(
-        acks, 3,
-        "one in flight, two queued, then the publisher waits"
-    );
-    assert!(!h.b.wants_input(p));
-    assert_eq!(h.b.stats().publisher_waits, 1);
-    // The subscriber acknowledges as it reads: everything arrives, nothing is dropped.
-    let mut got = Vec::new();
-    for _ in 0..100 {
-        for m in h.recv(s) {
-            if let Packet::Publish(m) = m {
-                got.push(m.payload[0]);
-                h.send(s, Packet::PubAck(m.pid));
-            }
-        }
-        h.b.resume(p, h.now);
-        if got.len() == 10 {
-            break;
-        }
-    }
-    assert_eq!(got, (1..=10).collect::<Vec<u8>>());
-    assert_eq!(h.recv(p).len(), 7, "the rest acknowledged once queued");
-    assert_eq!(h.b.stats().dropped_queue_full, 0);
-}
-
-#[test]
-fn a_stalled_subscriber_holds_publishers_only_for_publish_wait() {
-    let mut h = H::with(Limits {
-        max_inflight: 1,
-        max_queued: 1,
-        ..Limits::default()
-    });
-    let s = h.client("s", true, false);
-    h.subscribe(s, &[("t", QoS::AtLeastOnce)]);
-    let p = h.client("p", true, false);
-    for i in 1..=5u16 {
-        h.publish(p, "t", b"x", QoS::AtLeastOnce, i);
-    }
-    assert_eq!(h.recv(p).len(), 2);
-    h.advance(h.b.limits().publish_wait);
-    // The wait ran out: the waiting message is dropped for `s`, and `s` now counts as
-    // stalled, so the rest go through at once.
-    assert_eq!(h.recv(p).len(), 3);
-    assert!(h.b.wants_input(p));
-    assert_eq!(h.b.stats().dropped_queue_full, 3);
-    assert!(
-        !h.closing(s),
-        "a stalled subscriber is not disconnected for it"
-    );
-}
-
-#[test]
-fn a_filter_per_publish_cost_independent_of_other_clients_filters() {
-    // The flat list this index replaced cost the total size of all filters per publish; the
-    // index's cost is in `index.rs`'s tests. Here: many clients with many long filters do not
-    // change what one publish reaches.
-    let mut h = H::new();
-    for c in 0..8 {
-        let id = h.client(&format!("c{c}"), true, false);
-        let filters: Vec<(String, QoS)> = (0..128)
-            .map(|i| (format!("x/{c}/{i}/{}", "y".repeat(900)), QoS::AtMostOnce))
-            .collect();
-        h.send(id, Packet::Subscribe { pid: 1, filters });
-        assert_eq!(h.recv(id).len(), 1);
-    }
-    let s = h.client("s", true, false);
-    h.subscribe(s, &[("dev/+", QoS::AtMostOnce)]);
-    let p = h.client("p", true, false);
-    h.publish(p, "dev/1", b"v", QoS::AtMostOnce, 0);
-    assert_eq!(publishes(&h.recv(s)).len(), 1);
-    assert_eq!(h.b.index.len(), 8 * 128 + 1);
 }
