@@ -33,8 +33,21 @@ fn reject(status: StatusCode, why: String) -> Refusal {
     (status, why)
 }
 
+/// The edge store's identity (our edge's extension header; upstream edges send none).
+pub const STORE_EPOCH_HEADER: &str = "edgecore-store-epoch";
+/// Longest epoch accepted: it is outside data, and ours are 32 hex digits.
+pub const MAX_EPOCH_BYTES: usize = 64;
+
+/// A connection that passed the handshake checks.
+#[derive(Debug, PartialEq)]
+struct Accepted {
+    node: String,
+    /// The edge's store epoch, if it sent one.
+    epoch: Option<String>,
+}
+
 /// Checks the upgrade request against the certificate's node name (§3.2 headers).
-fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, Refusal> {
+fn check_request(req: &Request, cert_node: Option<&str>) -> Result<Accepted, Refusal> {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -61,8 +74,22 @@ fn check_request(req: &Request, cert_node: Option<&str>) -> Result<String, Refus
             ))
         }
     }
+    let epoch = header(STORE_EPOCH_HEADER);
+    if let Some(e) = &epoch {
+        let ok = !e.is_empty()
+            && e.len() <= MAX_EPOCH_BYTES
+            && e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{STORE_EPOCH_HEADER} must be 1 to {MAX_EPOCH_BYTES} letters, digits or '-'"
+                ),
+            ));
+        }
+    }
     match cert_node {
-        Some(c) if c == node => Ok(node),
+        Some(c) if c == node => Ok(Accepted { node, epoch }),
         Some(c) => Err(reject(
             StatusCode::FORBIDDEN,
             format!("client certificate is for node {c:?}, not {node:?}"),
@@ -118,15 +145,15 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             Err(why) if !why.is_empty() => why.clone(),
             _ => format!("WebSocket handshake: {e}"),
         })?;
-        let node = verdict?;
-        Ok::<_, String>((ws, node))
+        let accepted = verdict?;
+        Ok::<_, String>((ws, accepted))
     }
     .or(async {
         smol::Timer::after(HANDSHAKE_TIMEOUT).await;
         Err("handshake timed out".to_owned())
     })
     .await;
-    let (mut ws, node) = match accepted {
+    let (mut ws, Accepted { node, epoch }) = match accepted {
         Ok(x) => x,
         Err(e) => {
             log::info!("connection from {peer:?} refused: {e}");
@@ -143,6 +170,9 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
     };
     log::info!("node {node} connected from {peer:?}");
     let _live = hub.sessions.live_guard();
+    if let Some(epoch) = &epoch {
+        note_epoch(&hub, &node, epoch);
+    }
     hub.controller.borrow_mut().connected(&node);
     hub.devices.borrow_mut().connected(&node);
     let reason = session(&hub, &mut ws, &node, &kill, &bell).await;
@@ -159,6 +189,18 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             Ok(())
         })
         .await;
+}
+
+/// A node connected with store `epoch`: if its store was replaced, delivery starts over.
+fn note_epoch(hub: &Hub, node: &str, epoch: &str) {
+    match hub.store.borrow_mut().note_store_epoch(node, epoch) {
+        Ok(cloudstore::EpochSeen::Replaced { previous, reset }) => log::info!(
+            "node {node} has a new store (epoch {previous} before, {epoch} now): sending again the {reset} objects it had acknowledged"
+        ),
+        Ok(_) => {}
+        // Its acknowledgements stand; the next connection tries again.
+        Err(e) => log::error!("cannot record the store epoch of node {node}: {e}"),
+    }
 }
 
 fn now_ms() -> i64 {
@@ -430,7 +472,13 @@ mod tests {
             ("Project_id", "p"),
             ("Connectionuse", "msg"),
         ]);
-        assert_eq!(check_request(&ok, Some("edge0")).unwrap(), "edge0");
+        assert_eq!(
+            check_request(&ok, Some("edge0")).unwrap(),
+            Accepted {
+                node: "edge0".into(),
+                epoch: None
+            }
+        );
         assert_eq!(
             check_request(&ok, Some("edge1")).unwrap_err().0,
             StatusCode::FORBIDDEN
@@ -450,6 +498,28 @@ mod tests {
         );
         let missing_use = req(&[("node_id", "edge0")]);
         assert!(check_request(&missing_use, Some("edge0")).is_ok());
+    }
+
+    #[test]
+    fn the_store_epoch_header_is_read_and_bounded() {
+        let with = |e: &str| req(&[("node_id", "edge0"), (STORE_EPOCH_HEADER, e)]);
+        assert_eq!(
+            check_request(&with("0123abcd"), Some("edge0"))
+                .unwrap()
+                .epoch
+                .as_deref(),
+            Some("0123abcd")
+        );
+        for bad in [
+            "",
+            "has space",
+            "semi;colon",
+            &"a".repeat(MAX_EPOCH_BYTES + 1),
+        ] {
+            let e = check_request(&with(bad), Some("edge0")).unwrap_err();
+            assert_eq!(e.0, StatusCode::BAD_REQUEST, "{bad:?}");
+            assert!(e.1.contains(STORE_EPOCH_HEADER), "{}", e.1);
+        }
     }
 
     #[test]

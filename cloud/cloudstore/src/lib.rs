@@ -1,6 +1,7 @@
 //! cloudcore's object store: Kubernetes-shaped objects (Pod, ConfigMap, Secret) with uid,
 //! resourceVersion, creationTimestamp and generation, plus the per-node record of what each
-//! edge acknowledged (upstream's ObjectSync, §3.6 of the protocol spec).
+//! edge acknowledged (upstream's ObjectSync, §3.6 of the protocol spec), reset when the edge's
+//! store turns out to be a new one ([`epoch`]).
 //!
 //! Every write is one redb transaction committed durably before the call returns, so a
 //! cloudcore killed at any instant restarts with every acknowledged write. Reads come from an
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod defaults;
+mod epoch;
 pub mod kinds;
 pub mod smp;
 
@@ -25,6 +27,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub use epoch::EpochSeen;
 pub use kinds::{FieldError, Kind};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -221,6 +224,7 @@ impl CloudStore {
         tx.open_table(NODES).map_err(|e| open_err(&e))?;
         tx.open_table(STATE).map_err(|e| open_err(&e))?;
         tx.open_table(TOMBSTONES).map_err(|e| open_err(&e))?;
+        tx.open_table(epoch::EPOCHS).map_err(|e| open_err(&e))?;
         tx.commit().map_err(|e| open_err(&e))?;
         let mut store = CloudStore {
             db,

@@ -547,6 +547,66 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_edge_store_gets_everything_again_and_deletes_still_go() {
+        let mut s = store("epoch");
+        s.apply(
+            &[
+                cm("cfg", "1"),
+                pod("web", "edge0", "a", Some("cfg")),
+                pod("gone", "edge0", "a", None),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        s.note_store_epoch("edge0", "e1").unwrap();
+        let t = Instant::now();
+        let msgs = c.plan("edge0", &s, t, 0);
+        ack_all(&mut c, &mut s, &msgs);
+        assert!(c.plan("edge0", &s, t, 0).is_empty());
+        c.disconnected("edge0");
+        s.delete(&ObjectKey::new(Kind::Pod, "default", "gone"))
+            .unwrap();
+
+        // Back with the same store: only the delete made while away.
+        c.connected("edge0");
+        assert_eq!(
+            s.note_store_epoch("edge0", "e1").unwrap(),
+            cloudstore::EpochSeen::Same
+        );
+        let same: Vec<String> = c
+            .plan("edge0", &s, t, 0)
+            .iter()
+            .map(|m| format!("{} {}", m.route.operation, m.route.resource))
+            .collect();
+        assert_eq!(same, ["delete default/pod/gone"]);
+        c.disconnected("edge0");
+
+        // Back with a new store: everything it must hold again, and the delete too (the
+        // records stay, so nothing it might hold is forgotten).
+        c.connected("edge0");
+        assert!(matches!(
+            s.note_store_epoch("edge0", "e2").unwrap(),
+            cloudstore::EpochSeen::Replaced { reset: 3, .. }
+        ));
+        let mut again: Vec<String> = c
+            .plan("edge0", &s, t, 0)
+            .iter()
+            .map(|m| format!("{} {}", m.route.operation, m.route.resource))
+            .collect();
+        again.sort();
+        assert_eq!(
+            again,
+            [
+                "delete default/pod/gone",
+                "update default/configmap/cfg",
+                "update default/pod/web"
+            ]
+        );
+    }
+
+    #[test]
     fn window_bounds_what_is_in_flight() {
         let mut s = store("window");
         let pods: Vec<(Kind, Value)> = (0..WINDOW + 10)
