@@ -25,6 +25,7 @@ USAGE:
     edgecore run [--data-dir <DIR> | --config <FILE>]
     edgecore meta list [pods|configmaps|secrets] [--data-dir <DIR>] [-o json]
     edgecore meta get <kind> <namespace>/<name> [--data-dir <DIR>]
+    edgecore meta check [--data-dir <DIR>]
     edgecore --version
 
 COMMANDS:
@@ -33,7 +34,8 @@ COMMANDS:
     run     Connect to the cloud, register this node and keep it reported Ready.
             Reconnects on its own; SIGTERM or SIGINT closes the tunnel cleanly.
     meta    Show what MetaManager stored from the cloud (works while edgecore runs, and
-            with no cloud at all).
+            with no cloud at all); `check` verifies every record's checksum. A corrupt
+            record is named on stderr and makes the command exit 1.
 
 JOIN OPTIONS:
     --cloud <HOST>          Address or host name of cloudcore (no port)

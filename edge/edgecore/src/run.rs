@@ -5,10 +5,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bus::{Bus, Mailbox, ModuleId, Shutdown};
+use bus::{Bus, Mailbox, ModuleId, Shutdown, Watch};
 use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use smol::LocalExecutor;
@@ -20,9 +21,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 type ModuleFuture = Pin<Box<dyn Future<Output = ()>>>;
 
-/// What modules share: the one store file (MetaManager's objects, DeviceTwin's devices).
+/// An unwritable store is tried again this often (a probe is one small write; only while
+/// the store cannot write).
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What modules share: the one store file (MetaManager's objects, DeviceTwin's devices), its
+/// identity and its write health.
 struct Shared {
-    store: std::rc::Rc<dyn store::KvStore>,
+    store: Rc<dyn store::KvStore>,
+    epoch: String,
+    #[cfg(feature = "edged")]
+    store_health: edged::StoreWatch,
 }
 
 /// One row of the module table.
@@ -160,7 +169,7 @@ fn start_metamanager(
 
 fn start_edgehub(
     cfg: &Config,
-    _shared: &Shared,
+    shared: &Shared,
     mailbox: Mailbox,
     bus: Bus,
     shutdown: Shutdown,
@@ -182,6 +191,7 @@ fn start_edgehub(
         connect_timeout: Duration::from_secs(10).max(cfg.heartbeat),
         backoff_base: Duration::from_millis(500),
         backoff_max: Duration::from_secs(30),
+        store_epoch: Some(shared.epoch.clone()),
     };
     let hub = edgehub::run(hub, mailbox, bus, shutdown);
     if !cfg.rotate_certificates {
@@ -200,7 +210,7 @@ fn start_edgehub(
 #[cfg(feature = "edged")]
 fn start_edged(
     cfg: &Config,
-    _shared: &Shared,
+    shared: &Shared,
     mailbox: Mailbox,
     bus: Bus,
     shutdown: Shutdown,
@@ -223,6 +233,7 @@ fn start_edged(
                 eviction_nodefs_percent: r.eviction_nodefs_percent,
             }
         },
+        store: shared.store_health.clone(),
     };
     Ok(Box::pin(edged::run(edged, mailbox, bus, shutdown)))
 }
@@ -237,12 +248,41 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         log::info!("finished a certificate renewal that was interrupted");
     }
     let path = cfg.store_path()?;
+    let store = Rc::new(
+        store::Store::open(&path, cfg.store_backend()?)
+            .with_context(|| format!("cannot open the store {}", path.display()))?,
+    );
+    let health = Rc::new(Watch::new(store.health()));
     let shared = Shared {
-        store: std::rc::Rc::from(
-            store::open(&path, cfg.store_backend()?)
-                .with_context(|| format!("cannot open the store {}", path.display()))?,
-        ),
+        store: store.clone(),
+        epoch: store.epoch().to_owned(),
+        #[cfg(feature = "edged")]
+        store_health: edged::StoreWatch::default(),
     };
+    {
+        let health = health.clone();
+        #[cfg(feature = "edged")]
+        let for_edged = shared.store_health.clone();
+        let path = path.clone();
+        store.on_health(move |h| {
+            match h {
+                store::Health::Unwritable(f) => log::error!(
+                    "store {} cannot write: {f}; the node reports NotReady until it can (tried again every {STORE_PROBE_INTERVAL:?})",
+                    path.display()
+                ),
+                store::Health::Writable => log::info!("store {} writes again", path.display()),
+            }
+            #[cfg(feature = "edged")]
+            for_edged.0.set(match h {
+                store::Health::Writable => None,
+                store::Health::Unwritable(f) => Some(edged::node::StoreFault {
+                    message: f.message.clone(),
+                    no_space: f.no_space,
+                }),
+            });
+            health.set(h.clone());
+        });
+    }
     let mut futures = Vec::new();
     for (spec, mailbox) in enabled.iter().zip(mailboxes) {
         let fut = (spec.start)(&cfg, &shared, mailbox, bus.clone(), shutdown.clone())
@@ -266,6 +306,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .into_iter()
             .map(|(id, f)| (id, ex.spawn(f)))
             .collect();
+        let _prober = ex.spawn(probe_store(store.clone(), health, shutdown.clone()));
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("received {sig:?}; shutting down");
         }
@@ -287,4 +328,44 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }));
     Ok(())
+}
+
+/// While the store cannot write, tries it every [`STORE_PROBE_INTERVAL`], so it reads as
+/// writable again (and the node as Ready) soon after space returns, even if no module has
+/// anything to write. Sleeps on the health cell otherwise.
+async fn probe_store(
+    store: Rc<store::Store>,
+    health: Rc<Watch<store::Health>>,
+    shutdown: Shutdown,
+) {
+    let mut seen = health.version();
+    loop {
+        while matches!(store.health(), store::Health::Unwritable(_)) {
+            let stop = async {
+                smol::Timer::after(STORE_PROBE_INTERVAL).await;
+                false
+            }
+            .or(async {
+                shutdown.wait().await;
+                true
+            })
+            .await;
+            if stop {
+                return;
+            }
+            let _ = store.probe();
+        }
+        let stop = async {
+            health.changed(&mut seen).await;
+            false
+        }
+        .or(async {
+            shutdown.wait().await;
+            true
+        })
+        .await;
+        if stop {
+            return;
+        }
+    }
 }

@@ -52,6 +52,25 @@ pub struct EdgedConfig {
     pub pod_sync_period: Duration,
     /// Resources held back from allocatable.
     pub reservations: Reservations,
+    /// Whether edgecore's store can write; the node is not Ready while it cannot.
+    pub store: StoreWatch,
+}
+
+/// edgecore's store write health as a latest-value cell: `None` while it writes. Set by
+/// whoever owns the store (`edgecore run`); Edged only reads it.
+#[derive(Clone)]
+pub struct StoreWatch(pub Rc<Watch<Option<node::StoreFault>>>);
+
+impl Default for StoreWatch {
+    fn default() -> Self {
+        StoreWatch(Rc::new(Watch::new(None)))
+    }
+}
+
+impl std::fmt::Debug for StoreWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreWatch").field(&self.0.get()).finish()
+    }
 }
 
 /// An unchanged node status is reported again after this long (kubelet's
@@ -82,6 +101,7 @@ pub struct NodeAgent {
     facts: NodeFacts,
     reservations: Reservations,
     runtime_down: Option<String>,
+    store_fault: Option<node::StoreFault>,
     link: Option<IpAddr>,
     registered: bool,
     node_uid: Option<String>,
@@ -113,6 +133,7 @@ impl NodeAgent {
             facts,
             reservations: Reservations::default(),
             runtime_down: None,
+            store_fault: None,
             link: None,
             registered: false,
             node_uid: None,
@@ -151,6 +172,12 @@ impl NodeAgent {
         }
     }
 
+    /// The store's write health: a store that cannot write makes the node not Ready (and a
+    /// full disk DiskPressure) from the next status check on.
+    pub fn set_store(&mut self, fault: Option<node::StoreFault>) {
+        self.store_fault = fault;
+    }
+
     fn ask(&mut self, what: Asked, req: CloudRequest, out: &mut Vec<(RequestId, CloudRequest)>) {
         if self.in_flight.iter().any(|(_, a)| *a == what) || self.in_flight.len() >= MAX_IN_FLIGHT {
             return; // one of each at a time; the next tick asks again
@@ -163,7 +190,10 @@ impl NodeAgent {
 
     /// Conditions for `pressure`, updating transition times when a status flips.
     fn conditions(&mut self, pressure: &Pressure, now_rfc: &str) -> [Condition; 4] {
-        let conds = node::conditions(pressure, self.runtime_down.as_deref());
+        let mut conds = node::conditions(pressure, self.runtime_down.as_deref());
+        if let Some(f) = &self.store_fault {
+            node::with_store_fault(&mut conds, f);
+        }
         for (i, c) in conds.iter().enumerate() {
             let changed = self
                 .last_conditions
@@ -488,6 +518,7 @@ async fn node_loop(
     let period = (cfg.status_interval.min(cfg.lease_interval) / 4).max(Duration::from_millis(50));
     let mut ticker = smol::Timer::interval(period);
     let mut health_seen = 0;
+    let mut store_seen = 0;
     loop {
         let wake = mailbox.next(&mut ticker, shutdown).await;
         let now = Instant::now();
@@ -495,6 +526,10 @@ async fn node_loop(
         if links.health.version() != health_seen {
             health_seen = links.health.version();
             agent.set_runtime(&links.health.get());
+        }
+        if cfg.store.0.version() != store_seen {
+            store_seen = cfg.store.0.version();
+            agent.set_store(cfg.store.0.get());
         }
         let pressure = || sysinfo::read_pressure(&cfg.data_dir);
         let requests = match wake {

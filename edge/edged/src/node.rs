@@ -123,6 +123,36 @@ pub fn conditions(p: &Pressure, runtime_down: Option<&str>) -> [Condition; 4] {
     ]
 }
 
+/// Why edgecore's store cannot write (a full disk, a failing card).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreFault {
+    pub message: String,
+    /// The filesystem is full or the quota is spent.
+    pub no_space: bool,
+}
+
+/// A store that cannot write makes the node not Ready, as kubelet's storage errors do
+/// (`KubeletNotReady` with the error, aggregated with any other as kubelet's
+/// `errors.NewAggregate` joins them), and a full filesystem is DiskPressure. Such a node
+/// cannot keep what the cloud sends it, so it must not look ready for workloads.
+pub fn with_store_fault(conds: &mut [Condition; 4], fault: &StoreFault) {
+    let err = format!("edgecore store cannot write: {}", fault.message);
+    let ready = &mut conds[3];
+    ready.message = if ready.status {
+        err
+    } else {
+        format!("[{}, {err}]", ready.message)
+    };
+    ready.status = false;
+    ready.reason = "KubeletNotReady";
+    if fault.no_space {
+        let disk = &mut conds[1];
+        disk.status = true;
+        disk.reason = "KubeletHasDiskPressure";
+        disk.message = "kubelet has disk pressure".into();
+    }
+}
+
 fn condition_json(c: &Condition, heartbeat: &str, transition: &str) -> Value {
     json!({
         "type": c.kind,
@@ -385,6 +415,40 @@ mod tests {
         assert!(!down[3].status);
         assert_eq!(down[3].reason, "KubeletNotReady");
         assert!(down[3].message.contains("container runtime is down"));
+    }
+
+    #[test]
+    fn a_store_that_cannot_write_makes_the_node_not_ready_and_a_full_disk_disk_pressure() {
+        let full = StoreFault {
+            message: "No space left on device (os error 28)".into(),
+            no_space: true,
+        };
+        let mut c = conditions(&healthy(), None);
+        with_store_fault(&mut c, &full);
+        assert_eq!(
+            (c[3].kind, c[3].status, c[3].reason),
+            ("Ready", false, "KubeletNotReady")
+        );
+        assert_eq!(
+            c[3].message,
+            "edgecore store cannot write: No space left on device (os error 28)"
+        );
+        assert_eq!(
+            (c[1].kind, c[1].status, c[1].reason),
+            ("DiskPressure", true, "KubeletHasDiskPressure")
+        );
+        // Another error is not disk pressure, and joins the runtime's as kubelet aggregates.
+        let mut c = conditions(&healthy(), Some("connection refused"));
+        let io = StoreFault {
+            message: "Input/output error (os error 5)".into(),
+            no_space: false,
+        };
+        with_store_fault(&mut c, &io);
+        assert_eq!(
+            c[3].message,
+            "[container runtime is down: connection refused, edgecore store cannot write: Input/output error (os error 5)]"
+        );
+        assert!(!c[1].status);
     }
 
     #[test]

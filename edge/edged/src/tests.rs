@@ -201,3 +201,46 @@ fn reconnect_registers_again_reports_again_and_drops_stale_replies() {
         "the whole status on each connect"
     );
 }
+
+#[test]
+fn a_store_that_cannot_write_is_reported_not_ready_until_it_writes_again() {
+    let t0 = Instant::now();
+    let w = SystemTime::now();
+    let mut a = settled(t0, w);
+    let cond = |reqs: &[(RequestId, CloudRequest)], kind: &str| {
+        let patches = status_patches(reqs);
+        let c = patches[0]["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap();
+        (
+            c["status"].as_str().unwrap().to_owned(),
+            c["message"].clone(),
+        )
+    };
+    a.set_store(Some(node::StoreFault {
+        message: "No space left on device (os error 28)".into(),
+        no_space: true,
+    }));
+    let reqs = a.on_tick(t0 + S, w, &p());
+    let (ready, message) = cond(&reqs, "Ready");
+    assert_eq!(ready, "False");
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{message}"
+    );
+    assert_eq!(cond(&reqs, "DiskPressure").0, "True");
+    let id = id_of(&reqs, |r| matches!(r, CloudRequest::PatchNodeStatus { .. }));
+    a.on_reply(id, answered(Reply::Object(json!({}))), t0 + S, w, &p());
+
+    a.set_store(None);
+    let reqs = a.on_tick(t0 + 2 * S, w, &p());
+    assert_eq!(cond(&reqs, "Ready").0, "True", "writable again: Ready");
+    assert_eq!(cond(&reqs, "DiskPressure").0, "False");
+}

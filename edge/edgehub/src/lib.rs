@@ -58,7 +58,14 @@ pub struct EdgeHubConfig {
     pub connect_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The store's identity, sent as [`STORE_EPOCH_HEADER`] on every dial so the cloud knows
+    /// when this node's store was replaced (and resends everything). `None` sends nothing.
+    pub store_epoch: Option<String>,
 }
+
+/// Handshake header carrying the edge store's epoch: our extension, which upstream cloudcore
+/// ignores (it reads only `node_id` and `project_id`).
+pub const STORE_EPOCH_HEADER: &str = "edgecore-store-epoch";
 
 /// Loads the tunnel's TLS settings (CA, client certificate and key).
 pub type TlsSource = std::rc::Rc<dyn Fn() -> Result<Arc<ClientConfig>, String>>;
@@ -160,6 +167,9 @@ pub async fn connect(cfg: &EdgeHubConfig) -> Result<(Ws, IpAddr), HubError> {
     h.insert("node_id", value(&cfg.node_name)?);
     h.insert("project_id", value(&cfg.project_id)?);
     h.insert("connectionuse", HeaderValue::from_static("msg"));
+    if let Some(epoch) = &cfg.store_epoch {
+        h.insert(STORE_EPOCH_HEADER, value(epoch)?);
+    }
     let ws_cfg = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
