@@ -6,8 +6,8 @@
 //! - [`KvStore::apply`] is atomic and durable: when it returns `Ok`, the whole batch survives a
 //!   power cut, and a crash before that leaves none of it.
 //! - A store that was cut off at any instant opens again and holds the last committed state.
-//! - Every value carries a checksum ([`frame`]); a record that fails it is an error naming its
-//!   key ([`StoreError::Corrupt`]), never data.
+//! - Every value carries a checksum (`frame.rs`); a record that fails it is an error naming
+//!   its key ([`StoreError::Corrupt`]), never data.
 //! - A failed write (a full disk) is [`StoreError::Write`] and makes the store
 //!   [`Health::Unwritable`] until a write succeeds again; the store keeps serving reads and
 //!   recovers by itself when space returns ([`Store::probe`] finds out when), no restart.
@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod batched;
-pub mod frame;
+mod frame;
 mod redb_backend;
 #[cfg(feature = "sled")]
 mod sled_backend;
@@ -217,6 +217,10 @@ impl Store {
             #[cfg(not(feature = "sled"))]
             Backend::Sled => return Err(StoreError::NotBuilt("sled")),
         };
+        Store::on(engine, path)
+    }
+
+    fn on(engine: Box<dyn Engine>, path: &Path) -> Result<Store, StoreError> {
         let open_err = |msg: String| StoreError::Open {
             path: path.to_owned(),
             msg,
@@ -307,12 +311,16 @@ impl Store {
             }
             Err(f) => {
                 let bytes = bytes.min(PROBE_MAX_BYTES);
-                let needed = match *self.health.borrow() {
-                    Health::Writable => bytes,
-                    Health::Unwritable(_) => self.needed.get().min(bytes),
-                };
-                self.needed.set(needed);
-                self.set_health(Health::Unwritable(f.clone()));
+                let writable = *self.health.borrow() == Health::Writable;
+                if writable {
+                    self.needed.set(bytes);
+                    // The first fault is the one reported until recovery: later ones (a
+                    // reopen refused on the same full disk) would only make the node's
+                    // condition flap between messages.
+                    self.set_health(Health::Unwritable(f.clone()));
+                } else {
+                    self.needed.set(self.needed.get().min(bytes));
+                }
                 Err(StoreError::Write(f))
             }
         }

@@ -235,26 +235,91 @@ fn sixty_four_flipped_bytes_in_a_record_are_an_error_naming_its_key() {
     assert!(ro.get(b"obj/cm/default/x").is_err());
 }
 
+/// An in-memory backend whose writes fail on demand: the health rules on their own.
+#[derive(Default)]
+struct Flaky {
+    kv: RefCell<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Writes at least this large fail (`None`: none fail).
+    fail_from: std::cell::Cell<Option<u64>>,
+    message: RefCell<String>,
+}
+
+impl Engine for Rc<Flaky> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.kv.borrow().get(key).cloned())
+    }
+    fn scan(&self, prefix: &[u8]) -> Result<Pairs, StoreError> {
+        Ok(self
+            .kv
+            .borrow()
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+    fn apply(&self, ops: &[Op]) -> Result<(), WriteFault> {
+        if self.fail_from.get().is_some_and(|n| batch_bytes(ops) >= n) {
+            return Err(WriteFault {
+                message: self.message.borrow().clone(),
+                no_space: true,
+            });
+        }
+        let mut kv = self.kv.borrow_mut();
+        for op in ops {
+            match op {
+                Op::Put(k, v) => kv.insert(k.clone(), v.clone()),
+                Op::Delete(k) => kv.remove(k),
+            };
+        }
+        Ok(())
+    }
+}
+
 #[test]
-fn health_changes_are_reported_once_per_change() {
-    let p = tmp("health");
-    let s = redb(&p);
+fn health_turns_on_the_first_fault_and_back_only_on_a_write_as_large_as_the_failed_one() {
+    let flaky = Rc::new(Flaky::default());
+    let s = Store::on(Box::new(flaky.clone()), Path::new("mem")).unwrap();
     let seen: Rc<RefCell<Vec<Health>>> = Rc::default();
     let log = seen.clone();
     s.on_health(move |h| log.borrow_mut().push(h.clone()));
-    s.set_health(Health::Writable);
-    let f = WriteFault {
+    s.put(b"k", b"v").unwrap();
+    assert!(
+        seen.borrow().is_empty(),
+        "writable all along: nothing to report"
+    );
+
+    flaky.fail_from.set(Some(1000));
+    *flaky.message.borrow_mut() = "No space left on device (os error 28)".into();
+    assert!(s.put(b"big", &[0; 2000]).is_err());
+    *flaky.message.borrow_mut() = "cannot reopen after a failed write".into();
+    assert!(s.put(b"big", &[0; 1500]).is_err());
+    let first = Health::Unwritable(WriteFault {
         message: "No space left on device (os error 28)".into(),
         no_space: true,
-    };
-    s.set_health(Health::Unwritable(f.clone()));
-    s.set_health(Health::Unwritable(f.clone()));
-    s.put(b"k", b"v").unwrap();
-    s.put(b"k", b"w").unwrap();
+    });
     assert_eq!(
         *seen.borrow(),
-        vec![Health::Unwritable(f), Health::Writable]
+        vec![first.clone()],
+        "one change, the first cause"
     );
+
+    // A small write fits, but says nothing about the large ones.
+    s.put(b"small", b"x").unwrap();
+    assert_eq!(s.health(), first);
+    assert!(
+        s.probe().is_err(),
+        "the probe is as large as the smallest failure"
+    );
+    flaky.fail_from.set(Some(1 << 30));
+    s.probe().unwrap();
+    assert_eq!(s.health(), Health::Writable);
+    assert_eq!(seen.borrow().len(), 2);
+    assert!(
+        flaky.kv.borrow().get(frame::PROBE_KEY).is_none(),
+        "the probe gives its space back"
+    );
+    s.put(b"k", b"w").unwrap();
+    assert_eq!(seen.borrow().len(), 2);
 }
 
 /// A size-limited tmpfs mounted under a temp dir, unmounted when dropped.
