@@ -327,11 +327,20 @@ impl Cloud {
     }
 
     /// One admin API call, straight over HTTP (for streams of requests too fast for the CLI).
-    pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    /// The admin API's address (from the data dir's `cloudcore.addr`).
+    pub fn admin_addr(&self) -> SocketAddr {
         let addrs: Value =
             serde_json::from_slice(&std::fs::read(self.dir.path().join("cloudcore.addr")).unwrap())
                 .unwrap();
-        let addr: SocketAddr = addrs["admin"].as_str().unwrap().parse().unwrap();
+        addrs["admin"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let addr = self.admin_addr();
         let token = std::fs::read_to_string(self.dir.path().join("admin.token")).unwrap();
         let mut tcp = std::net::TcpStream::connect(addr).expect("admin API reachable");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use cloudhub::http::{read_request, write_response};
+use cloudhub::http::{read_request_checked, write_response, RequestError};
 use cloudhub::Hub;
 use cloudstore::{Kind, ObjectKey};
 use smol::future::FutureExt;
@@ -57,11 +57,36 @@ pub async fn serve(
         let (hub, token) = (hub.clone(), token.clone());
         ex.spawn(async move {
             let work = async {
-                let (status, body) =
-                    match read_request(&mut tcp, crate::manifest::MAX_MANIFEST_BYTES).await {
-                        Ok(req) => route(&hub, &token, &req),
-                        Err(e) => (400, serde_json::json!({ "error": e.to_string() })),
-                    };
+                // The credential is checked on the head: an unauthenticated request costs its
+                // head, never its body.
+                let check = |req: &cloudhub::http::Request| {
+                    if req.path == "/healthz" || authorized(req, &token) {
+                        Ok(())
+                    } else {
+                        Err((401, UNAUTHORIZED.to_owned()))
+                    }
+                };
+                let read =
+                    read_request_checked(&mut tcp, crate::manifest::MAX_MANIFEST_BYTES, check);
+                let (mut status, mut body) = match read.await {
+                    Ok(req) => route(&hub, &token, &req),
+                    Err(RequestError::Refused(code, why)) => {
+                        (code, serde_json::json!({ "error": why }))
+                    }
+                    Err(e @ (RequestError::TooLarge(_) | RequestError::HeadTooLarge(_))) => {
+                        (413, serde_json::json!({ "error": e.to_string() }))
+                    }
+                    Err(e) => (400, serde_json::json!({ "error": e.to_string() })),
+                };
+                // Answered only once what it wrote is durable (group commit).
+                if status < 300 {
+                    if let Err(e) = hub.durable().await {
+                        (status, body) = (
+                            500,
+                            serde_json::json!({ "error": format!("not stored: {e}") }),
+                        );
+                    }
+                }
                 write_response(
                     &mut tcp,
                     status,
@@ -88,24 +113,27 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+const UNAUTHORIZED: &str = "missing or wrong admin credential (see <data-dir>/admin.token)";
+
+/// Whether the request carries the admin credential (compared in constant time: the
+/// credential guards the whole admin API).
+fn authorized(req: &cloudhub::http::Request, token: &str) -> bool {
+    let given = req.bearer().unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0
+}
+
 fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_json::Value) {
     use serde_json::json;
     if req.path == "/healthz" {
         return (200, json!({ "status": "ok" }));
     }
-    // Constant-time comparison: the credential guards the whole admin API.
-    let given = req.bearer().unwrap_or("");
-    let ok = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0;
-    if !ok {
-        return (
-            401,
-            json!({ "error": "missing or wrong admin credential (see <data-dir>/admin.token)" }),
-        );
+    if !authorized(req, token) {
+        return (401, json!({ "error": UNAUTHORIZED }));
     }
     let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
     let namespace = query

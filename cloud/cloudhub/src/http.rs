@@ -14,6 +14,11 @@ pub enum RequestError {
     Malformed(String),
     #[error("request body over {0} bytes")]
     TooLarge(usize),
+    #[error("request head over {0} bytes")]
+    HeadTooLarge(usize),
+    /// The head was refused before the body was read (by `check` of [`read_request_checked`]).
+    #[error("{1}")]
+    Refused(u16, String),
 }
 
 /// One parsed request.
@@ -47,10 +52,25 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     s: &mut S,
     max_body: usize,
 ) -> Result<Request, RequestError> {
+    read_request_checked(s, max_body, |_| Ok(())).await
+}
+
+/// Reads one request, giving its head (an empty body) to `check` before reading the body: a
+/// request that is refused costs its head, never its body (an unauthenticated client cannot
+/// make the server buffer megabytes).
+pub async fn read_request_checked<S: AsyncRead + Unpin>(
+    s: &mut S,
+    max_body: usize,
+    check: impl FnOnce(&Request) -> Result<(), (u16, String)>,
+) -> Result<Request, RequestError> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = s.read(&mut chunk).await?;
+        // Never read past the head limit while the head is incomplete.
+        let room = (MAX_HEAD_BYTES + 1)
+            .saturating_sub(buf.len())
+            .clamp(1, chunk.len());
+        let n = s.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Err(RequestError::Malformed(
                 "connection closed mid-request".into(),
@@ -65,8 +85,11 @@ pub async fn read_request<S: AsyncRead + Unpin>(
         {
             httparse::Status::Partial => {
                 if buf.len() > MAX_HEAD_BYTES {
-                    return Err(RequestError::TooLarge(MAX_HEAD_BYTES));
+                    return Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES));
                 }
+            }
+            httparse::Status::Complete(head) if head > MAX_HEAD_BYTES => {
+                return Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES));
             }
             httparse::Status::Complete(head) => {
                 let headers: Vec<(String, String)> = req
@@ -94,6 +117,13 @@ pub async fn read_request<S: AsyncRead + Unpin>(
                 }
                 let method = req.method.unwrap_or("").to_owned();
                 let path = req.path.unwrap_or("").to_owned();
+                let mut request = Request {
+                    method,
+                    path,
+                    headers,
+                    body: Vec::new(),
+                };
+                check(&request).map_err(|(code, why)| RequestError::Refused(code, why))?;
                 let mut body = buf[head..].to_vec();
                 while body.len() < len {
                     let n = s.read(&mut chunk).await?;
@@ -103,12 +133,8 @@ pub async fn read_request<S: AsyncRead + Unpin>(
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Request {
-                    method,
-                    path,
-                    headers,
-                    body,
-                });
+                request.body = body;
+                return Ok(request);
             }
         }
     }
@@ -175,6 +201,44 @@ mod tests {
                 read_request(&mut smol::io::Cursor::new(junk), 10).await,
                 Err(RequestError::Malformed(_))
             ));
+        });
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_refused_however_they_arrive() {
+        smol::block_on(async {
+            // One complete 20 KiB head (the old check looked only at incomplete heads).
+            let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20 << 10));
+            let mut c = smol::io::Cursor::new(head.into_bytes());
+            assert!(matches!(
+                read_request(&mut c, 1024).await,
+                Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES))
+            ));
+            // Just under the limit is fine.
+            let head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(15 << 10));
+            let mut c = smol::io::Cursor::new(head.into_bytes());
+            assert!(read_request(&mut c, 1024).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_refused_head_costs_no_body() {
+        smol::block_on(async {
+            let head = "POST /api/v1/apply HTTP/1.1\r\nContent-Length: 8388608\r\n\r\n";
+            let mut bytes = head.as_bytes().to_vec();
+            bytes.extend(vec![b'x'; 8 << 20]);
+            let mut c = smol::io::Cursor::new(bytes);
+            let r = read_request_checked(&mut c, 16 << 20, |req| {
+                assert!(req.body.is_empty());
+                Err((401, "no".into()))
+            })
+            .await;
+            assert!(matches!(r, Err(RequestError::Refused(401, _))));
+            assert!(
+                c.position() as usize <= head.len() + 4096,
+                "read {} bytes of the body",
+                c.position() as usize - head.len()
+            );
         });
     }
 }

@@ -10,6 +10,11 @@
 //! - [`http`]: the little HTTP/1.1 both the certificate endpoint and the admin API need.
 //!
 //! Everything runs on one single-threaded smol executor; shared state is `Rc<RefCell<…>>`.
+//!
+//! Group commit: the store is in group mode. Sessions and the admin API write to it, then
+//! wait on [`Hub::durable`] before answering; the committer task makes everything written in
+//! one turn of the executor durable in one transaction. So a burst from many edges costs a
+//! few fsyncs, not one per message, and no answer goes out for a write a crash could lose.
 
 #![forbid(unsafe_code)]
 
@@ -72,6 +77,7 @@ pub enum HubError {
 /// Shared state of a running CloudHub.
 pub struct Hub {
     pub cfg: CloudHubConfig,
+    durability: Durability,
     pub ca: pki::Ca,
     pub registry: RefCell<NodeRegistry>,
     pub store: RefCell<cloudstore::CloudStore>,
@@ -79,6 +85,21 @@ pub struct Hub {
     pub devices: RefCell<devicecontroller::DeviceController>,
     pub events: RefCell<events::Events>,
     pub sessions: Sessions,
+}
+
+/// Callers waiting for their writes to be durable, and the committer's doorbell.
+struct Durability {
+    waiters: RefCell<Vec<smol::channel::Sender<Result<(), String>>>>,
+    bell: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            waiters: RefCell::new(Vec::new()),
+            bell: smol::channel::bounded(1),
+        }
+    }
 }
 
 /// How often changed node records (one transaction for all) and events are saved.
@@ -132,36 +153,75 @@ impl Hub {
         }
     }
 
+    /// Waits until every write made so far is durable: the next commit of the committer
+    /// task, which takes everything written meanwhile too. An error means none of it was kept.
+    pub async fn durable(&self) -> Result<(), String> {
+        {
+            let store = self.store.borrow();
+            if store.durable_generation() >= store.generation() {
+                return Ok(());
+            }
+        }
+        let (tx, rx) = smol::channel::bounded(1);
+        self.durability.waiters.borrow_mut().push(tx);
+        let _ = self.durability.bell.0.try_send(());
+        rx.recv()
+            .await
+            .unwrap_or_else(|_| Err("cloudcore is stopping".into()))
+    }
+
+    /// The committer: one durable transaction for whatever is written while it waits a turn.
+    async fn commit_loop(&self) {
+        loop {
+            if self.durability.bell.1.recv().await.is_err() {
+                return;
+            }
+            // Every task that is ready runs first: what they write goes into this commit too.
+            smol::future::yield_now().await;
+            let result = self.store.borrow_mut().commit().map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                log::error!("cloud store commit failed, the last writes are lost and refused: {e}");
+            }
+            for w in self.durability.waiters.borrow_mut().drain(..) {
+                let _ = w.try_send(result.clone());
+            }
+        }
+    }
+
     /// Tells every session the store changed, so each plans its node's deliveries again.
     pub fn store_changed(&self) {
         self.sessions.ring_all();
     }
 
-    /// Saves the node records and the event ring changed since the last save; what fails is
-    /// retried next time.
+    /// Saves the node records and the event ring changed since the last save, and commits
+    /// them with anything else waiting; what fails is retried next time.
     pub fn save_state(&self) {
-        self.save_nodes();
-        let Some(events) = self.events.borrow_mut().take_changed() else {
-            return;
-        };
-        if let Err(e) = self.store.borrow_mut().save_state("events", &events) {
-            log::error!("cannot save events: {e}");
-            self.events.borrow_mut().mark_changed();
-        }
-    }
-
-    fn save_nodes(&self) {
         let dirty = self.registry.borrow_mut().take_dirty();
-        if dirty.is_empty() {
-            return;
-        }
-        match self.store.borrow_mut().save_nodes(&dirty) {
-            Ok(()) => log::debug!("saved {} node record(s)", dirty.len()),
+        let events = self.events.borrow_mut().take_changed();
+        let staged = {
+            let mut store = self.store.borrow_mut();
+            let nodes = if dirty.is_empty() {
+                Ok(())
+            } else {
+                store.save_nodes(&dirty)
+            };
+            let ev = match &events {
+                Some(e) => store.save_state("events", e),
+                None => Ok(()),
+            };
+            nodes.and(ev).and_then(|()| store.commit())
+        };
+        match staged {
+            Ok(()) if !dirty.is_empty() => log::debug!("saved {} node record(s)", dirty.len()),
+            Ok(()) => {}
             Err(e) => {
-                log::error!("cannot save node records: {e}");
+                log::error!("cannot save node records and events: {e}");
                 self.registry
                     .borrow_mut()
                     .mark_dirty(dirty.iter().map(|(n, _)| n.as_str()));
+                if events.is_some() {
+                    self.events.borrow_mut().mark_changed();
+                }
             }
         }
     }
@@ -241,7 +301,11 @@ pub fn bind(
                 .map(|(k, _)| k.namespace.clone()),
         )
         .collect();
+    raise_fd_limit(cfg.node_limit);
+    let mut store = store;
+    store.set_group_commit(true);
     let hub = Rc::new(Hub {
+        durability: Durability::default(),
         registry: RefCell::new(registry),
         store: RefCell::new(store),
         controller: RefCell::new(edgecontroller::EdgeController::new()),
@@ -252,6 +316,10 @@ pub fn bind(
         ca,
     });
     hub.publish_root_ca(namespaces.iter().map(String::as_str));
+    hub.store
+        .borrow_mut()
+        .commit()
+        .map_err(|e| HubError::Store(e.to_string()))?;
     Ok(Bound {
         hub,
         ws,
@@ -276,7 +344,8 @@ impl Bound {
             .expect("bound listener has an address")
     }
 
-    /// Accepts connections forever, each served by its own task on `ex`.
+    /// Accepts connections forever, each served by its own task on `ex`; runs the committer
+    /// and the periodic saves.
     pub async fn run(self, ex: Rc<LocalExecutor<'static>>) {
         let Bound {
             hub,
@@ -285,32 +354,61 @@ impl Bound {
             ws_tls,
             cert_tls,
         } = self;
-        let hub_for_saves = hub.clone();
+        let committer = {
+            let hub = hub.clone();
+            async move { hub.commit_loop().await }
+        };
+        // Sockets per port: the nodes' sessions, plus room for handshakes in progress.
+        let ws_cap = Cap::new(hub.cfg.node_limit + MAX_HANDSHAKES);
+        let cert_cap = Cap::new(MAX_HANDSHAKES);
         let ws_loop = {
             let (hub, ex) = (hub.clone(), ex.clone());
             async move {
                 loop {
                     match ws.accept().await {
-                        Ok((tcp, _)) => ex
-                            .spawn(server::handle(hub.clone(), ws_tls.clone(), tcp))
-                            .detach(),
+                        Ok((tcp, peer)) => {
+                            let Some(guard) = ws_cap.take(&peer, "tunnel") else {
+                                continue; // dropping the socket closes it
+                            };
+                            let hub = hub.clone();
+                            let tls = ws_tls.clone();
+                            ex.spawn(async move {
+                                capped(
+                                    &guard,
+                                    server::handle(hub, tls, tcp, || guard.established()),
+                                )
+                                .await;
+                            })
+                            .detach()
+                        }
                         Err(e) => accept_error(e).await,
                     }
                 }
             }
         };
-        let cert_loop = async move {
-            loop {
-                match cert.accept().await {
-                    Ok((tcp, _)) => ex
-                        .spawn(certserver::handle(hub.clone(), cert_tls.clone(), tcp))
-                        .detach(),
-                    Err(e) => accept_error(e).await,
+        let cert_loop = {
+            let hub = hub.clone();
+            async move {
+                loop {
+                    match cert.accept().await {
+                        Ok((tcp, peer)) => {
+                            let Some(guard) = cert_cap.take(&peer, "certificate") else {
+                                continue;
+                            };
+                            let hub = hub.clone();
+                            let tls = cert_tls.clone();
+                            ex.spawn(async move {
+                                capped(&guard, certserver::handle(hub, tls, tcp)).await;
+                            })
+                            .detach()
+                        }
+                        Err(e) => accept_error(e).await,
+                    }
                 }
             }
         };
         let save_loop = {
-            let hub = hub_for_saves;
+            let hub = hub.clone();
             async move {
                 loop {
                     smol::Timer::after(SAVE_INTERVAL).await;
@@ -318,13 +416,191 @@ impl Bound {
                 }
             }
         };
-        smol::future::zip(smol::future::zip(ws_loop, cert_loop), save_loop).await;
+        smol::future::zip(
+            smol::future::zip(ws_loop, cert_loop),
+            smol::future::zip(save_loop, committer),
+        )
+        .await;
+    }
+}
+
+/// Connections in the handshake (or serving a request) a port takes beyond its sessions.
+/// Full: the oldest of them is closed to make room (so sockets held open in a handshake
+/// cannot lock legitimate clients out); with only established sessions, the new one is closed.
+pub const MAX_HANDSHAKES: usize = 128;
+
+/// The open connections of one port, with its cap.
+#[derive(Clone)]
+pub struct Cap {
+    inner: Rc<RefCell<CapInner>>,
+}
+
+struct CapInner {
+    max: usize,
+    next: u64,
+    /// Open connections by id (ids grow with time): whether past the handshake, and the
+    /// sender whose drop ends the connection's task.
+    open: std::collections::BTreeMap<u64, (bool, smol::channel::Sender<()>)>,
+    refused: u64,
+    warned: Option<std::time::Instant>,
+}
+
+/// Holds one connection slot of a [`Cap`] until dropped.
+pub struct CapGuard {
+    cap: Cap,
+    id: u64,
+    /// Closed when the connection is evicted.
+    pub evicted: smol::channel::Receiver<()>,
+}
+
+impl CapGuard {
+    /// The connection is past its handshake (a session): never evicted for a newcomer.
+    pub fn established(&self) {
+        if let Some(e) = self.cap.inner.borrow_mut().open.get_mut(&self.id) {
+            e.0 = true;
+        }
+    }
+}
+
+impl Drop for CapGuard {
+    fn drop(&mut self) {
+        self.cap.inner.borrow_mut().open.remove(&self.id);
+    }
+}
+
+impl Cap {
+    pub fn new(max: usize) -> Cap {
+        Cap {
+            inner: Rc::new(RefCell::new(CapInner {
+                max,
+                next: 0,
+                open: Default::default(),
+                refused: 0,
+                warned: None,
+            })),
+        }
+    }
+
+    /// Connections open.
+    pub fn open(&self) -> usize {
+        self.inner.borrow().open.len()
+    }
+
+    /// A slot for a new connection from `peer`, evicting the oldest one still in its
+    /// handshake when the port is full; `None` (counted, warned with the count) when every
+    /// slot is an established session.
+    pub fn take(&self, peer: &SocketAddr, port: &str) -> Option<CapGuard> {
+        let mut c = self.inner.borrow_mut();
+        if c.open.len() >= c.max {
+            let oldest = c.open.iter().find(|(_, (est, _))| !est).map(|(id, _)| *id);
+            match oldest {
+                Some(id) => {
+                    c.open.remove(&id); // dropping its sender ends that connection
+                }
+                None => {
+                    c.refused += 1;
+                    let now = std::time::Instant::now();
+                    if c.warned
+                        .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(10))
+                    {
+                        log::warn!(
+                            "{port} port: {} sessions open, the most it takes; refusing {peer} ({} refused since the last warning)",
+                            c.max,
+                            c.refused
+                        );
+                        c.refused = 0;
+                        c.warned = Some(now);
+                    }
+                    return None;
+                }
+            }
+        }
+        c.next += 1;
+        let id = c.next;
+        let (tx, rx) = smol::channel::bounded(1);
+        c.open.insert(id, (false, tx));
+        drop(c);
+        Some(CapGuard {
+            cap: self.clone(),
+            id,
+            evicted: rx,
+        })
+    }
+}
+
+/// Runs `task` until it ends or its connection is evicted from its port's [`Cap`].
+pub async fn capped(guard: &CapGuard, task: impl std::future::Future<Output = ()>) {
+    use smol::future::FutureExt;
+    task.or(async {
+        let _ = guard.evicted.recv().await;
+    })
+    .await
+}
+
+/// Raises the soft limit on open files to the hard one (each connection is a descriptor) and
+/// says when it is still low for `node_limit` edges.
+pub fn raise_fd_limit(node_limit: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let want = lim.maximum;
+    if want.is_some() && lim.current < want {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: want,
+                maximum: lim.maximum,
+            },
+        );
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let need = (node_limit + 2 * MAX_HANDSHAKES + 64) as u64;
+    if now < need {
+        log::warn!(
+            "the open file limit is {now}, fewer than the {need} descriptors {node_limit} edges may need: raise LimitNOFILE (the shipped unit sets 65536)"
+        );
+    } else {
+        log::info!("open file limit {now}");
     }
 }
 
 /// Accept can fail transiently (out of file descriptors): log and back off a little instead
 /// of spinning.
 async fn accept_error(e: std::io::Error) {
-    log::warn!("accept failed: {e}");
+    if e.raw_os_error() == Some(24) {
+        log::warn!("accept failed: out of file descriptors (EMFILE): raise LimitNOFILE");
+    } else {
+        log::warn!("accept failed: {e}");
+    }
     smol::Timer::after(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_port_evicts_its_oldest_handshake_never_a_session() {
+        let cap = Cap::new(3);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let session = cap.take(&peer, "tunnel").unwrap();
+        session.established();
+        let old = cap.take(&peer, "tunnel").unwrap();
+        let young = cap.take(&peer, "tunnel").unwrap();
+        let newcomer = cap.take(&peer, "tunnel").unwrap();
+        assert_eq!(cap.open(), 3);
+        assert!(
+            old.evicted.try_recv().is_err() && old.evicted.is_closed(),
+            "the oldest handshake was told to end"
+        );
+        assert!(!young.evicted.is_closed());
+        assert!(!session.evicted.is_closed(), "a session is never evicted");
+        young.established();
+        newcomer.established();
+        assert!(
+            cap.take(&peer, "tunnel").is_none(),
+            "only sessions: the newcomer is refused"
+        );
+        drop(session);
+        assert!(cap.take(&peer, "tunnel").is_some(), "a slot freed");
+    }
 }

@@ -25,6 +25,13 @@ use crate::Hub;
 /// Largest frame accepted from an edge.
 pub const MAX_FRAME_BYTES: usize = 16 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames one session handles in a turn, and their bytes, before it waits for the commit of
+/// what they wrote, answers them, and lets every other session run.
+pub const FRAME_BUDGET: usize = 64;
+pub const FRAME_BUDGET_BYTES: usize = 1 << 20;
+/// A write to an edge that does not finish in this long ends its session: an edge that does
+/// not read cannot hold its session (or a replaced one) open.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A refused upgrade: the HTTP status and the reason sent as the body.
 type Refusal = (StatusCode, String);
@@ -104,7 +111,13 @@ fn check_request(req: &Request, cert_node: Option<&str>) -> Result<Accepted, Ref
 /// Serves one connection until it ends.
 // The handshake callback's error type is tungstenite's, large but not ours to change.
 #[allow(clippy::result_large_err)]
-pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) {
+/// `established` is called once the handshake passed and the session starts.
+pub async fn handle(
+    hub: Rc<Hub>,
+    acceptor: TlsAcceptor,
+    tcp: Async<TcpStream>,
+    established: impl FnOnce(),
+) {
     let peer = tcp.get_ref().peer_addr().ok();
     let _ = tcp.get_ref().set_nodelay(true);
     let accepted = async {
@@ -169,13 +182,21 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
         return;
     };
     log::info!("node {node} connected from {peer:?}");
+    established();
     let _live = hub.sessions.live_guard();
     if let Some(epoch) = &epoch {
         note_epoch(&hub, &node, epoch);
     }
     hub.controller.borrow_mut().connected(&node);
     hub.devices.borrow_mut().connected(&node);
-    let reason = session(&hub, &mut ws, &node, &kill, &bell).await;
+    // Ended at once when replaced or at shutdown, wherever the session is waiting (a write
+    // included).
+    let reason = session(&hub, &mut ws, &node, &kill, &bell)
+        .or(async {
+            let _ = kill.recv().await;
+            "replaced by a newer connection, or shutting down".to_owned()
+        })
+        .await;
     // A replaced session must not wipe the delivery state of the one that replaced it.
     if hub.sessions.close(&node, session_id) {
         hub.controller.borrow_mut().disconnected(&node);
@@ -219,6 +240,14 @@ async fn deliver<S>(
 where
     S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
 {
+    // Only what is durable goes to an edge: an edge must never hold a version a crash of the
+    // cloud could take back. (Bounded: under a constant stream of writes, plan anyway.)
+    for _ in 0..4 {
+        if !hub.store.borrow().is_dirty() {
+            break;
+        }
+        hub.durable().await.map_err(|e| format!("store: {e}"))?;
+    }
     let mut msgs =
         hub.controller
             .borrow_mut()
@@ -229,11 +258,29 @@ where
             .plan(node, &hub.store.borrow(), now_ms()),
     );
     for m in msgs {
-        ws.send(WsMessage::text(m.encode()))
-            .await
-            .map_err(|e| format!("write error: {e}"))?;
+        send(ws, m).await?;
     }
     Ok(())
+}
+
+/// Sends one message, within [`WRITE_TIMEOUT`].
+async fn send<S>(
+    ws: &mut async_tungstenite::WebSocketStream<S>,
+    m: proto::Message,
+) -> Result<(), String>
+where
+    S: smol::io::AsyncRead + smol::io::AsyncWrite + Unpin,
+{
+    async {
+        ws.send(WsMessage::text(m.encode()))
+            .await
+            .map_err(|e| format!("write error: {e}"))
+    }
+    .or(async {
+        smol::Timer::after(WRITE_TIMEOUT).await;
+        Err(format!("the edge read nothing for {WRITE_TIMEOUT:?}"))
+    })
+    .await
 }
 
 async fn session<S>(
@@ -289,78 +336,115 @@ where
                     return format!("no keepalive for {timeout:?}");
                 }
             }
-            Ev::Frame(None) => return "connection closed".into(),
-            Ev::Frame(Some(Err(e))) => return format!("read error: {e}"),
-            Ev::Frame(Some(Ok(frame))) => {
-                let bytes: &[u8] = match &frame {
-                    WsMessage::Text(t) => t.as_bytes(),
-                    WsMessage::Binary(b) => b,
-                    WsMessage::Close(_) => return "closed by the edge".into(),
-                    _ => continue,
-                };
-                let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
-                    Ok(m) => m,
-                    // Upstream edgecore's last words: its edgehub forwards the zero message it
-                    // reads from a closed channel while shutting down. Expected, not malformed.
-                    Err(proto::DecodeError::MissingId) if proto::message::is_empty_frame(bytes) => {
-                        log::debug!("node {node} is shutting down (empty frame)");
-                        continue;
-                    }
-                    Err(e) => {
-                        log::warn!("node {node}: dropping malformed frame: {e}");
-                        continue;
-                    }
-                };
-                let now = SystemTime::now();
-                let (effect, reply) = {
-                    let mut ctx = dispatch::Ctx {
-                        nodes: &mut hub.registry.borrow_mut(),
-                        store: &mut hub.store.borrow_mut(),
-                        events: &mut hub.events.borrow_mut(),
-                        ca: &hub.ca,
+            Ev::Frame(first) => {
+                // A turn: this frame and those already waiting, up to the budget; then one
+                // commit for all they wrote (shared with every other session's), then the
+                // answers.
+                let mut replies = Vec::new();
+                let mut next = first;
+                let (mut frames, mut bytes) = (0, 0);
+                loop {
+                    let frame = match next {
+                        None => return "connection closed".into(),
+                        Some(Err(e)) => return format!("read error: {e}"),
+                        Some(Ok(f)) => f,
                     };
-                    dispatch::upstream(&mut ctx, node, &msg, now)
-                };
-                match effect {
-                    Effect::Keepalive => last_keepalive = Instant::now(),
-                    Effect::Ack(parent) => {
-                        let acked = hub.controller.borrow_mut().ack(
-                            node,
-                            &parent,
-                            &mut hub.store.borrow_mut(),
-                        );
-                        match acked {
-                            Ok(Some(a)) => {
-                                let (reason, message) = match a.rv {
-                                    Some(rv) => {
-                                        ("Delivered", format!("node {node} stored version {rv}"))
-                                    }
-                                    None => ("RemovedFromNode", format!("node {node} removed it")),
-                                };
-                                hub.events.borrow_mut().record(&a.key, now, reason, message);
-                            }
-                            Ok(None) => {}
-                            // Not recorded: the object is resent and the edge acknowledges again.
-                            Err(e) => log::error!("cannot record acknowledgement from {node}: {e}"),
-                        }
+                    frames += 1;
+                    bytes += frame.len();
+                    match on_frame(hub, node, frame, &mut last_keepalive) {
+                        Err(reason) => return reason,
+                        Ok(Some(r)) => replies.push(r),
+                        Ok(None) => {}
                     }
-                    Effect::MembershipDetail(req) => {
-                        hub.devices.borrow_mut().detail_requested(node, &req)
+                    if frames >= FRAME_BUDGET || bytes >= FRAME_BUDGET_BYTES {
+                        break;
                     }
-                    Effect::TwinReport { namespace, name } => hub
-                        .devices
-                        .borrow_mut()
-                        .observe_report(node, &namespace, &name, &msg.content),
-                    Effect::Other => {}
-                }
-                if let Some(r) = reply {
-                    if let Err(e) = ws.send(WsMessage::text(r.encode())).await {
-                        return format!("write error: {e}");
+                    match smol::future::poll_once(ws.next()).await {
+                        Some(f) => next = f,
+                        None => break, // nothing more waiting
                     }
                 }
+                if let Err(e) = hub.durable().await {
+                    return format!("store: {e}");
+                }
+                for r in replies {
+                    if let Err(e) = send(ws, r).await {
+                        return e;
+                    }
+                }
+                // The other sessions run before this one reads again.
+                smol::future::yield_now().await;
             }
         }
     }
+}
+
+/// Handles one frame from `node`: its effect on the hub, and the answer to send once what it
+/// wrote is durable. `Err` ends the session with that reason.
+fn on_frame(
+    hub: &Hub,
+    node: &str,
+    frame: WsMessage,
+    last_keepalive: &mut Instant,
+) -> Result<Option<proto::Message>, String> {
+    let bytes: &[u8] = match &frame {
+        WsMessage::Text(t) => t.as_bytes(),
+        WsMessage::Binary(b) => b,
+        WsMessage::Close(_) => return Err("closed by the edge".into()),
+        _ => return Ok(None),
+    };
+    let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
+        Ok(m) => m,
+        // Upstream edgecore's last words: its edgehub forwards the zero message it reads
+        // from a closed channel while shutting down. Expected, not malformed.
+        Err(proto::DecodeError::MissingId) if proto::message::is_empty_frame(bytes) => {
+            log::debug!("node {node} is shutting down (empty frame)");
+            return Ok(None);
+        }
+        Err(e) => {
+            log::warn!("node {node}: dropping malformed frame: {e}");
+            return Ok(None);
+        }
+    };
+    let now = SystemTime::now();
+    let (effect, reply) = {
+        let mut ctx = dispatch::Ctx {
+            nodes: &mut hub.registry.borrow_mut(),
+            store: &mut hub.store.borrow_mut(),
+            events: &mut hub.events.borrow_mut(),
+            ca: &hub.ca,
+        };
+        dispatch::upstream(&mut ctx, node, &msg, now)
+    };
+    match effect {
+        Effect::Keepalive => *last_keepalive = Instant::now(),
+        Effect::Ack(parent) => {
+            let acked = hub
+                .controller
+                .borrow_mut()
+                .ack(node, &parent, &mut hub.store.borrow_mut());
+            match acked {
+                Ok(Some(a)) => {
+                    let (reason, message) = match a.rv {
+                        Some(rv) => ("Delivered", format!("node {node} stored version {rv}")),
+                        None => ("RemovedFromNode", format!("node {node} removed it")),
+                    };
+                    hub.events.borrow_mut().record(&a.key, now, reason, message);
+                }
+                Ok(None) => {}
+                // Not recorded: the object is resent and the edge acknowledges again.
+                Err(e) => log::error!("cannot record acknowledgement from {node}: {e}"),
+            }
+        }
+        Effect::MembershipDetail(req) => hub.devices.borrow_mut().detail_requested(node, &req),
+        Effect::TwinReport { namespace, name } => {
+            hub.devices
+                .borrow_mut()
+                .observe_report(node, &namespace, &name, &msg.content)
+        }
+        Effect::Other => {}
+    }
+    Ok(reply)
 }
 
 /// The live sessions: one per node, bounded by the node limit.

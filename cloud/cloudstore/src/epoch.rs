@@ -5,9 +5,10 @@
 //! moved aside holds none of it, and comes back with a new epoch; without this the cloud
 //! would never send those objects again.
 
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
-use crate::{io, CloudStore, StoreError, SyncEntry, SYNCED};
+use crate::commit::Table;
+use crate::{CloudStore, StoreError, SyncEntry};
 
 /// Node name → the epoch of the store it last connected with.
 pub(crate) const EPOCHS: TableDefinition<&str, &str> = TableDefinition::new("epochs");
@@ -33,36 +34,29 @@ impl CloudStore {
     /// every object it must hold again. The records themselves stay, so objects it may still
     /// hold and must not (a store put back from elsewhere) are still deleted.
     pub fn note_store_epoch(&mut self, node: &str, epoch: &str) -> Result<EpochSeen, StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        let previous = tx
-            .open_table(EPOCHS)
-            .map_err(io)?
-            .get(node)
-            .map_err(io)?
-            .map(|v| v.value().to_owned());
+        let previous = self.epochs.get(node).cloned();
         if previous.as_deref() == Some(epoch) {
-            return Ok(EpochSeen::Same); // nothing written: the transaction is dropped
+            return Ok(EpochSeen::Same);
         }
-        tx.open_table(EPOCHS)
-            .map_err(io)?
-            .insert(node, epoch)
-            .map_err(io)?;
+        self.stage(
+            Table::Epochs,
+            node.to_owned(),
+            Some(epoch.as_bytes().to_vec()),
+        );
+        self.epochs.insert(node.to_owned(), epoch.to_owned());
         let mut reset: Vec<(String, SyncEntry)> = Vec::new();
         if previous.is_some() {
-            let mut t = tx.open_table(SYNCED).map_err(io)?;
             for (uid, e) in self.synced(node) {
-                let e = SyncEntry { rv: 0, ..e.clone() };
-                let bytes = serde_json::to_vec(&e).unwrap_or_default();
-                t.insert(format!("{node}\0{uid}").as_str(), bytes.as_slice())
-                    .map_err(io)?;
-                reset.push((uid.to_owned(), e));
+                reset.push((uid.to_owned(), SyncEntry { rv: 0, ..e.clone() }));
             }
         }
-        tx.commit().map_err(io)?;
         let n = reset.len();
         for (uid, e) in reset {
+            let bytes = serde_json::to_vec(&e).unwrap_or_default();
+            self.stage(Table::Synced, format!("{node}\0{uid}"), Some(bytes));
             self.synced.insert((node.to_owned(), uid), e);
         }
+        self.finish()?;
         Ok(match previous {
             None => EpochSeen::First,
             Some(previous) => EpochSeen::Replaced { previous, reset: n },

@@ -3,10 +3,11 @@
 //! edge acknowledged (upstream's ObjectSync, §3.6 of the protocol spec), reset when the edge's
 //! store turns out to be a new one ([`epoch`]).
 //!
-//! Every write is one redb transaction committed durably before the call returns, so a
-//! cloudcore killed at any instant restarts with every acknowledged write. Reads come from an
-//! in-memory mirror loaded at open: the cloud has memory to spare and the delivery planner
-//! reads often.
+//! Writes change an in-memory mirror (loaded at open: the cloud has memory to spare and the
+//! delivery planner reads often) and a write set made durable by one redb transaction per
+//! commit ([`commit`]): after every call, or, in group mode, once for everything written in a
+//! turn of cloudcore's executor, before any of it is answered. A cloudcore killed at any
+//! instant restarts with every write it had answered.
 //!
 //! Each object carries a *push version* beside its resourceVersion: the version of its last
 //! change that edges must see. Status reports from an edge move the resourceVersion but not the
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod commit;
 pub mod defaults;
 mod epoch;
 pub mod kinds;
@@ -29,6 +31,8 @@ use serde_json::{json, Value};
 
 pub use epoch::EpochSeen;
 pub use kinds::{FieldError, Kind};
+
+use commit::{Table, WriteSet};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const SYNCED: TableDefinition<&str, &[u8]> = TableDefinition::new("synced");
@@ -209,6 +213,14 @@ pub struct CloudStore {
     /// derive from the objects.
     objects_version: u64,
     tombstones: BTreeMap<String, Value>,
+    /// Node → its store's epoch, as last recorded.
+    epochs: BTreeMap<String, String>,
+    /// Writes not yet durable, and whether writes wait for `commit` (group mode).
+    pending: WriteSet,
+    group: bool,
+    generation: u64,
+    durable: u64,
+    commits: u64,
 }
 
 impl CloudStore {
@@ -233,39 +245,14 @@ impl CloudStore {
             last_rv: 0,
             objects_version: 0,
             tombstones: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            pending: WriteSet::default(),
+            group: false,
+            generation: 0,
+            durable: 0,
+            commits: 0,
         };
-        let tx = store.db.begin_read().map_err(io)?;
-        for item in tx.open_table(OBJECTS).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            let key = ObjectKey::from_db_key(k.value())
-                .ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
-            store
-                .objects
-                .insert(key, decode_entry(k.value(), v.value())?);
-        }
-        for item in tx.open_table(SYNCED).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            let (node, uid) = k
-                .value()
-                .split_once('\0')
-                .ok_or_else(|| StoreError::Corrupt(k.value().to_owned(), "bad key".into()))?;
-            let e: SyncEntry = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
-            store.synced.insert((node.to_owned(), uid.to_owned()), e);
-        }
-        for item in tx.open_table(TOMBSTONES).map_err(io)?.iter().map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            let obj = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(k.value().to_owned(), e.to_string()))?;
-            store.tombstones.insert(k.value().to_owned(), obj);
-        }
-        store.last_rv = tx
-            .open_table(META)
-            .map_err(io)?
-            .get("rv")
-            .map_err(io)?
-            .map(|v| v.value())
-            .unwrap_or(100);
+        store.reload()?;
         Ok(store)
     }
 
@@ -375,24 +362,16 @@ impl CloudStore {
             results.push((key, change, rv));
         }
         if !staged.is_empty() {
-            let tx = self.db.begin_write().map_err(io)?;
-            {
-                let mut t = tx.open_table(OBJECTS).map_err(io)?;
-                for (k, e) in &staged {
-                    t.insert(k.db_key().as_str(), encode_entry(e).as_slice())
-                        .map_err(io)?;
-                }
-                tx.open_table(META)
-                    .map_err(io)?
-                    .insert("rv", rv)
-                    .map_err(io)?;
+            for (k, e) in &staged {
+                self.stage(Table::Objects, k.db_key(), Some(encode_entry(e)));
             }
-            tx.commit().map_err(io)?;
+            self.stage_rv(rv);
             self.last_rv = rv;
             self.objects_version += 1;
             for (k, e) in staged {
                 self.objects.insert(k, e);
             }
+            self.finish()?;
         }
         Ok(results)
     }
@@ -408,24 +387,16 @@ impl CloudStore {
         last["apiVersion"] = json!(key.kind.api_version());
         last["kind"] = json!(key.kind.name());
         let held = self.synced.keys().any(|(_, u)| *u == uid);
-        let tx = self.db.begin_write().map_err(io)?;
-        tx.open_table(OBJECTS)
-            .map_err(io)?
-            .remove(key.db_key().as_str())
-            .map_err(io)?;
+        self.stage(Table::Objects, key.db_key(), None);
         if held {
             let bytes = serde_json::to_vec(&last).map_err(io)?;
-            tx.open_table(TOMBSTONES)
-                .map_err(io)?
-                .insert(uid.as_str(), bytes.as_slice())
-                .map_err(io)?;
-        }
-        tx.commit().map_err(io)?;
-        self.objects_version += 1;
-        if held {
+            self.stage(Table::Tombstones, uid.clone(), Some(bytes));
             self.tombstones.insert(uid, last);
         }
-        Ok(self.objects.remove(key).expect("checked above").object)
+        self.objects_version += 1;
+        let removed = self.objects.remove(key).expect("checked above").object;
+        self.finish()?;
+        Ok(removed)
     }
 
     /// The last state of a deleted object some node still holds.
@@ -468,22 +439,12 @@ impl CloudStore {
     }
 
     fn write_entry(&mut self, key: &ObjectKey, entry: Entry, rv: u64) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        {
-            tx.open_table(OBJECTS)
-                .map_err(io)?
-                .insert(key.db_key().as_str(), encode_entry(&entry).as_slice())
-                .map_err(io)?;
-            tx.open_table(META)
-                .map_err(io)?
-                .insert("rv", rv)
-                .map_err(io)?;
-        }
-        tx.commit().map_err(io)?;
+        self.stage(Table::Objects, key.db_key(), Some(encode_entry(&entry)));
+        self.stage_rv(rv);
         self.last_rv = rv;
         self.objects_version += 1;
         self.objects.insert(key.clone(), entry);
-        Ok(())
+        self.finish()
     }
 
     /// Merges a status report into an object. Moves its resourceVersion, not its push version.
@@ -530,41 +491,42 @@ impl CloudStore {
     /// The node records saved by [`CloudStore::save_nodes`], by name.
     pub fn load_nodes(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for item in tx.open_table(NODES).map_err(io)?.iter().map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            out.push((k.value().to_owned(), v.value().to_vec()));
+            out.insert(k.value().to_owned(), v.value().to_vec());
         }
-        Ok(out)
+        for (k, v) in self.pending.in_table(Table::Nodes) {
+            match v {
+                Some(v) => out.insert(k.to_owned(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out.into_iter().collect())
     }
 
-    /// Saves node records (name, opaque bytes) in one durable transaction.
+    /// Saves node records (name, opaque bytes), all in one commit.
     pub fn save_nodes(&mut self, records: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        {
-            let mut t = tx.open_table(NODES).map_err(io)?;
-            for (name, bytes) in records {
-                t.insert(name.as_str(), bytes.as_slice()).map_err(io)?;
-            }
+        for (name, bytes) in records {
+            self.stage(Table::Nodes, name.clone(), Some(bytes.clone()));
         }
-        tx.commit().map_err(io)
+        self.finish()
     }
 
     /// A piece of hub state saved with [`CloudStore::save_state`].
     pub fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(v) = self.pending.get(Table::State, name) {
+            return Ok(v.clone());
+        }
         let tx = self.db.begin_read().map_err(io)?;
         let t = tx.open_table(STATE).map_err(io)?;
         Ok(t.get(name).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    /// Saves a piece of hub state durably, replacing what was saved under `name`.
+    /// Saves a piece of hub state, replacing what was saved under `name`.
     pub fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        tx.open_table(STATE)
-            .map_err(io)?
-            .insert(name, bytes)
-            .map_err(io)?;
-        tx.commit().map_err(io)
+        self.stage(Table::State, name.to_owned(), Some(bytes.to_vec()));
+        self.finish()
     }
 
     /// Records (or, with `None`, forgets) what `node` acknowledged for `uid`, durably.
@@ -575,22 +537,10 @@ impl CloudStore {
         entry: Option<SyncEntry>,
     ) -> Result<(), StoreError> {
         let db_key = format!("{node}\0{uid}");
-        let tx = self.db.begin_write().map_err(io)?;
-        {
-            let mut t = tx.open_table(SYNCED).map_err(io)?;
-            match &entry {
-                Some(e) => {
-                    t.insert(
-                        db_key.as_str(),
-                        serde_json::to_vec(e).unwrap_or_default().as_slice(),
-                    )
-                    .map_err(io)?;
-                }
-                None => {
-                    t.remove(db_key.as_str()).map_err(io)?;
-                }
-            }
-        }
+        let bytes = entry
+            .as_ref()
+            .map(|e| serde_json::to_vec(e).unwrap_or_default());
+        self.stage(Table::Synced, db_key, bytes);
         // The last node that held a deleted object let it go: its tombstone goes too.
         let drop_tombstone = entry.is_none()
             && self.tombstones.contains_key(uid)
@@ -599,13 +549,7 @@ impl CloudStore {
                 .keys()
                 .any(|(n, u)| u == uid && n.as_str() != node);
         if drop_tombstone {
-            tx.open_table(TOMBSTONES)
-                .map_err(io)?
-                .remove(uid)
-                .map_err(io)?;
-        }
-        tx.commit().map_err(io)?;
-        if drop_tombstone {
+            self.stage(Table::Tombstones, uid.to_owned(), None);
             self.tombstones.remove(uid);
         }
         let k = (node.to_owned(), uid.to_owned());
@@ -613,7 +557,7 @@ impl CloudStore {
             Some(e) => self.synced.insert(k, e),
             None => self.synced.remove(&k),
         };
-        Ok(())
+        self.finish()
     }
 }
 
