@@ -4,7 +4,6 @@
 //!
 //! `cargo build --release -p edgecore -p cloudcore && cargo bench -p e2e --bench broker`
 
-use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -183,60 +182,14 @@ fn fan_out(port: u16, n: u32) -> Row {
 
 /// 50 QoS 1 publishers × 1,000 → one subscriber; delivered counts distinct messages.
 fn fan_in(port: u16) -> Row {
-    const PUBS: u16 = 50;
-    const EACH: u16 = 1000;
-    let mut sub = Raw::client(port, "bench-in-sub");
-    sub.subscribe(&[("bench/in/+", QoS::AtLeastOnce)]);
-    let t0 = Instant::now();
-    let reader = thread::spawn(move || {
-        let mut seen = HashSet::new();
-        let mut last = Instant::now();
-        while seen.len() < (PUBS as usize * EACH as usize) {
-            match sub.recv(Duration::from_secs(10)) {
-                Got::Packet(Packet::Publish(m)) => {
-                    sub.send(&Packet::PubAck(m.pid));
-                    seen.insert((m.topic, m.payload));
-                    last = Instant::now();
-                }
-                Got::Packet(_) => {}
-                _ => break,
-            }
-        }
-        (seen.len(), last)
-    });
-    let pubs: Vec<_> = (0..PUBS)
-        .map(|p| {
-            thread::spawn(move || {
-                let mut c = Raw::client(port, &format!("bench-in-{p}"));
-                let topic = format!("bench/in/{p}");
-                let mut out = Vec::new();
-                for i in 1..=EACH {
-                    Packet::Publish(Publish::new(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, i))
-                        .encode(&mut out);
-                }
-                c.write(&out);
-                let mut acks = 0;
-                while acks < EACH {
-                    match c.recv(Duration::from_secs(20)) {
-                        Got::Packet(Packet::PubAck(_)) => acks += 1,
-                        Got::Packet(_) => {}
-                        _ => break,
-                    }
-                }
-            })
-        })
-        .collect();
-    for p in pubs {
-        p.join().unwrap();
-    }
-    let (delivered, last) = reader.join().unwrap();
+    let r = e2e::mqtt::fan_in(port, 50, 1000);
     Row {
         name: "50 → 1, QoS 1",
-        rate: delivered as f64 / last.duration_since(t0).as_secs_f64(),
+        rate: r.delivered as f64 / r.took.as_secs_f64(),
         p50: Duration::ZERO,
         p99: Duration::ZERO,
-        delivered,
-        sent: PUBS as usize * EACH as usize,
+        delivered: r.delivered,
+        sent: 50_000,
     }
 }
 

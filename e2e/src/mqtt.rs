@@ -324,3 +324,82 @@ impl Raw {
         }
     }
 }
+
+/// What a QoS 1 fan-in run ([`fan_in`]) saw.
+#[derive(Debug)]
+pub struct FanIn {
+    /// PUBACKs the publishers got.
+    pub acked: usize,
+    /// Distinct messages the subscriber got.
+    pub delivered: usize,
+    /// Acknowledged to a publisher and never delivered.
+    pub lost: usize,
+    /// From the first publish to the last delivery.
+    pub took: Duration,
+}
+
+/// `pubs` publishers send `each` QoS 1 messages each, unpaced, to one QoS 1 subscriber that
+/// acknowledges everything (bounded: 120 s).
+pub fn fan_in(port: u16, pubs: u16, each: u16) -> FanIn {
+    use mqtt::{Packet, Publish, QoS};
+    use std::collections::HashSet;
+    use std::time::Instant;
+    let mut sub = Raw::client(port, "fanin-sub");
+    sub.subscribe(&[("fanin/+", QoS::AtLeastOnce)]);
+    let total = pubs as usize * each as usize;
+    let t0 = Instant::now();
+    let reader = std::thread::spawn(move || {
+        let mut seen = HashSet::new();
+        let mut last = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while seen.len() < total && Instant::now() < deadline {
+            match sub.recv(Duration::from_secs(10)) {
+                Got::Packet(Packet::Publish(m)) => {
+                    sub.send(&Packet::PubAck(m.pid));
+                    seen.insert((m.topic, m.payload));
+                    last = Instant::now();
+                }
+                Got::Packet(_) => {}
+                Got::Closed | Got::Nothing => break,
+            }
+        }
+        (seen, last)
+    });
+    let publishers: Vec<_> = (0..pubs)
+        .map(|p| {
+            std::thread::spawn(move || {
+                let mut c = Raw::client(port, &format!("fanin-pub-{p}"));
+                let topic = format!("fanin/{p}");
+                let mut out = Vec::new();
+                for i in 1..=each {
+                    Packet::Publish(Publish::new(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, i))
+                        .encode(&mut out);
+                }
+                c.write(&out);
+                let mut acked = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while acked.len() < each as usize && Instant::now() < deadline {
+                    match c.recv(Duration::from_secs(10)) {
+                        Got::Packet(Packet::PubAck(id)) => {
+                            acked.push((topic.clone(), id.to_be_bytes().to_vec()))
+                        }
+                        Got::Packet(_) => {}
+                        Got::Closed | Got::Nothing => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let acked: Vec<(String, Vec<u8>)> = publishers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let (seen, last) = reader.join().unwrap();
+    FanIn {
+        acked: acked.len(),
+        delivered: seen.len(),
+        lost: acked.iter().filter(|a| !seen.contains(*a)).count(),
+        took: last.duration_since(t0),
+    }
+}

@@ -134,6 +134,19 @@ fn flooding_edges_do_not_stall_the_cloud_or_a_quiet_node() {
     );
 }
 
+/// Reads a tunnel until the cloud closes it (or 20 s pass with nothing): how many messages
+/// came first, and whether it closed.
+fn read_until_closed(t: &mut TestEdge) -> (usize, bool) {
+    let mut got = 0;
+    loop {
+        match t.next(Duration::from_secs(20)) {
+            Frame::Msg(_) => got += 1,
+            Frame::Close => return (got, true),
+            Frame::Timeout => return (got, false),
+        }
+    }
+}
+
 /// 200 pods of ~50 KB each (10 MB) bound to `node`, applied 40 at a time (a manifest is at
 /// most 8 MiB).
 fn apply_padded_pods(cloud: &Cloud, node: &str) {
@@ -179,14 +192,7 @@ fn a_session_that_never_reads_ends_and_its_replacement_takes_over() {
     });
     fresh.ack(&first);
     // The old tunnel: what was buffered, then the close, long before all 200 pods.
-    let mut got = 0;
-    let closed = loop {
-        match deaf.next(Duration::from_secs(20)) {
-            Frame::Msg(_) => got += 1,
-            Frame::Close => break true,
-            Frame::Timeout => break false,
-        }
-    };
+    let (got, closed) = read_until_closed(&mut deaf);
     assert!(
         closed && got < 200,
         "the replaced session kept writing: {got} pods, closed {closed}"
@@ -215,14 +221,7 @@ fn a_tunnel_that_never_reads_is_closed_after_the_write_timeout() {
     // Not reading for longer than the cloud's write timeout (10 s) is the behaviour under
     // test; the proof it fired is below: the close comes before the 200th pod.
     thread::sleep(cloudhub::server::WRITE_TIMEOUT + Duration::from_secs(3));
-    let mut got = 0;
-    let closed = loop {
-        match deaf.next(Duration::from_secs(20)) {
-            Frame::Msg(_) => got += 1,
-            Frame::Close => break true,
-            Frame::Timeout => break false,
-        }
-    };
+    let (got, closed) = read_until_closed(&mut deaf);
     assert!(closed && got < 200, "got {got} pods, closed {closed}");
 }
 

@@ -4,7 +4,6 @@
 //! clients against a real mosquitto (numbers printed, for comparison) and against edgecore's
 //! embedded broker in a real edgecore (numbers asserted).
 
-use std::collections::HashSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,69 +87,14 @@ fn unpaced_qos0_burst_reaches_a_fast_subscriber_whole() {
     assert_eq!(ours, N, "the fast subscriber lost messages");
 }
 
-/// `pubs` publishers send `each` QoS 1 messages each, unpaced, to one QoS 1 subscriber that
-/// acknowledges everything. Returns (acknowledged to publishers, acknowledged but never
-/// delivered).
-fn qos1_fan_in(port: u16, pubs: u16, each: u16) -> (usize, usize) {
-    let mut sub = Raw::client(port, "load-fanin-sub");
-    sub.subscribe(&[("load/fanin/+", QoS::AtLeastOnce)]);
-    let total = pubs as usize * each as usize;
-    let reader = thread::spawn(move || {
-        let mut seen = HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while seen.len() < total && Instant::now() < deadline {
-            match sub.recv(Duration::from_secs(10)) {
-                Got::Packet(Packet::Publish(m)) => {
-                    sub.send(&Packet::PubAck(m.pid));
-                    seen.insert((m.topic, m.payload));
-                }
-                Got::Packet(_) => {}
-                Got::Closed | Got::Nothing => break,
-            }
-        }
-        seen
-    });
-    let publishers: Vec<_> = (0..pubs)
-        .map(|p| {
-            thread::spawn(move || {
-                let mut c = Raw::client(port, &format!("load-fanin-pub-{p}"));
-                let topic = format!("load/fanin/{p}");
-                let mut out = Vec::new();
-                for i in 1..=each {
-                    Packet::Publish(Publish::new(&topic, &i.to_be_bytes(), QoS::AtLeastOnce, i))
-                        .encode(&mut out);
-                }
-                c.write(&out);
-                let mut acked = Vec::new();
-                let deadline = Instant::now() + Duration::from_secs(120);
-                while acked.len() < each as usize && Instant::now() < deadline {
-                    match c.recv(Duration::from_secs(10)) {
-                        Got::Packet(Packet::PubAck(id)) => {
-                            acked.push((topic.clone(), id.to_be_bytes().to_vec()))
-                        }
-                        Got::Packet(_) => {}
-                        Got::Closed | Got::Nothing => break,
-                    }
-                }
-                acked
-            })
-        })
-        .collect();
-    let acked: Vec<(String, Vec<u8>)> = publishers
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
-    let seen = reader.join().unwrap();
-    let lost = acked.iter().filter(|a| !seen.contains(*a)).count();
-    (acked.len(), lost)
-}
-
 #[test]
 fn qos1_fan_in_delivers_every_acknowledged_message() {
     let m = Mosquitto::start();
-    let (their_acked, their_lost) = qos1_fan_in(m.port, 50, 1000);
+    let theirs = e2e::mqtt::fan_in(m.port, 50, 1000);
+    let (their_acked, their_lost) = (theirs.acked, theirs.lost);
     let e = embedded("load-fanin");
-    let (acked, lost) = qos1_fan_in(e.port, 50, 1000);
+    let ours = e2e::mqtt::fan_in(e.port, 50, 1000);
+    let (acked, lost) = (ours.acked, ours.lost);
     println!(
         "QoS 1 fan-in 50 × 1,000: embedded {acked} acknowledged, {lost} of them lost; mosquitto {their_acked} acknowledged, {their_lost} lost"
     );
