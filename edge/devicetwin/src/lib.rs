@@ -89,6 +89,7 @@ pub struct TwinCore {
     next_seq: u64,
     /// Reports dropped because the queue was full.
     pub dropped: u64,
+    full_log: bus::Throttle,
 }
 
 impl TwinCore {
@@ -108,6 +109,7 @@ impl TwinCore {
             queue,
             next_seq,
             dropped: 0,
+            full_log: bus::Throttle::default(),
         })
     }
 
@@ -225,10 +227,12 @@ impl TwinCore {
                 ops.push(Op::Delete(k.clone()));
                 self.dropped += 1;
             }
-            log::warn!(
-                "twin report queue full ({QUEUE_CAPACITY}); dropped the oldest ({} so far)",
-                self.dropped
-            );
+            if let Some(n) = self.full_log.allow(std::time::Instant::now()) {
+                log::warn!(
+                    "twin report queue full ({QUEUE_CAPACITY}); dropped the oldest ({} so far){n}",
+                    self.dropped
+                );
+            }
         }
         let key = format!("twinq/{:016}", self.next_seq).into_bytes();
         self.next_seq += 1;
@@ -646,8 +650,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Reports in flight at most.
-const IN_FLIGHT: usize = 16;
+/// Reports in flight at most: DeviceTwin's part of the bus contract (its reply room).
+const IN_FLIGHT: usize = ModuleId::DeviceTwin.in_flight();
+
+/// MQTT results waiting for room in EventBus's mailbox at most, in bytes. DeviceTwin never
+/// waits on EventBus (EventBus waits on DeviceTwin: the bus's deadlock rule), so results it
+/// cannot hand over yet wait here; beyond this the oldest is shed and counted. An EventBus
+/// that reads its mailbox while it waits never lets it fill.
+pub const OUTBOX_BYTES: usize = 256 << 10;
 
 /// Messages handled per store commit at most: bounds the uncommitted buffer and how long a
 /// burst delays its first result.
@@ -700,9 +710,7 @@ impl Runner {
                                 log::error!("twin: cannot drop a confirmed report: {e}");
                             }
                         }
-                        other => {
-                            log::debug!("twin report not confirmed ({other:?}); it stays queued")
-                        }
+                        _ => log::debug!("twin report not confirmed; it stays queued"),
                     }
                 }
                 Ok(Vec::new())
@@ -750,6 +758,51 @@ impl Runner {
     }
 }
 
+/// MQTT results in order, waiting for room in EventBus's mailbox ([`OUTBOX_BYTES`]).
+#[derive(Default)]
+struct Outbox {
+    queue: std::collections::VecDeque<BusMessage>,
+    bytes: usize,
+    shed: u64,
+    shed_log: bus::Throttle,
+}
+
+impl Outbox {
+    fn push(&mut self, msg: BusMessage) {
+        self.bytes += msg.weight();
+        self.queue.push_back(msg);
+        while self.bytes > OUTBOX_BYTES && self.queue.len() > 1 {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.bytes -= old.weight();
+            self.shed += 1;
+            if let Some(n) = self.shed_log.allow(std::time::Instant::now()) {
+                log::warn!(
+                    "twin: EventBus has not taken MQTT results for {} bytes; shed {} ({} in all){n}",
+                    OUTBOX_BYTES,
+                    old.summary(),
+                    self.shed
+                );
+            }
+        }
+    }
+
+    /// Hands results to EventBus until its mailbox refuses one.
+    fn flush(&mut self, bus: &Bus) {
+        while let Some(m) = self.queue.pop_front() {
+            let w = m.weight();
+            match bus.deliver(ModuleId::EventBus, m) {
+                Ok(()) => self.bytes -= w,
+                Err(bus::Full(m)) => {
+                    self.queue.push_front(m);
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Runs DeviceTwin until shutdown.
 pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let mut r = Runner {
@@ -757,16 +810,32 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
         in_flight: Vec::new(),
         next_id: 0,
     };
+    let mut outbox = Outbox::default();
+    let mut store_failed = bus::Throttle::default();
     let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(5));
     loop {
-        let wake = mailbox.next(&mut ticker, &shutdown).await;
+        use smol::future::FutureExt;
+        outbox.flush(&bus);
+        let waiting = !outbox.queue.is_empty();
+        let wake = async { Some(mailbox.next(&mut ticker, &shutdown).await) }
+            .or(async {
+                if !waiting {
+                    std::future::pending::<()>().await;
+                }
+                bus.room(ModuleId::EventBus).await;
+                None
+            })
+            .await;
+        let Some(wake) = wake else {
+            continue; // EventBus took mail: hand it more results
+        };
         let now = now_ms();
         let mut fx = Effects::default();
         match wake {
             Wake::Stop => return,
             Wake::Tick => {}
             Wake::Mail(first) => {
-                // Everything already waiting shares the commit below.
+                // Group commit: everything already waiting shares the commit below.
                 r.handle(&mut core, first, now, &mut fx);
                 for _ in 1..MAX_BATCH {
                     let Some(msg) = mailbox.try_recv() else {
@@ -777,20 +846,22 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
             }
         }
         if let Err(e) = core.commit() {
-            log::error!("twin: store commit failed, the last messages changed nothing: {e}");
+            if let Some(n) = store_failed.allow(std::time::Instant::now()) {
+                log::error!("twin: store commit failed, the last messages changed nothing: {e}{n}");
+            }
             continue;
         }
+        store_failed.reset();
+        // Only now, after the commit: results, acknowledgements, reports.
         for o in fx.publish {
             if let Out::Publish { topic, payload } = o {
-                bus.deliver(
-                    ModuleId::EventBus,
-                    BusMessage::MqttPublish { topic, payload },
-                );
+                outbox.push(BusMessage::MqttPublish { topic, payload });
             }
         }
+        outbox.flush(&bus);
         for ack in fx.persisted {
             if !bus
-                .send(ModuleId::EdgeHub, BusMessage::Persisted(ack))
+                .send(ModuleId::EdgeHub, BusMessage::Persisted(Box::new(ack)))
                 .await
             {
                 return;

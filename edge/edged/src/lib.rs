@@ -108,6 +108,8 @@ pub struct NodeAgent {
     lease: LeaseState,
     in_flight: Vec<(RequestId, Asked)>,
     next_id: u32,
+    /// Refusals repeat with every retry: one line a minute.
+    refused_log: bus::Throttle,
     next_status: Instant,
     next_lease: Instant,
     status_interval: Duration,
@@ -139,6 +141,7 @@ impl NodeAgent {
             node_uid: None,
             lease: LeaseState::Unknown,
             in_flight: Vec::new(),
+            refused_log: bus::Throttle::default(),
             next_id: 0,
             next_status: now,
             next_lease: now,
@@ -345,7 +348,14 @@ impl NodeAgent {
                 // The existing object holds an older status: refresh all of it.
                 self.report_status(now, wall, pressure, true, &mut out);
             }
-            (Asked::Register, r) => log::warn!("node registration refused: {r:?}; retrying"),
+            (Asked::Register, r) => {
+                if let Some(n) = self.refused_log.allow(now) {
+                    log::warn!(
+                        "node registration refused: {}; retrying{n}",
+                        bus::reply_summary(&r)
+                    );
+                }
+            }
             (Asked::LeaseQuery | Asked::LeaseWrite, r) if r.is_not_found() => {
                 self.lease = LeaseState::Missing;
                 self.renew_lease(wall, &mut out);
@@ -364,7 +374,9 @@ impl NodeAgent {
             }
             (Asked::Status, Reply::Failed { message, .. }) => {
                 self.reporting = None;
-                log::warn!("node status patch refused: {message}")
+                if let Some(n) = self.refused_log.allow(now) {
+                    log::warn!("node status patch refused: {message}{n}");
+                }
             }
             (Asked::Status, _) => self.reported = self.reporting.take(),
         }

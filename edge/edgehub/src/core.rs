@@ -379,6 +379,105 @@ impl Liveness {
     }
 }
 
+/// Frames the tunnel loop reads in a row before it lets every other task run: one busy
+/// cloud (or a resend storm) never holds edgecore's only thread.
+pub const FRAME_BUDGET: u32 = 32;
+/// Bytes the tunnel loop reads in a row before it yields, whatever the frame count.
+pub const FRAME_BUDGET_BYTES: usize = 1 << 20;
+
+/// What the tunnel loop may still read before yielding. Spent by frames, refilled when the
+/// loop yields or handles anything else.
+#[derive(Debug)]
+pub struct ReadBudget {
+    frames: u32,
+    bytes: usize,
+}
+
+impl Default for ReadBudget {
+    fn default() -> Self {
+        ReadBudget {
+            frames: FRAME_BUDGET,
+            bytes: FRAME_BUDGET_BYTES,
+        }
+    }
+}
+
+impl ReadBudget {
+    /// Counts one frame of `len` bytes; true when the budget is spent: yield now (and the
+    /// budget is full again).
+    pub fn spend(&mut self, len: usize) -> bool {
+        self.frames = self.frames.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(len);
+        let spent = self.frames == 0 || self.bytes == 0;
+        if spent {
+            self.refill();
+        }
+        spent
+    }
+
+    pub fn refill(&mut self) {
+        *self = ReadBudget::default();
+    }
+}
+
+/// Deliveries a module's mailbox refused, kept in order until it has room: EdgeHub never
+/// waits on a module and never drops what it owes one. While anything is held the tunnel is
+/// not read, so at most one frame's delivery plus the replies EdgeHub makes itself (`Lost`,
+/// `NotConnected`: one per request taken, so bounded by [`PENDING_CAPACITY`] and the
+/// modules' in-flight limits) can be held.
+#[derive(Default)]
+pub struct Held {
+    queue: VecDeque<(ModuleId, bus::BusMessage)>,
+}
+
+impl Held {
+    /// Delivers `msg` to `to` with `deliver`, or keeps it if `to` already has held messages
+    /// (order per module is kept) or refuses it.
+    pub fn hand(
+        &mut self,
+        to: ModuleId,
+        msg: bus::BusMessage,
+        mut deliver: impl FnMut(ModuleId, bus::BusMessage) -> Result<(), bus::BusMessage>,
+    ) {
+        if self.queue.iter().any(|(t, _)| *t == to) {
+            self.queue.push_back((to, msg));
+        } else if let Err(m) = deliver(to, msg) {
+            self.queue.push_back((to, m));
+        }
+    }
+
+    /// Retries everything held, in order; a module that refuses one gets nothing after it.
+    pub fn flush(
+        &mut self,
+        mut deliver: impl FnMut(ModuleId, bus::BusMessage) -> Result<(), bus::BusMessage>,
+    ) {
+        let mut refused: Vec<ModuleId> = Vec::new();
+        for (to, msg) in std::mem::take(&mut self.queue) {
+            if refused.contains(&to) {
+                self.queue.push_back((to, msg));
+                continue;
+            }
+            if let Err(m) = deliver(to, msg) {
+                refused.push(to);
+                self.queue.push_back((to, m));
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The module the oldest held message waits for.
+    pub fn first_target(&self) -> Option<ModuleId> {
+        self.queue.front().map(|(t, _)| *t)
+    }
+}
+
 /// Reconnect delays: exponential from `base` to `max`, each drawn uniformly from its upper
 /// half ("equal jitter"), so a fleet that lost its cloud together does not return in lockstep.
 #[derive(Debug)]
@@ -912,5 +1011,61 @@ mod tests {
         assert!(d[9] >= Duration::from_secs(15));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_read_budget_yields_after_a_bounded_run_of_frames_or_bytes() {
+        let mut b = ReadBudget::default();
+        let yields = (0..FRAME_BUDGET * 3).filter(|_| b.spend(100)).count();
+        assert_eq!(yields, 3, "one yield per FRAME_BUDGET small frames");
+        let mut b = ReadBudget::default();
+        assert!(!b.spend(FRAME_BUDGET_BYTES / 2));
+        assert!(b.spend(FRAME_BUDGET_BYTES / 2), "or per FRAME_BUDGET_BYTES");
+        assert!(!b.spend(1), "refilled after the yield");
+    }
+
+    #[test]
+    fn held_deliveries_keep_order_per_module_and_lose_nothing() {
+        use bus::BusMessage;
+        let lost = |n| BusMessage::Reply {
+            id: RequestId(n),
+            outcome: Outcome::Lost,
+        };
+        let mut held = Held::default();
+        let mut got: Vec<(ModuleId, BusMessage)> = Vec::new();
+        let mut meta_full = true;
+        // MetaManager refuses, Edged takes.
+        let deliver = |to, m, full: bool, got: &mut Vec<_>| {
+            if to == ModuleId::MetaManager && full {
+                Err(m)
+            } else {
+                got.push((to, m));
+                Ok(())
+            }
+        };
+        held.hand(ModuleId::MetaManager, lost(1), |t, m| {
+            deliver(t, m, meta_full, &mut got)
+        });
+        held.hand(ModuleId::Edged, lost(2), |t, m| {
+            deliver(t, m, meta_full, &mut got)
+        });
+        held.hand(ModuleId::MetaManager, lost(3), |t, m| {
+            deliver(t, m, meta_full, &mut got)
+        });
+        assert_eq!(got, vec![(ModuleId::Edged, lost(2))]);
+        assert_eq!(held.len(), 2);
+        assert_eq!(held.first_target(), Some(ModuleId::MetaManager));
+        held.flush(|t, m| deliver(t, m, meta_full, &mut got));
+        assert_eq!(held.len(), 2, "still no room: still held");
+        meta_full = false;
+        held.flush(|t, m| deliver(t, m, meta_full, &mut got));
+        assert!(held.is_empty());
+        assert_eq!(
+            got[1..],
+            [
+                (ModuleId::MetaManager, lost(1)),
+                (ModuleId::MetaManager, lost(3))
+            ]
+        );
     }
 }

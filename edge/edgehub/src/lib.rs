@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use async_tungstenite::WebSocketStream;
-use bus::{Bus, BusMessage, Link, Mailbox, ModuleId, Outcome, Shutdown};
+use bus::{Bus, BusMessage, Link, Mailbox, ModuleId, Outcome, Shutdown, Throttle};
 use futures_rustls::client::TlsStream;
 use futures_rustls::rustls::ClientConfig;
 use futures_rustls::TlsConnector;
@@ -32,7 +32,7 @@ use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use smol::{Async, Timer};
 
-use crate::core::{Backoff, HubCore, Inbound, Liveness};
+use crate::core::{Backoff, Held, HubCore, Inbound, Liveness, ReadBudget};
 
 /// Largest frame accepted from the cloud. Kubernetes objects are capped near 1.5 MiB by etcd;
 /// 4 MiB leaves room while keeping a hostile frame from eating a 64 MB gateway.
@@ -186,8 +186,11 @@ pub async fn connect(cfg: &EdgeHubConfig) -> Result<(Ws, IpAddr), HubError> {
 /// Runs EdgeHub until shutdown.
 pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let mut core = HubCore::new(&cfg.node_name);
+    let mut held = Held::default();
     let seed = now_ms() as u64 ^ u64::from(std::process::id());
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max, seed);
+    // A cloud that stays away would otherwise log two lines per attempt, for ever.
+    let mut unreachable = Throttle::default();
     loop {
         // This dial loads the current certificate: a renewal signalled before it is served.
         if let Some(r) = &cfg.renewed {
@@ -205,21 +208,21 @@ pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutd
                     cfg.server,
                     cfg.node_name
                 );
-                bus.broadcast(
-                    ModuleId::EdgeHub,
-                    BusMessage::Link(Link::Connected { local_ip }),
-                );
+                unreachable.reset();
+                bus.set_link(Link::Connected { local_ip });
                 let started = Instant::now();
-                let result = session(&cfg, ws, &mut core, &mailbox, &bus, &shutdown).await;
-                bus.broadcast(ModuleId::EdgeHub, BusMessage::Link(Link::Disconnected));
+                let mut s = Session {
+                    cfg: &cfg,
+                    core: &mut core,
+                    held: &mut held,
+                    mailbox: &mailbox,
+                    bus: &bus,
+                    shutdown: &shutdown,
+                };
+                let result = s.run(ws).await;
+                bus.set_link(Link::Disconnected);
                 for (to, id) in core.drain() {
-                    bus.deliver(
-                        to,
-                        BusMessage::Reply {
-                            id,
-                            outcome: Outcome::Lost,
-                        },
-                    );
+                    hand(&mut held, &bus, to, lost(id));
                 }
                 match result {
                     Ok(()) => {
@@ -230,32 +233,77 @@ pub async fn run(cfg: EdgeHubConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutd
                         log::info!("{}", HubError::Renewed);
                         continue;
                     }
-                    Err(e) => log::warn!("tunnel lost: {e}"),
+                    Err(e) => {
+                        if let Some(n) = unreachable.allow(Instant::now()) {
+                            log::warn!("tunnel lost: {e}{n}");
+                        }
+                    }
                 }
                 if started.elapsed() >= cfg.heartbeat {
                     backoff.reset();
                 }
             }
-            Some(Err(e)) => log::warn!("cannot reach cloud {}: {e}", cfg.server),
+            Some(Err(e)) => {
+                if let Some(n) = unreachable.allow(Instant::now()) {
+                    log::warn!("cannot reach cloud {}: {e}{n}", cfg.server);
+                }
+            }
         }
         let delay = backoff.next_delay();
-        log::info!("reconnecting in {:.1} s", delay.as_secs_f64());
-        if !wait_offline(delay, &mailbox, &bus, &shutdown).await {
+        log::debug!("reconnecting in {:.1} s", delay.as_secs_f64());
+        if !wait_offline(delay, &mailbox, &bus, &mut held, &shutdown).await {
             return;
         }
     }
 }
 
+fn lost(id: bus::RequestId) -> BusMessage {
+    BusMessage::Reply {
+        id,
+        outcome: Outcome::Lost,
+    }
+}
+
+/// Delivers now, or holds it (in order) while `to` has no room.
+fn hand(held: &mut Held, bus: &Bus, to: ModuleId, msg: BusMessage) {
+    held.hand(to, msg, |t, m| bus.deliver(t, m).map_err(|bus::Full(m)| m));
+}
+
+fn flush(held: &mut Held, bus: &Bus) {
+    held.flush(|t, m| bus.deliver(t, m).map_err(|bus::Full(m)| m));
+}
+
+/// Resolves when the module the oldest held delivery waits for takes mail; never if nothing
+/// is held.
+async fn room(held: &Held, bus: &Bus) {
+    match held.first_target() {
+        Some(to) => bus.room(to).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits out a back-off delay, failing module requests fast meanwhile. False on shutdown.
-async fn wait_offline(delay: Duration, mailbox: &Mailbox, bus: &Bus, shutdown: &Shutdown) -> bool {
+async fn wait_offline(
+    delay: Duration,
+    mailbox: &Mailbox,
+    bus: &Bus,
+    held: &mut Held,
+    shutdown: &Shutdown,
+) -> bool {
     let deadline = Instant::now() + delay;
     loop {
+        flush(held, bus);
         enum Ev {
             Mail(Option<BusMessage>),
+            Room,
             Done,
             Stop,
         }
         let ev = async { Ev::Mail(mailbox.recv().await) }
+            .or(async {
+                room(held, bus).await;
+                Ev::Room
+            })
             .or(async {
                 Timer::at(deadline).await;
                 Ev::Done
@@ -266,14 +314,16 @@ async fn wait_offline(delay: Duration, mailbox: &Mailbox, bus: &Bus, shutdown: &
             })
             .await;
         match ev {
-            Ev::Mail(Some(BusMessage::ToCloud { from, id, .. })) => bus.deliver(
+            Ev::Mail(Some(BusMessage::ToCloud { from, id, .. })) => hand(
+                held,
+                bus,
                 from,
                 BusMessage::Reply {
                     id,
                     outcome: Outcome::NotConnected,
                 },
             ),
-            Ev::Mail(Some(_)) => {}
+            Ev::Mail(Some(_)) | Ev::Room => {}
             Ev::Mail(None) | Ev::Stop => return false,
             Ev::Done => return true,
         }
@@ -297,165 +347,214 @@ async fn send(ws: &mut Ws, msg: WsMessage, limit: Duration) -> Result<(), HubErr
         .await
 }
 
-/// One connected session. `Ok` means shutdown was requested and the tunnel closed cleanly.
-async fn session(
-    cfg: &EdgeHubConfig,
-    mut ws: Ws,
-    core: &mut HubCore,
-    mailbox: &Mailbox,
-    bus: &Bus,
-    shutdown: &Shutdown,
-) -> Result<(), HubError> {
-    let mut liveness = Liveness::new(cfg.heartbeat, Instant::now());
-    // Check four times per heartbeat so a dead link is noticed within 2.25 heartbeats at worst.
-    let mut ticker = Timer::interval((cfg.heartbeat / 4).max(Duration::from_millis(50)));
-    let mut next_keepalive = Instant::now();
-    loop {
-        let now = Instant::now();
-        if now >= next_keepalive {
-            // Upstream sends the first keepalive immediately on connect (§3.4).
-            send(
-                &mut ws,
-                WsMessage::text(HubCore::keepalive(now_ms()).encode()),
-                cfg.heartbeat,
-            )
-            .await?;
-            send(&mut ws, WsMessage::Ping(Vec::new().into()), cfg.heartbeat).await?;
-            next_keepalive = now + cfg.heartbeat;
-        }
-        enum Ev {
-            Frame(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
-            Mail(Option<BusMessage>),
-            Tick,
-            Stop,
-            Renewed,
-        }
-        let ev = async { Ev::Frame(ws.next().await) }
-            .or(async { Ev::Mail(mailbox.recv().await) })
-            .or(async {
-                match &cfg.renewed {
-                    Some(r) if r.recv().await.is_ok() => Ev::Renewed,
-                    // No renewals (or nobody left to send one): never fires.
-                    _ => std::future::pending().await,
-                }
-            })
-            .or(async {
-                ticker.next().await;
-                Ev::Tick
-            })
-            .or(async {
-                shutdown.wait().await;
-                Ev::Stop
-            })
-            .await;
-        match ev {
-            Ev::Frame(None) => return Err(HubError::Closed),
-            Ev::Frame(Some(Err(e))) => return Err(HubError::Ws(e)),
-            Ev::Frame(Some(Ok(frame))) => {
-                liveness.received(Instant::now());
-                let bytes: &[u8] = match &frame {
-                    WsMessage::Text(t) => t.as_bytes(),
-                    WsMessage::Binary(b) => b,
-                    WsMessage::Close(_) => return Err(HubError::Closed),
-                    _ => continue, // ping (answered by tungstenite), pong: liveness only
-                };
-                let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        log::warn!("dropping malformed frame from cloud: {e}");
-                        continue;
-                    }
-                };
-                match core.inbound(msg, now_ms()) {
-                    Inbound::Reply {
-                        to,
-                        id,
-                        outcome,
-                        ack,
-                    } => {
-                        bus.deliver(to, BusMessage::Reply { id, outcome });
-                        if let Some(ack) = ack {
-                            send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?;
-                        }
-                    }
-                    Inbound::Ack(ack) => {
-                        send(&mut ws, WsMessage::text(ack.encode()), cfg.heartbeat).await?
-                    }
-                    // Not acknowledged here: MetaManager answers with `Persisted` once the object
-                    // is on disk. Without MetaManager nothing is acknowledged, so the cloud keeps
-                    // the object queued rather than believing it delivered.
-                    Inbound::Store(obj) if bus.is_enabled(store_module(obj.kind)) => {
-                        bus.deliver(store_module(obj.kind), BusMessage::FromCloud(obj))
-                    }
-                    Inbound::Membership(content) => {
-                        bus.deliver(ModuleId::DeviceTwin, BusMessage::Membership(content))
-                    }
-                    Inbound::Store(obj) => log::warn!(
-                        "{} is disabled; not accepting {:?} {}/{}",
-                        store_module(obj.kind),
-                        obj.kind,
-                        obj.namespace,
-                        obj.name
-                    ),
-                    Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
-                }
-            }
-            Ev::Mail(None) | Ev::Stop | Ev::Renewed => {
-                // Clean close: a Close frame, then TLS close_notify, bounded by one heartbeat.
-                let _ = async {
-                    let _ = ws.close(None).await;
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-                .or(async {
-                    Timer::after(cfg.heartbeat.min(Duration::from_secs(2))).await;
-                })
-                .await;
-                return match ev {
-                    Ev::Renewed => Err(HubError::Renewed),
-                    _ => Ok(()),
-                };
-            }
-            Ev::Mail(Some(BusMessage::ToCloud { from, id, request })) => {
-                let (msg, evicted) = core.request(from, id, request, now_ms(), Instant::now());
-                if let Some((to, id)) = evicted {
-                    bus.deliver(
-                        to,
-                        BusMessage::Reply {
-                            id,
-                            outcome: Outcome::Lost,
-                        },
-                    );
-                }
-                send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
-            }
-            Ev::Mail(Some(BusMessage::Upload { topic, payload })) => {
-                let m = HubCore::upload(&topic, &payload, now_ms());
-                send(&mut ws, WsMessage::text(m.encode()), cfg.heartbeat).await?;
-            }
-            Ev::Mail(Some(BusMessage::Persisted(handle))) => {
+/// One connected session's context.
+struct Session<'a> {
+    cfg: &'a EdgeHubConfig,
+    core: &'a mut HubCore,
+    held: &'a mut Held,
+    mailbox: &'a Mailbox,
+    bus: &'a Bus,
+    shutdown: &'a Shutdown,
+}
+
+impl Session<'_> {
+    /// Runs the session. `Ok` means shutdown was requested and the tunnel closed cleanly.
+    ///
+    /// Fairness: frames are read at most [`core::FRAME_BUDGET`] (or
+    /// [`core::FRAME_BUDGET_BYTES`]) in a row; then the loop yields to every other task and
+    /// looks at its mailbox and timers first. While a delivery is held (a module's mailbox
+    /// is full) no frame is read at all: the cloud waits, the mailbox and keepalives do not.
+    async fn run(&mut self, mut ws: Ws) -> Result<(), HubError> {
+        let cfg = self.cfg;
+        let mut liveness = Liveness::new(cfg.heartbeat, Instant::now());
+        // Check four times per heartbeat so a dead link is noticed within 2.25 heartbeats.
+        let mut ticker = Timer::interval((cfg.heartbeat / 4).max(Duration::from_millis(50)));
+        let mut next_keepalive = Instant::now();
+        let mut budget = ReadBudget::default();
+        let mut others_first = false;
+        let mut malformed = Throttle::default();
+        loop {
+            let now = Instant::now();
+            if now >= next_keepalive {
+                // Upstream sends the first keepalive immediately on connect (§3.4).
                 send(
                     &mut ws,
-                    WsMessage::text(HubCore::ack_persisted(handle, now_ms()).encode()),
+                    WsMessage::text(HubCore::keepalive(now_ms()).encode()),
                     cfg.heartbeat,
                 )
                 .await?;
+                send(&mut ws, WsMessage::Ping(Vec::new().into()), cfg.heartbeat).await?;
+                next_keepalive = now + cfg.heartbeat;
             }
-            Ev::Mail(Some(_)) => {}
-            Ev::Tick => {
-                let now = Instant::now();
-                if let Some(silence) = liveness.dead(now) {
-                    return Err(HubError::Dead(silence));
+            flush(self.held, self.bus);
+            let reading = self.held.is_empty();
+            if !reading {
+                // Silence while we do not read is ours, not the link's.
+                liveness.received(now);
+            }
+            enum Ev {
+                Frame(Option<Result<WsMessage, async_tungstenite::tungstenite::Error>>),
+                Mail(Option<BusMessage>),
+                Room,
+                Tick,
+                Stop,
+                Renewed,
+            }
+            let frame = async {
+                if !reading {
+                    std::future::pending::<()>().await;
                 }
-                for (to, id) in core.expire(now) {
-                    bus.deliver(
-                        to,
-                        BusMessage::Reply {
-                            id,
-                            outcome: Outcome::Lost,
-                        },
-                    );
+                Ev::Frame(ws.next().await)
+            };
+            let held = &*self.held;
+            let others = async { Ev::Mail(self.mailbox.recv().await) }
+                .or(async {
+                    room(held, self.bus).await;
+                    Ev::Room
+                })
+                .or(async {
+                    match &cfg.renewed {
+                        Some(r) if r.recv().await.is_ok() => Ev::Renewed,
+                        // No renewals (or nobody left to send one): never fires.
+                        _ => std::future::pending().await,
+                    }
+                })
+                .or(async {
+                    ticker.next().await;
+                    Ev::Tick
+                })
+                .or(async {
+                    self.shutdown.wait().await;
+                    Ev::Stop
+                });
+            let ev = if std::mem::take(&mut others_first) {
+                others.or(frame).await
+            } else {
+                frame.or(others).await
+            };
+            if !matches!(ev, Ev::Frame(_)) {
+                budget.refill();
+            }
+            match ev {
+                Ev::Frame(None) => return Err(HubError::Closed),
+                Ev::Frame(Some(Err(e))) => return Err(HubError::Ws(e)),
+                Ev::Frame(Some(Ok(frame))) => {
+                    liveness.received(Instant::now());
+                    let bytes: &[u8] = match &frame {
+                        WsMessage::Text(t) => t.as_bytes(),
+                        WsMessage::Binary(b) => b,
+                        WsMessage::Close(_) => return Err(HubError::Closed),
+                        _ => &[], // ping (answered by tungstenite), pong: liveness only
+                    };
+                    if budget.spend(bytes.len().max(1)) {
+                        others_first = true;
+                        smol::future::yield_now().await;
+                    }
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let msg = match proto::Message::decode(bytes, MAX_FRAME_BYTES) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            if let Some(n) = malformed.allow(Instant::now()) {
+                                log::warn!("dropping malformed frame from cloud: {e}{n}");
+                            }
+                            continue;
+                        }
+                    };
+                    self.inbound(&mut ws, msg).await?;
+                }
+                Ev::Mail(None) | Ev::Stop | Ev::Renewed => {
+                    // Clean close: a Close frame, then TLS close_notify, bounded by one
+                    // heartbeat.
+                    let _ = async {
+                        let _ = ws.close(None).await;
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                    .or(async {
+                        Timer::after(cfg.heartbeat.min(Duration::from_secs(2))).await;
+                    })
+                    .await;
+                    return match ev {
+                        Ev::Renewed => Err(HubError::Renewed),
+                        _ => Ok(()),
+                    };
+                }
+                Ev::Mail(Some(BusMessage::ToCloud { from, id, request })) => {
+                    let (msg, evicted) =
+                        self.core
+                            .request(from, id, request, now_ms(), Instant::now());
+                    if let Some((to, id)) = evicted {
+                        hand(self.held, self.bus, to, lost(id));
+                    }
+                    send(&mut ws, WsMessage::text(msg.encode()), cfg.heartbeat).await?;
+                }
+                Ev::Mail(Some(BusMessage::Upload { topic, payload })) => {
+                    let m = HubCore::upload(&topic, &payload, now_ms());
+                    send(&mut ws, WsMessage::text(m.encode()), cfg.heartbeat).await?;
+                }
+                Ev::Mail(Some(BusMessage::Persisted(handle))) => {
+                    send(
+                        &mut ws,
+                        WsMessage::text(HubCore::ack_persisted(*handle, now_ms()).encode()),
+                        cfg.heartbeat,
+                    )
+                    .await?;
+                }
+                Ev::Mail(Some(_)) | Ev::Room => {}
+                Ev::Tick => {
+                    let now = Instant::now();
+                    if let Some(silence) = liveness.dead(now) {
+                        return Err(HubError::Dead(silence));
+                    }
+                    for (to, id) in self.core.expire(now) {
+                        hand(self.held, self.bus, to, lost(id));
+                    }
                 }
             }
         }
+    }
+
+    /// Routes one message from the cloud.
+    async fn inbound(&mut self, ws: &mut Ws, msg: proto::Message) -> Result<(), HubError> {
+        let (bus, held, hb) = (self.bus, &mut *self.held, self.cfg.heartbeat);
+        match self.core.inbound(msg, now_ms()) {
+            Inbound::Reply {
+                to,
+                id,
+                outcome,
+                ack,
+            } => {
+                hand(held, bus, to, BusMessage::Reply { id, outcome });
+                if let Some(ack) = ack {
+                    send(ws, WsMessage::text(ack.encode()), hb).await?;
+                }
+            }
+            Inbound::Ack(ack) => send(ws, WsMessage::text(ack.encode()), hb).await?,
+            // Not acknowledged here: MetaManager answers with `Persisted` once the object is
+            // on disk. Without MetaManager nothing is acknowledged, so the cloud keeps the
+            // object queued rather than believing it delivered.
+            Inbound::Store(obj) if bus.is_enabled(store_module(obj.kind)) => hand(
+                held,
+                bus,
+                store_module(obj.kind),
+                BusMessage::FromCloud(obj),
+            ),
+            Inbound::Membership(content) => hand(
+                held,
+                bus,
+                ModuleId::DeviceTwin,
+                BusMessage::Membership(content),
+            ),
+            Inbound::Store(obj) => log::debug!(
+                "{} is disabled; not accepting {:?} {}/{}",
+                store_module(obj.kind),
+                obj.kind,
+                obj.namespace,
+                obj.name
+            ),
+            Inbound::Ignore(why) => log::debug!("ignoring cloud message: {why}"),
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use bus::{CloudRequest, ObjectKind, Outcome, Reply, RequestId, TokenKey};
 use serde_json::{json, Value};
 
 /// Queries in flight at most: a burst of new pods asks a few objects at a time.
-pub const MAX_IN_FLIGHT: usize = 8;
+pub const MAX_IN_FLIGHT: usize = bus::ModuleId::MetaManager.in_flight();
 /// First retry of a failed or unanswered query; doubles to [`RETRY_MAX_MS`].
 pub const RETRY_BASE_MS: i64 = 2_000;
 pub const RETRY_MAX_MS: i64 = 60_000;
@@ -88,6 +88,8 @@ struct Retry {
 /// Query bookkeeping.
 #[derive(Default)]
 pub struct Deps {
+    /// Refusals repeat with every retry: one line a minute.
+    refused_log: bus::Throttle,
     connected: bool,
     in_flight: HashMap<RequestId, (Want, i64)>,
     retry: HashMap<Want, Retry>,
@@ -98,7 +100,7 @@ pub struct Deps {
 
 /// Everything `pods` reference: configmaps and secrets (volumes, projected sources, env,
 /// envFrom, image pull secrets) and projected service account tokens.
-pub fn wanted(pods: &[Value]) -> BTreeSet<Want> {
+pub fn wanted<'a>(pods: impl IntoIterator<Item = &'a Value>) -> BTreeSet<Want> {
     let mut out = BTreeSet::new();
     for pod in pods {
         let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -410,7 +412,12 @@ impl Deps {
                 }
             }
             (w, other) => {
-                log::warn!("the cloud answered {w:?} with {other:?}; retrying later");
+                if let Some(n) = self.refused_log.allow(std::time::Instant::now()) {
+                    log::warn!(
+                        "the cloud answered {w:?} with {}; retrying later{n}",
+                        bus::reply_summary(&other)
+                    );
+                }
                 self.back_off(want, now_ms);
                 Answer::Nothing
             }

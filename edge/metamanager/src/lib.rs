@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use bus::{
     AckHandle, Bus, BusMessage, CloudObject, Link, Mailbox, ModuleId, ObjectKind, ObjectOp,
-    Shutdown, TokenKey, Wake,
+    Shutdown, Throttle, TokenKey, Wake,
 };
 use serde::{Deserialize, Serialize};
 use store::{KvStore, Op, StoreError};
@@ -30,6 +30,9 @@ use store::{KvStore, Op, StoreError};
 /// Most messages written in one transaction: bounds the batch's memory while still turning a
 /// burst of pushes into a few fsyncs.
 pub const MAX_BATCH: usize = 64;
+/// Most bytes ([`BusMessage::weight`]) taken into one transaction; the first message is
+/// always taken, so one object larger than this is written alone.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Schema version byte leading every stored value.
 const SCHEMA: u8 = 1;
@@ -325,15 +328,19 @@ impl MetaCore {
         };
         let mut d = bus::DesiredPods::default();
         for o in self.list(Some(ObjectKind::Pod))? {
-            d.pods.push(json(&o));
+            d.pods.push(std::rc::Rc::new(json(&o)));
         }
         for o in self.list(Some(ObjectKind::ConfigMap))? {
-            d.configmaps
-                .insert((o.namespace.clone(), o.name.clone()), json(&o));
+            d.configmaps.insert(
+                (o.namespace.clone(), o.name.clone()),
+                std::rc::Rc::new(json(&o)),
+            );
         }
         for o in self.list(Some(ObjectKind::Secret))? {
-            d.secrets
-                .insert((o.namespace.clone(), o.name.clone()), json(&o));
+            d.secrets.insert(
+                (o.namespace.clone(), o.name.clone()),
+                std::rc::Rc::new(json(&o)),
+            );
         }
         for (k, t) in self.tokens()? {
             d.tokens.insert(
@@ -348,21 +355,76 @@ impl MetaCore {
     }
 }
 
-/// Tells Edged what it must run now, from the store, and what the cloud said is missing.
-async fn publish(core: &MetaCore, deps: &deps::Deps, bus: &Bus) -> bool {
-    if !bus.is_enabled(ModuleId::Edged) {
-        return true;
+/// What the store holds, parsed once at start and kept current after every commit: Edged's
+/// desired state and the references to fetch come from here, so a burst costs its own
+/// objects, not a re-read and re-parse of everything stored, and every version of
+/// [`bus::DesiredPods`] shares these objects instead of copying them.
+#[derive(Default)]
+struct View {
+    objects: BTreeMap<(ObjectKind, String, String), std::rc::Rc<serde_json::Value>>,
+}
+
+impl View {
+    fn load(core: &MetaCore) -> Result<View, MetaError> {
+        let mut v = View::default();
+        for o in core.list(None)? {
+            let json = serde_json::from_slice(&o.record.json).unwrap_or_default();
+            v.objects
+                .insert((o.kind, o.namespace, o.name), std::rc::Rc::new(json));
+        }
+        Ok(v)
     }
-    match core.desired() {
-        Ok(mut d) => {
-            d.missing = deps.missing().clone();
-            bus.send(ModuleId::Edged, BusMessage::Desired(std::rc::Rc::new(d)))
-                .await
+
+    fn has(&self, kind: ObjectKind, ns: &str, name: &str) -> bool {
+        self.objects
+            .contains_key(&(kind, ns.to_owned(), name.to_owned()))
+    }
+
+    fn pods(&self) -> impl Iterator<Item = &serde_json::Value> {
+        self.objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == ObjectKind::Pod)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    fn desired(&self, core: &MetaCore, deps: &deps::Deps) -> bus::DesiredPods {
+        let mut d = bus::DesiredPods::default();
+        for ((kind, ns, name), v) in &self.objects {
+            let key = (ns.clone(), name.clone());
+            match kind {
+                ObjectKind::Pod => d.pods.push(v.clone()),
+                ObjectKind::ConfigMap => {
+                    d.configmaps.insert(key, v.clone());
+                }
+                ObjectKind::Secret => {
+                    d.secrets.insert(key, v.clone());
+                }
+                _ => {}
+            }
         }
-        Err(e) => {
-            log::error!("cannot read the store for edged: {e}");
-            true
+        match core.tokens() {
+            Ok(tokens) => {
+                for (k, t) in tokens {
+                    d.tokens.insert(
+                        k,
+                        bus::Token {
+                            token: t.token,
+                            expires_unix: t.expires_unix,
+                        },
+                    );
+                }
+            }
+            Err(e) => log::error!("cannot read stored tokens for edged: {e}"),
         }
+        d.missing = deps.missing().clone();
+        d
+    }
+}
+
+/// Tells Edged what it must run now (the bus's desired cell: never waits, never queued).
+fn publish(view: &View, core: &MetaCore, deps: &deps::Deps, bus: &Bus) {
+    if bus.is_enabled(ModuleId::Edged) {
+        bus.set_desired(std::rc::Rc::new(view.desired(core, deps)));
     }
 }
 
@@ -381,9 +443,12 @@ struct Burst {
     acks: Vec<Option<AckHandle>>,
     tokens: Vec<(TokenKey, Option<deps::StoredToken>)>,
     missing_changed: bool,
+    /// What the messages taken weigh ([`BusMessage::weight`]), against [`MAX_BATCH_BYTES`].
+    bytes: usize,
 }
 
 fn take(burst: &mut Burst, deps: &mut deps::Deps, msg: BusMessage, now: i64) {
+    burst.bytes += msg.weight();
     match msg {
         BusMessage::FromCloud(o) => {
             let ack = Some(o.ack.clone());
@@ -430,10 +495,16 @@ fn take(burst: &mut Burst, deps: &mut deps::Deps, msg: BusMessage, now: i64) {
 /// Runs MetaManager until shutdown.
 pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let mut deps = deps::Deps::new();
+    let mut view = match View::load(&core) {
+        Ok(v) => v,
+        Err(e) => {
+            log::error!("cannot read the store: {e}; starting from an empty view");
+            View::default()
+        }
+    };
     // Edged starts from the store, cloud or no cloud: this is what keeps pods running offline.
-    if !publish(&core, &deps, &bus).await {
-        return;
-    }
+    publish(&view, &core, &deps, &bus);
+    let mut store_failed = Throttle::default();
     // Retries of queries come due on this tick.
     let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(1));
     loop {
@@ -443,10 +514,13 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
             Wake::Stop => return,
             Wake::Tick => {}
             Wake::Mail(first) => {
-                // Take whatever else is already waiting, up to MAX_BATCH, for one transaction.
+                // Group commit: whatever else is already waiting, up to MAX_BATCH messages
+                // and MAX_BATCH_BYTES, shares one transaction. What does not fit stays in
+                // the mailbox for the next one.
                 take(&mut burst, &mut deps, first, now);
                 for _ in 1..MAX_BATCH {
-                    match mailbox.try_recv() {
+                    let left = MAX_BATCH_BYTES.saturating_sub(burst.bytes);
+                    match mailbox.try_recv_within(left) {
                         Some(m) => take(&mut burst, &mut deps, m, now),
                         None => break,
                     }
@@ -455,39 +529,45 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
         }
         let mut changed = burst.missing_changed;
         if !burst.objects.is_empty() || !burst.tokens.is_empty() {
-            let objs: Vec<&CloudObject> = burst.objects.iter().collect();
-            match core.commit(&objs, &burst.tokens) {
+            let result = {
+                let objs: Vec<&CloudObject> = burst.objects.iter().collect();
+                core.commit(&objs, &burst.tokens)
+            };
+            match result {
                 Ok(results) => {
-                    changed |= !burst.tokens.is_empty()
-                        || results
-                            .iter()
-                            .any(|r| matches!(r, Applied::Stored | Applied::Deleted));
-                    for ((obj, res), ack) in objs.iter().zip(results).zip(&burst.acks) {
+                    store_failed.reset();
+                    changed |= !burst.tokens.is_empty();
+                    let mut acks = Vec::with_capacity(results.len());
+                    for ((obj, res), ack) in burst.objects.into_iter().zip(results).zip(burst.acks)
+                    {
+                        let key = (obj.kind, obj.namespace, obj.name);
                         match res {
+                            Applied::Stored => {
+                                view.objects.insert(key.clone(), std::rc::Rc::new(obj.object));
+                                changed = true;
+                            }
+                            Applied::Deleted => {
+                                view.objects.remove(&key);
+                                changed = true;
+                            }
                             Applied::Stale { stored } => log::debug!(
                                 "{} {}/{} rv {} is older than stored rv {stored}; kept the stored one",
-                                obj.kind.as_str(),
-                                obj.namespace,
-                                obj.name,
+                                key.0.as_str(),
+                                key.1,
+                                key.2,
                                 obj.resource_version
                             ),
-                            other => log::debug!(
-                                "{} {}/{}: {other:?}",
-                                obj.kind.as_str(),
-                                obj.namespace,
-                                obj.name
-                            ),
+                            Applied::NothingToDelete => {}
                         }
-                        if obj.op == ObjectOp::Upsert
-                            && deps.arrived(obj.kind, &obj.namespace, &obj.name)
-                        {
+                        if obj.op == ObjectOp::Upsert && deps.arrived(key.0, &key.1, &key.2) {
                             changed = true;
                         }
-                        let Some(ack) = ack.clone().filter(|a| !a.msg_id.is_empty()) else {
-                            continue;
-                        };
+                        acks.extend(ack.filter(|a| !a.msg_id.is_empty()));
+                    }
+                    // Only now, after the commit: every acknowledgement of the burst.
+                    for ack in acks {
                         if !bus
-                            .send(ModuleId::EdgeHub, BusMessage::Persisted(ack))
+                            .send(ModuleId::EdgeHub, BusMessage::Persisted(Box::new(ack)))
                             .await
                         {
                             return;
@@ -497,34 +577,34 @@ pub async fn run(core: MetaCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown)
                 // Nothing is acknowledged: the cloud resends (queries are asked again), and the
                 // next attempt may succeed (a full disk freed, say). The store stays at its last
                 // committed state.
-                Err(e) => log::error!(
-                    "cannot persist {} object(s) from the cloud: {e}",
-                    burst.objects.len()
-                ),
+                Err(e) => {
+                    if let Some(n) = store_failed.allow(std::time::Instant::now()) {
+                        log::error!(
+                            "cannot persist {} object(s) from the cloud: {e}{n}",
+                            burst.objects.len()
+                        );
+                    }
+                }
             }
         }
-        if !fetch(&core, &mut deps, &bus, &mut changed).await {
+        if !fetch(&core, &view, &mut deps, &bus, &mut changed).await {
             return;
         }
-        if changed && !publish(&core, &deps, &bus).await {
-            return;
+        if changed {
+            publish(&view, &core, &deps, &bus);
         }
     }
 }
 
 /// Asks for what the stored pods need and the store lacks; drops tokens of pods gone.
-async fn fetch(core: &MetaCore, deps: &mut deps::Deps, bus: &Bus, changed: &mut bool) -> bool {
-    let pods: Vec<serde_json::Value> = match core.list(Some(ObjectKind::Pod)) {
-        Ok(list) => list
-            .iter()
-            .filter_map(|o| serde_json::from_slice(&o.record.json).ok())
-            .collect(),
-        Err(e) => {
-            log::error!("cannot read stored pods: {e}");
-            return true;
-        }
-    };
-    let wanted = deps::wanted(&pods);
+async fn fetch(
+    core: &MetaCore,
+    view: &View,
+    deps: &mut deps::Deps,
+    bus: &Bus,
+    changed: &mut bool,
+) -> bool {
+    let wanted = deps::wanted(view.pods());
     let tokens = core.tokens().unwrap_or_default();
     let stale: Vec<(TokenKey, Option<deps::StoredToken>)> = tokens
         .keys()
@@ -541,7 +621,7 @@ async fn fetch(core: &MetaCore, deps: &mut deps::Deps, bus: &Bus, changed: &mut 
             Err(e) => log::error!("cannot drop tokens of deleted pods: {e}"),
         }
     }
-    let has = |kind, ns: &str, name: &str| matches!(core.get(kind, ns, name), Ok(Some(_)));
+    let has = |kind, ns: &str, name: &str| view.has(kind, ns, name);
     let reqs = deps.poll(&wanted, has, |k| tokens.get(k).cloned(), now_ms());
     for (id, request) in reqs {
         let msg = BusMessage::ToCloud {

@@ -25,12 +25,14 @@ pub const L_CONTAINER: &str = "io.kubernetes.container.name";
 /// The CRI adapter.
 pub struct CriRuntime {
     cri: Rc<CriClient>,
+    pull_log: std::cell::RefCell<bus::Throttle>,
 }
 
 impl CriRuntime {
     pub fn new(endpoint: &str) -> Result<Self, cri::CriError> {
         Ok(CriRuntime {
             cri: Rc::new(CriClient::new(endpoint)?),
+            pull_log: Default::default(),
         })
     }
 
@@ -95,7 +97,10 @@ impl CriRuntime {
                 // A gateway offline from its registry still runs what it has: Always is
                 // honoured when the registry answers, the local copy used when it does not.
                 Err(e) if present => {
-                    log::warn!("pulling {image} failed ({e}); using the local copy");
+                    // Every start of an offline gateway tries again: one line a minute.
+                    if let Some(n) = self.pull_log.borrow_mut().allow(std::time::Instant::now()) {
+                        log::warn!("pulling {image} failed ({e}); using the local copy{n}");
+                    }
                     Ok(())
                 }
                 Err(e) => Err(StartError::Pull(e.to_string())),

@@ -176,11 +176,11 @@ mod tests {
         let mut d = DesiredPods::default();
         d.configmaps.insert(
             ("default".into(), "cfg".into()),
-            json!({"data": {"A": "from-cm", "B": "b"}}),
+            std::rc::Rc::new(json!({"data": {"A": "from-cm", "B": "b"}})),
         );
         d.secrets.insert(
             ("default".into(), "s".into()),
-            json!({"data": {"PW": "aGVsbG8="}}),
+            std::rc::Rc::new(json!({"data": {"PW": "aGVsbG8="}})),
         );
         d
     }

@@ -175,6 +175,7 @@ impl Retry {
 
 #[derive(Default)]
 struct PodState {
+    other_log: bus::Throttle,
     /// The last error of each container, (reason, message).
     errors: HashMap<String, (String, String)>,
     /// Image pull back-off per container, with the last pull error.
@@ -295,7 +296,12 @@ impl Reconciler {
                     };
                     st.errors.insert(container, (reason, message));
                 }
-                Failure::Other(m) => log::warn!("pod {uid}: {m}"),
+                Failure::Other(m) => {
+                    // Stops and removals are retried every pass: one line a minute per pod.
+                    if let Some(n) = st.other_log.allow(std::time::Instant::now()) {
+                        log::warn!("pod {uid}: {m}{n}");
+                    }
+                }
             }
         }
         if !sandbox_failed {

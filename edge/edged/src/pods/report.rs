@@ -20,6 +20,10 @@ pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
 /// Request ids of pod work: a range of their own so NodeAgent ignores their replies.
 pub const FIRST_ID: u32 = 0x8000_0000;
+/// Status reports and deletions in flight at most, over all pods: with NodeAgent's few
+/// requests this stays within Edged's part of the bus contract (its reply room).
+pub const IN_FLIGHT: usize = 16;
+const _: () = assert!(IN_FLIGHT + 8 <= bus::ModuleId::Edged.in_flight());
 
 #[derive(Clone, Debug, PartialEq)]
 enum Sent {
@@ -96,7 +100,11 @@ impl Reporter {
         if !self.connected {
             return out;
         }
+        let mut in_flight = self.pods.values().filter(|r| r.in_flight.is_some()).count();
         for (uid, r) in self.pods.iter_mut() {
+            if in_flight >= IN_FLIGHT {
+                break; // the rest go as answers come back
+            }
             if r.gone || r.in_flight.is_some() || now_ms < r.retry.not_before {
                 continue;
             }
@@ -123,6 +131,7 @@ impl Reporter {
             };
             self.next_id = self.next_id.wrapping_add(1).max(FIRST_ID);
             r.in_flight = Some((id, sent));
+            in_flight += 1;
             out.push((id, req));
         }
         out
@@ -175,9 +184,10 @@ impl Reporter {
                         Sent::Delete => "deletion",
                     };
                     log::warn!(
-                        "pod {}/{}: the cloud refused its {what}: {other:?}; retrying with back-off",
+                        "pod {}/{}: the cloud refused its {what}: {}; retrying with back-off",
                         r.namespace,
-                        r.name
+                        r.name,
+                        bus::reply_summary(other)
                     );
                 }
                 back_off(r, now_ms);

@@ -524,15 +524,15 @@ mod tests {
         let mut d = DesiredPods::default();
         d.configmaps.insert(
             ("default".into(), "kube-root-ca.crt".into()),
-            json!({"data": {"ca.crt": "PEM"}}),
+            std::rc::Rc::new(json!({"data": {"ca.crt": "PEM"}})),
         );
         d.configmaps.insert(
             ("default".into(), "app".into()),
-            json!({"data": {"a": "1", "b": "2"}, "binaryData": {"bin": "AAE="}}),
+            std::rc::Rc::new(json!({"data": {"a": "1", "b": "2"}, "binaryData": {"bin": "AAE="}})),
         );
         d.secrets.insert(
             ("default".into(), "s".into()),
-            json!({"data": {"pw": "aGVsbG8=", "bad": "!!"}}),
+            std::rc::Rc::new(json!({"data": {"pw": "aGVsbG8=", "bad": "!!"}})),
         );
         d.tokens.insert(
             TokenKey {

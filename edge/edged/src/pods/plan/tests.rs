@@ -51,7 +51,7 @@ fn pod(extra: Value) -> Value {
 
 fn desired(pods: Vec<Value>) -> DesiredPods {
     DesiredPods {
-        pods,
+        pods: pods.into_iter().map(std::rc::Rc::new).collect(),
         ..Default::default()
     }
 }
@@ -346,7 +346,7 @@ fn objects_not_on_the_node_wait_and_missing_ones_are_kubelets_errors() {
     d.missing.clear();
     d.configmaps.insert(
         ("default".into(), "cfg".into()),
-        json!({"data": {"k": "v"}}),
+        std::rc::Rc::new(json!({"data": {"k": "v"}})),
     );
     let p = run(&mut r, &d, &with_sb, 3, T0);
     let start = p.ops.iter().flat_map(|o| &o.actions).find_map(|a| match a {
@@ -416,7 +416,7 @@ fn volumes_are_written_first_and_again_only_when_their_contents_change() {
     let mut d = desired(vec![vol_pod]);
     d.configmaps.insert(
         ("default".into(), "cfg".into()),
-        json!({"data": {"k": "1"}}),
+        std::rc::Rc::new(json!({"data": {"k": "1"}})),
     );
     let p = run(&mut r, &d, &Snapshot::default(), 1, T0);
     assert_eq!(kinds(&p.ops[0]), ["volumes", "run-sandbox"]);
@@ -439,7 +439,7 @@ fn volumes_are_written_first_and_again_only_when_their_contents_change() {
     );
     d.configmaps.insert(
         ("default".into(), "cfg".into()),
-        json!({"data": {"k": "2"}}),
+        std::rc::Rc::new(json!({"data": {"k": "2"}})),
     );
     let p = run(&mut r, &d, &with_sb, 3, T0);
     assert_eq!(
