@@ -57,6 +57,12 @@ pub struct State {
     /// Answers to object queries that need the edge's acknowledgement: (resource, msg id).
     pub answers: Vec<(String, String)>,
     pub patch_answer: Option<PatchAnswer>,
+    /// Answer device reports (`…/twin/edge_updated`, `…/state/update`) with `"OK"` as our
+    /// cloud's DeviceController does (benchmarks: an edge-only sink); off, they are kept
+    /// unanswered, as upstream's cloud leaves them.
+    pub confirm_device_reports: bool,
+    /// Device reports received: when, the resource, the content.
+    pub device_reports: Vec<(std::time::Instant, String, Value)>,
     rv: u64,
     tokens: u64,
 }
@@ -354,6 +360,22 @@ fn handle(st: &Mutex<State>, m: Message) -> Vec<Message> {
     let Ok(path) = ResourcePath::parse(&m.route.resource) else {
         return vec![];
     };
+    if let ResourcePath::Device { .. } = &path {
+        s.frames.pop(); // kept apart, so a flood of reports does not grow the frame log
+        s.device_reports.push((
+            std::time::Instant::now(),
+            m.route.resource.clone(),
+            m.content.clone(),
+        ));
+        if s.confirm_device_reports {
+            let mut ok = m.response_to(json!("OK"), now_ms());
+            ok.route.source = ModuleName::DeviceController;
+            ok.route.group = Group::Twin;
+            ok.route.resource = ResourcePath::Twin.to_string();
+            return vec![ok];
+        }
+        return vec![];
+    }
     let (ns, kind, name) = match &path {
         ResourcePath::Object {
             namespace,

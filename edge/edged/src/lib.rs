@@ -426,52 +426,6 @@ fn rfc3339(t: SystemTime) -> String {
 /// Runs Edged until shutdown: the node lifecycle and the pods, as two loops of one task, so a
 /// slow container runtime (an image pull) never delays the lease or node status.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
-    let facts = sysinfo::read_facts(&cfg.data_dir);
-    let node_resources = {
-        let (_, alloc) = node::resources(&facts, &cfg.reservations);
-        pods::volumes::NodeResources {
-            cpu_millis: u64::from(facts.cpus) * 1000
-                - cfg
-                    .reservations
-                    .cpu_millis
-                    .min(u64::from(facts.cpus) * 1000),
-            memory_bytes: alloc["memory"]
-                .as_str()
-                .and_then(|m| proto::quantity::units(m, false))
-                .unwrap_or(0),
-            ephemeral_bytes: alloc["ephemeral-storage"]
-                .as_str()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0),
-        }
-    };
-    let mut agent = NodeAgent::new(
-        &cfg.node_name,
-        facts,
-        cfg.status_interval,
-        cfg.lease_interval,
-        Instant::now(),
-    );
-    agent.set_reservations(cfg.reservations.clone());
-    let desired: Rc<Watch<Rc<bus::DesiredPods>>> = Rc::new(Watch::new(Default::default()));
-    let link: Rc<Watch<(bool, Option<String>)>> = Rc::new(Watch::new((false, None)));
-    let health: Rc<Watch<RuntimeHealth>> = Rc::new(Watch::new(RuntimeHealth::Unknown));
-    let (reply_tx, reply_rx) = smol::channel::unbounded();
-    let inputs = pods::Inputs {
-        desired: desired.clone(),
-        link: link.clone(),
-        replies: reply_rx,
-        health: health.clone(),
-    };
-    let pod_cfg = pods::PodConfig {
-        root: cfg.data_dir.join("pods"),
-        sync_period: cfg.pod_sync_period,
-        reconciler: pods::plan::ReconcilerConfig {
-            root: cfg.data_dir.join("pods"),
-            crash_backoff: cfg.crash_backoff,
-            node: node_resources,
-        },
-    };
     let runtime = match &cfg.cri_endpoint {
         Some(ep) => match pods::cri_runtime::CriRuntime::new(ep) {
             Ok(r) => Some(r),
@@ -482,33 +436,109 @@ pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdow
         },
         None => None,
     };
-    let node_loop = node_loop(
-        &cfg,
-        agent,
-        &mailbox,
-        &bus,
-        &shutdown,
-        NodeLinks {
-            desired,
-            link,
-            health,
-            replies: reply_tx,
-        },
-    );
-    let pod_loop = async {
-        match &runtime {
-            Some(r) => {
-                let cri = r.client();
-                cri.with(pods::run(Some(r), pod_cfg, inputs, &bus, &shutdown))
-                    .await
-            }
-            None => {
-                pods::run::<pods::cri_runtime::CriRuntime>(None, pod_cfg, inputs, &bus, &shutdown)
-                    .await
-            }
+    let loops = Loops::new(&cfg);
+    match &runtime {
+        Some(r) => {
+            let cri = r.client();
+            cri.with(loops.run(Some(r), &mailbox, &bus, &shutdown))
+                .await
         }
-    };
-    smol::future::zip(node_loop, pod_loop).await;
+        None => {
+            loops
+                .run::<pods::cri_runtime::CriRuntime>(None, &mailbox, &bus, &shutdown)
+                .await
+        }
+    }
+}
+
+/// Edged's two loops, ready to run on a runtime.
+struct Loops<'a> {
+    cfg: &'a EdgedConfig,
+    agent: NodeAgent,
+    pod_cfg: pods::PodConfig,
+    inputs: pods::Inputs,
+    links: NodeLinks,
+}
+
+impl<'a> Loops<'a> {
+    fn new(cfg: &'a EdgedConfig) -> Self {
+        let facts = sysinfo::read_facts(&cfg.data_dir);
+        let node_resources = {
+            let (_, alloc) = node::resources(&facts, &cfg.reservations);
+            pods::volumes::NodeResources {
+                cpu_millis: u64::from(facts.cpus) * 1000
+                    - cfg
+                        .reservations
+                        .cpu_millis
+                        .min(u64::from(facts.cpus) * 1000),
+                memory_bytes: alloc["memory"]
+                    .as_str()
+                    .and_then(|m| proto::quantity::units(m, false))
+                    .unwrap_or(0),
+                ephemeral_bytes: alloc["ephemeral-storage"]
+                    .as_str()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(0),
+            }
+        };
+        let mut agent = NodeAgent::new(
+            &cfg.node_name,
+            facts,
+            cfg.status_interval,
+            cfg.lease_interval,
+            Instant::now(),
+        );
+        agent.set_reservations(cfg.reservations.clone());
+        let desired: Rc<Watch<Rc<bus::DesiredPods>>> = Rc::new(Watch::new(Default::default()));
+        let link: Rc<Watch<(bool, Option<String>)>> = Rc::new(Watch::new((false, None)));
+        let health: Rc<Watch<RuntimeHealth>> = Rc::new(Watch::new(RuntimeHealth::Unknown));
+        let (reply_tx, reply_rx) = smol::channel::unbounded();
+        let inputs = pods::Inputs {
+            desired: desired.clone(),
+            link: link.clone(),
+            replies: reply_rx,
+            health: health.clone(),
+        };
+        let pod_cfg = pods::PodConfig {
+            root: cfg.data_dir.join("pods"),
+            sync_period: cfg.pod_sync_period,
+            reconciler: pods::plan::ReconcilerConfig {
+                root: cfg.data_dir.join("pods"),
+                crash_backoff: cfg.crash_backoff,
+                node: node_resources,
+            },
+        };
+        Loops {
+            cfg,
+            agent,
+            pod_cfg,
+            inputs,
+            links: NodeLinks {
+                desired,
+                link,
+                health,
+                replies: reply_tx,
+            },
+        }
+    }
+}
+
+impl Loops<'_> {
+    /// The node loop and the pod loop side by side: the node loop only reads the mailbox
+    /// and hands the pod loop its inputs through cells and an unbounded (by the reporter's
+    /// in-flight limit) reply channel, never waiting on it, so a runtime call that takes
+    /// minutes (an image pull) never delays the lease or node status.
+    async fn run<R: pods::runtime::Runtime>(
+        self,
+        rt: Option<&R>,
+        mailbox: &Mailbox,
+        bus: &Bus,
+        shutdown: &Shutdown,
+    ) {
+        let node = node_loop(self.cfg, self.agent, mailbox, bus, shutdown, self.links);
+        let pods = pods::run(rt, self.pod_cfg, self.inputs, bus, shutdown);
+        smol::future::zip(node, pods).await;
+    }
 }
 
 /// What the node loop shares with the pod loop.

@@ -244,3 +244,138 @@ fn a_store_that_cannot_write_is_reported_not_ready_until_it_writes_again() {
     assert_eq!(cond(&reqs, "Ready").0, "True", "writable again: Ready");
     assert_eq!(cond(&reqs, "DiskPressure").0, "False");
 }
+
+/// A runtime whose every call takes forever (an image pull that never ends): the pod loop
+/// is stuck inside its first call.
+#[derive(Default)]
+struct Stuck {
+    calls: std::cell::Cell<u32>,
+}
+
+impl Stuck {
+    async fn never<T>(&self) -> T {
+        self.calls.set(self.calls.get() + 1);
+        std::future::pending().await
+    }
+}
+
+impl pods::runtime::Runtime for Stuck {
+    async fn version(&self) -> Result<String, String> {
+        self.never().await
+    }
+    async fn observe(&self) -> Result<pods::runtime::Snapshot, String> {
+        self.never().await
+    }
+    async fn run_sandbox(&self, _: &pods::runtime::SandboxSpec) -> Result<String, String> {
+        self.never().await
+    }
+    async fn stop_sandbox(&self, _: &str) -> Result<(), String> {
+        self.never().await
+    }
+    async fn remove_sandbox(&self, _: &str) -> Result<(), String> {
+        self.never().await
+    }
+    async fn start_container(
+        &self,
+        _: &str,
+        _: &pods::runtime::SandboxSpec,
+        _: &pods::runtime::ContainerSpec,
+    ) -> Result<String, pods::runtime::StartError> {
+        self.never().await
+    }
+    async fn stop_container(&self, _: &str, _: Duration) -> Result<(), String> {
+        self.never().await
+    }
+    async fn remove_container(&self, _: &str) -> Result<(), String> {
+        self.never().await
+    }
+    async fn exec(&self, _: &str, _: &[String], _: Duration) -> Result<i32, String> {
+        self.never().await
+    }
+}
+
+#[test]
+fn the_lease_is_renewed_while_the_pod_loop_is_stuck_in_the_runtime() {
+    let dir = std::env::temp_dir().join(format!("edged-stuck-{}", std::process::id()));
+    let cfg = EdgedConfig {
+        node_name: "edge0".into(),
+        status_interval: Duration::from_millis(50),
+        lease_interval: Duration::from_millis(50),
+        data_dir: dir.clone(),
+        cri_endpoint: None,
+        crash_backoff: Duration::from_secs(10),
+        pod_sync_period: Duration::from_millis(50),
+        reservations: Reservations::default(),
+        store: StoreWatch::default(),
+    };
+    let (bus, mut boxes) = bus::Bus::new(&[ModuleId::EdgeHub, ModuleId::Edged]);
+    let edged_box = boxes.pop().unwrap();
+    let hub = boxes.pop().unwrap();
+    assert_eq!(hub.id, ModuleId::EdgeHub);
+    let (_trigger, shutdown) = bus::Shutdown::new();
+    let rt = Stuck::default();
+    let ex = smol::LocalExecutor::new();
+    let renewals = smol::block_on(ex.run(async {
+        let edged = Loops::new(&cfg).run(Some(&rt), &edged_box, &bus, &shutdown);
+        let cloud = async {
+            bus.set_link(up());
+            bus.set_desired(Rc::new(bus::DesiredPods {
+                pods: vec![Rc::new(
+                    json!({"metadata": {"name": "p", "namespace": "default",
+                    "uid": "u1"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+                )],
+                ..Default::default()
+            }));
+            // Play EdgeHub and the cloud until three lease renewals came, 10 s at most.
+            let mut renewals = 0;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while renewals < 3 && Instant::now() < deadline {
+                let msg = smol::future::or(hub.recv(), async {
+                    smol::Timer::at(deadline).await;
+                    None
+                })
+                .await;
+                let Some(BusMessage::ToCloud { id, request, .. }) = msg else {
+                    continue;
+                };
+                let reply = match request {
+                    CloudRequest::RegisterNode { .. } => {
+                        Reply::Object(json!({"metadata": {"uid": "n1"}}))
+                    }
+                    CloudRequest::QueryLease => Reply::Failed {
+                        code: 404,
+                        reason: "NotFound".into(),
+                        message: String::new(),
+                    },
+                    CloudRequest::CreateLease { lease } => Reply::Object(lease),
+                    CloudRequest::UpdateLease { lease } => {
+                        renewals += 1;
+                        Reply::Object(lease)
+                    }
+                    _ => Reply::Object(json!({})),
+                };
+                bus.deliver(
+                    ModuleId::Edged,
+                    BusMessage::Reply {
+                        id,
+                        outcome: answered(reply),
+                    },
+                )
+                .unwrap();
+            }
+            renewals
+        };
+        smol::future::or(cloud, async {
+            edged.await;
+            0
+        })
+        .await
+    }));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        rt.calls.get(),
+        1,
+        "the pod loop sits in its first runtime call"
+    );
+    assert_eq!(renewals, 3, "the lease is renewed all the same");
+}
