@@ -95,7 +95,9 @@ impl ModuleId {
             // NodeAgent (registration, status, lease: a handful) and the pod reporter (16).
             ModuleId::Edged => 24,
             ModuleId::MetaManager => 8,
-            ModuleId::DeviceTwin => 16,
+            // Twin reports: a window wide enough for thousands of updates a second when
+            // the cloud answers in a millisecond.
+            ModuleId::DeviceTwin => 64,
         }
     }
 

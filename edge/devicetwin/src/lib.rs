@@ -659,19 +659,32 @@ const IN_FLIGHT: usize = ModuleId::DeviceTwin.in_flight();
 /// that reads its mailbox while it waits never lets it fill.
 pub const OUTBOX_BYTES: usize = 256 << 10;
 
-/// Messages handled per store commit at most: bounds the uncommitted buffer and how long a
-/// burst delays its first result.
-pub const MAX_BATCH: usize = 64;
+/// Messages handled per store commit at most: bounds the uncommitted buffer (a device
+/// document is at most a few KiB) and how long a burst delays its first result.
+pub const MAX_BATCH: usize = 256;
+/// A round of taking mail that got this many means a burst: yield once and take more into
+/// the same commit.
+const BURST_ROUND: usize = 16;
 
 /// What handling one bus message produced, acted on only after the commit.
 #[derive(Default)]
 struct Effects {
     publish: Vec<Out>,
     persisted: Vec<bus::AckHandle>,
+    /// A message that may have changed devices or queued a report: commit before acting.
+    durable: bool,
 }
+
+/// Confirmed reports whose removal from the store queue may wait for the next commit at
+/// most. A confirmation needs no fsync of its own: lost in a crash, the report is sent once
+/// more (a resend of an older report is followed by the newer ones, in queue order), so
+/// confirmations ride on the commits of updates, on this many, or on the 1 s tick.
+pub const LAZY_CONFIRMS: usize = 256;
 
 /// The runner's state besides the core.
 struct Runner {
+    /// Reports confirmed while handling the current batch.
+    confirmed_now: usize,
     connected: bool,
     in_flight: Vec<(RequestId, Vec<u8>)>,
     next_id: u32,
@@ -679,6 +692,7 @@ struct Runner {
 
 impl Runner {
     fn handle(&mut self, core: &mut TwinCore, msg: BusMessage, now: i64, fx: &mut Effects) {
+        fx.durable |= !matches!(msg, BusMessage::Reply { .. } | BusMessage::Link(_));
         let result = match msg {
             BusMessage::Mqtt { topic, payload } => core.on_mqtt(&topic, &payload, now),
             BusMessage::FromCloud(obj) => {
@@ -705,11 +719,10 @@ impl Runner {
                         Outcome::Answered {
                             reply: Reply::Ok | Reply::Object(_),
                             ..
-                        } => {
-                            if let Err(e) = core.confirmed(&key) {
-                                log::error!("twin: cannot drop a confirmed report: {e}");
-                            }
-                        }
+                        } => match core.confirmed(&key) {
+                            Ok(()) => self.confirmed_now += 1,
+                            Err(e) => log::error!("twin: cannot drop a confirmed report: {e}"),
+                        },
                         _ => log::debug!("twin report not confirmed; it stays queued"),
                     }
                 }
@@ -806,13 +819,15 @@ impl Outbox {
 /// Runs DeviceTwin until shutdown.
 pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
     let mut r = Runner {
+        confirmed_now: 0,
         connected: false,
         in_flight: Vec::new(),
         next_id: 0,
     };
     let mut outbox = Outbox::default();
     let mut store_failed = bus::Throttle::default();
-    let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(5));
+    let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(1));
+    let mut lazy = 0usize;
     loop {
         use smol::future::FutureExt;
         outbox.flush(&bus);
@@ -831,20 +846,51 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
         };
         let now = now_ms();
         let mut fx = Effects::default();
+        let tick = matches!(wake, Wake::Tick);
         match wake {
-            Wake::Stop => return,
+            Wake::Stop => {
+                if outbox.shed > 0 || core.dropped > 0 {
+                    log::info!(
+                        "twin: {} MQTT results shed, {} reports dropped since start",
+                        outbox.shed,
+                        core.dropped
+                    );
+                }
+                return;
+            }
             Wake::Tick => {}
             Wake::Mail(first) => {
-                // Group commit: everything already waiting shares the commit below.
+                // Group commit: everything already waiting shares the commit below. While a
+                // burst is on (a round took many), let the senders run once and take what
+                // they added too: a commit costs about the same for 10 messages or 200.
                 r.handle(&mut core, first, now, &mut fx);
-                for _ in 1..MAX_BATCH {
-                    let Some(msg) = mailbox.try_recv() else {
+                let mut taken = 1;
+                loop {
+                    let before = taken;
+                    while taken < MAX_BATCH {
+                        let Some(msg) = mailbox.try_recv() else {
+                            break;
+                        };
+                        r.handle(&mut core, msg, now, &mut fx);
+                        taken += 1;
+                    }
+                    if taken >= MAX_BATCH || taken - before < BURST_ROUND {
                         break;
-                    };
-                    r.handle(&mut core, msg, now, &mut fx);
+                    }
+                    smol::future::yield_now().await;
                 }
             }
         }
+        lazy += r.confirmed_now;
+        r.confirmed_now = 0;
+        if !(fx.durable || tick || lazy >= LAZY_CONFIRMS) {
+            // Only confirmations: send the next reports now, commit their removal later.
+            if !r.send_reports(&core, &bus).await {
+                return;
+            }
+            continue;
+        }
+        lazy = 0;
         if let Err(e) = core.commit() {
             if let Some(n) = store_failed.allow(std::time::Instant::now()) {
                 log::error!("twin: store commit failed, the last messages changed nothing: {e}{n}");
@@ -1182,5 +1228,107 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The store, noting at each commit what the modules had been handed so far.
+    struct Watching {
+        inner: Box<dyn KvStore>,
+        bus: std::cell::RefCell<Option<Bus>>,
+        /// (results queued for EventBus, messages queued for EdgeHub) at each commit.
+        commits: std::cell::RefCell<Vec<(usize, usize)>>,
+    }
+
+    impl KvStore for Watching {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<store::Pairs, StoreError> {
+            self.inner.scan_prefix(prefix)
+        }
+        fn apply(&self, ops: &[Op]) -> Result<(), StoreError> {
+            if let Some(bus) = self.bus.borrow().as_ref() {
+                self.commits.borrow_mut().push((
+                    bus.queued(ModuleId::EventBus).0,
+                    bus.queued(ModuleId::EdgeHub).0,
+                ));
+            }
+            self.inner.apply(ops)
+        }
+        fn bytes_written(&self) -> u64 {
+            self.inner.bytes_written()
+        }
+    }
+
+    #[test]
+    fn a_burst_is_one_commit_and_results_and_acks_go_out_only_after_it() {
+        let p = std::env::temp_dir().join(format!("twin-burst-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let watching = Rc::new(Watching {
+            inner: store::open(&p, store::Backend::Redb).unwrap(),
+            bus: Default::default(),
+            commits: Default::default(),
+        });
+        let core = TwinCore::new("edge0", watching.clone()).unwrap();
+        let (bus, mut boxes) =
+            Bus::new(&[ModuleId::EdgeHub, ModuleId::EventBus, ModuleId::DeviceTwin]);
+        *watching.bus.borrow_mut() = Some(bus.clone());
+        let twin = boxes.pop().unwrap();
+        let (eventbus, hub) = (boxes.pop().unwrap(), boxes.pop().unwrap());
+        bus.deliver(
+            ModuleId::DeviceTwin,
+            BusMessage::FromCloud(Box::new(device_obj("20"))),
+        )
+        .unwrap();
+        const N: usize = 40;
+        for v in 0..N {
+            let msg = format!(
+                r#"{{"event_id":"e{v}","twin":{{"temperature":{{"actual":{{"value":"{v}"}}}}}}}}"#
+            );
+            bus.deliver(
+                ModuleId::DeviceTwin,
+                BusMessage::Mqtt {
+                    topic: UPD.into(),
+                    payload: msg.into_bytes(),
+                },
+            )
+            .unwrap();
+        }
+        let (mut trigger, shutdown) = Shutdown::new();
+        let ex = smol::LocalExecutor::new();
+        let results = smol::block_on(ex.run(async {
+            let task = ex.spawn(run(core, twin, bus.clone(), shutdown));
+            let mut results = 0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while results < N && std::time::Instant::now() < deadline {
+                let m = smol::future::or(eventbus.recv(), async {
+                    smol::Timer::at(deadline).await;
+                    None
+                })
+                .await;
+                if let Some(BusMessage::MqttPublish { topic, .. }) = m {
+                    results += topic.ends_with("/twin/update/result") as usize;
+                }
+            }
+            trigger.trigger();
+            task.await;
+            results
+        }));
+        assert_eq!(results, N, "every update answered");
+        let commits = watching.commits.borrow().clone();
+        assert_eq!(commits.len(), 1, "one commit for the burst: {commits:?}");
+        assert_eq!(
+            commits[0],
+            (0, 0),
+            "no result, acknowledgement or report before the commit"
+        );
+        let mut acks = 0;
+        while let Some(m) = hub.try_recv() {
+            acks += matches!(m, BusMessage::Persisted(_)) as usize;
+        }
+        assert_eq!(
+            acks, 1,
+            "the device object is acknowledged after the commit"
+        );
+        let _ = std::fs::remove_file(&p);
     }
 }

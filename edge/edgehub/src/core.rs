@@ -16,6 +16,13 @@ use proto::{Group, Message, ModuleName, Operation, ResourceKind, ResourcePath};
 /// every request edgecore makes is periodic or retried, so losing the oldest is recoverable,
 /// while an unbounded table is not.
 pub const PENDING_CAPACITY: usize = 128;
+// Every module within its request limit fits the table together: nothing is evicted.
+const _: () = assert!(
+    ModuleId::Edged.in_flight()
+        + ModuleId::MetaManager.in_flight()
+        + ModuleId::DeviceTwin.in_flight()
+        <= PENDING_CAPACITY
+);
 
 /// How long an answer may take (upstream metamanager's remote query timeout, §3.4).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
