@@ -1,6 +1,8 @@
 //! Delivery benchmark: edgecore's memory and store size holding 100 pods, 100 configmaps and
 //! 100 secrets, for the redb and sled backends side by side; then messages per second and
-//! p50/p99 latency from `apply` to the edge's acknowledgement for a burst of 1,000 pods.
+//! p50/p99 latency from `apply` to the edge's acknowledgement for a burst of 1,000 pods, with
+//! the group-commit numbers (store commits and flash bytes per 1,000 objects, from
+//! edgecore's exit line); and edgecore's memory holding one pod with ten 3.5 MiB configmaps.
 //!
 //! Needs a release edgecore built with `--features sled` (scripts/bench.sh does that).
 
@@ -34,7 +36,8 @@ fn edge_on(cloud: &Cloud, backend: &str) -> (Edge, e2e::Proc) {
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     cfg["store"] = serde_json::json!({ "backend": backend });
     std::fs::write(&path, cfg.to_string()).unwrap();
-    let run = edge.run_with(&["--log-level", "warn"]);
+    // Info: edgecore's exit line counts the store's commits and bytes.
+    let run = edge.run_with(&["--log-level", "info"]);
     cloud.wait_ready("bench-edge", true, Duration::from_secs(60));
     (edge, run)
 }
@@ -79,12 +82,71 @@ fn footprint(backend: &str) -> String {
     )
 }
 
+/// One pod using ten 3.5 MiB configmaps: edgecore's memory once all are stored (the byte
+/// bounds: mailboxes, batches and shared objects instead of copies).
+fn big_configmaps() -> String {
+    let cloud = Cloud::start(&[]);
+    let (_edge, run) = edge_on(&cloud, "redb");
+    let [rss0, _, _, _] = proc_status(run.pid());
+    // One apply each: a manifest holds 8 MiB at most.
+    for i in 0..10 {
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big{i}}}\ndata: {{blob: \"{}\"}}\n",
+            "x".repeat(3_500_000)
+        );
+        let (status, body) = cloud.admin("POST", "/api/v1/apply", cm.as_bytes());
+        assert_eq!(status, 200, "{body}");
+    }
+    let vols: Vec<String> = (0..10)
+        .map(|i| format!("{{name: v{i}, configMap: {{name: big{i}}}}}"))
+        .collect();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: big}}\nspec:\n  nodeName: bench-edge\n  \
+         containers: [{{name: app, image: busybox}}]\n  volumes: [{}]\n",
+        vols.join(", ")
+    );
+    let (status, body) = cloud.admin("POST", "/api/v1/apply", pod.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    wait_for("11 objects acknowledged", Duration::from_secs(120), || {
+        (cloud.synced("bench-edge", "ConfigMap").len() == 10
+            && cloud.synced("bench-edge", "Pod").len() == 1)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3)); // a few pod passes with everything stored
+    let [rss, anon, hwm, _] = proc_status(run.pid());
+    format!(
+        "| 1 pod, 10 × 3.5 MiB configmaps | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB |",
+        rss0 as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    )
+}
+
+/// The commits and bytes edgecore logged when it stopped (both 0 for an edgecore that does
+/// not log them).
+fn store_line(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("store: ") && l.contains("commits"))
+        .unwrap_or_default();
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums.len() {
+        n if n >= 2 => (nums[n - 2], nums[n - 1]),
+        _ => (0, 0),
+    }
+}
+
 /// `one_apply`: all 1,000 pods in one manifest (one transaction), which measures delivery
 /// alone; otherwise one apply per pod, which includes the cloud's fsync per write.
 fn burst(one_apply: bool) -> String {
     const N: usize = 1000;
     let cloud = Cloud::start(&[]);
-    let (_edge, _run) = edge_on(&cloud, "redb");
+    let (_edge, run) = edge_on(&cloud, "redb");
     let pod = |i: usize| {
         format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: b{i}}}\nspec:\n  nodeName: bench-edge\n  containers: [{{name: app, image: busybox}}]\n")
     };
@@ -110,45 +172,78 @@ fn burst(one_apply: bool) -> String {
         let ev = cloud
             .admin("GET", &format!("/api/v1/events/pods/default/b{i}"), b"")
             .1;
-        let acked = ev["items"]
+        // The cloud's event ring is bounded: the oldest pods' events may be gone.
+        let Some(acked) = ev["items"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["reason"] == "Delivered")
-            .unwrap()["timeMs"]
-            .as_i64()
-            .unwrap();
+            .and_then(|e| e["timeMs"].as_i64())
+        else {
+            continue;
+        };
         last_ack = last_ack.max(acked);
         lat.push((acked - t_apply).max(0));
     }
     lat.sort();
+    let n = lat.len();
     let span = (last_ack - applied[0]).max(1) as f64 / 1000.0;
+    run.signal(rustix::process::Signal::TERM);
+    let pid = run.pid();
+    let exited = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_or(true, |s| s.contains("State:\tZ"))
+    });
+    let log = run.log();
+    if !exited {
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("edgecore did not exit 15 s after SIGTERM; its log ends:");
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+    let (commits, bytes) = store_line(&log);
+    let per_k = |x: u64| x as f64 * 1000.0 / N as f64;
     format!(
-        "| {N} pods, {:<20} | {:>7.0} msg/s | {:>5} ms | {:>5} ms | {:>5} ms |",
+        "| {N} pods, {:<20} | {:>7.0} msg/s | {:>5} ms | {:>5} ms | {:>5} ms | {n:>5} | {:>7.1} | {:>8.1} KiB |",
         if one_apply {
             "in one apply"
         } else {
             "one apply each"
         },
         N as f64 / span,
-        lat[N / 2],
-        lat[N * 99 / 100],
-        lat[N - 1]
+        lat[n / 2],
+        lat[n * 99 / 100],
+        lat[n - 1],
+        per_k(commits),
+        per_k(bytes) / 1024.0
     )
 }
 
 fn main() {
+    let burst_only = std::env::args().any(|a| a == "--burst-only");
+    if burst_only {
+        println!("{}", burst(false));
+        return;
+    }
     println!("\nedgecore holding 100 pods + 100 configmaps + 100 secrets (release, x86_64)\n");
     println!("| store | VmRSS        | RssAnon      | VmHWM        | threads | store on disk |");
     println!("|-------|--------------|--------------|--------------|---------|---------------|");
     for backend in ["redb", "sled"] {
         println!("{}", footprint(backend));
     }
+    println!("\n| objects                        | VmRSS before | VmRSS after  | RssAnon      | VmHWM        |");
+    println!("|--------------------------------|--------------|--------------|--------------|--------------|");
+    println!("{}", big_configmaps());
+    if std::env::args().any(|a| a == "--memory-only") {
+        return;
+    }
     println!(
         "\napply → edge acknowledgement (cloud and edge on loopback, redb, each write fsynced)\n"
     );
-    println!("| burst                          | throughput    | p50      | p99      | max      |");
-    println!("|--------------------------------|---------------|----------|----------|----------|");
+    println!("| burst                          | throughput    | p50      | p99      | max      | timed | commits/1k | flash/1k     |");
+    println!("|--------------------------------|---------------|----------|----------|----------|-------|---------|--------------|");
     println!("{}", burst(false));
     println!("{}", burst(true));
     println!();

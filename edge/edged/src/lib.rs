@@ -369,7 +369,10 @@ impl NodeAgent {
             }
             (Asked::LeaseQuery | Asked::LeaseWrite, r) => {
                 // A conflict or anything unexpected: read the lease again before the next write.
-                log::debug!("lease request answered {r:?}; re-reading the lease");
+                log::debug!(
+                    "lease request answered {}; re-reading the lease",
+                    bus::reply_summary(&r)
+                );
                 self.lease = LeaseState::Unknown;
             }
             (Asked::Status, Reply::Failed { message, .. }) => {
@@ -597,7 +600,7 @@ async fn node_loop(
                 continue;
             }
             Wake::Mail(other) => {
-                log::debug!("edged ignores {other:?}");
+                log::debug!("edged ignores {}", other.summary());
                 continue;
             }
             Wake::Tick => agent.on_tick(now, wall, &pressure()),

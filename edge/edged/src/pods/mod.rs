@@ -35,6 +35,9 @@ use self::spec::{Probe, ProbeAction};
 pub const MAX_OPS: usize = 4;
 /// Probes running at once at most.
 pub const MAX_PROBES: usize = 16;
+/// Planning passes for changed desired pods are at least this far apart: a burst of
+/// deliveries (1,000 pods, one commit each) is a few passes, not one pass per commit.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(100);
 
 /// What the pod loop tells the node loop about the runtime: its version once it answered,
 /// or why it does not.
@@ -241,6 +244,9 @@ pub async fn run<R: Runtime>(
     let mut epoch = 0u64;
     let mut runtime_problem: Option<String> = None;
     let mut observe = true;
+    // When the last planning pass ran, and whether changed desired pods wait for the next.
+    let mut last_pass = std::time::Instant::now() - MIN_PASS_GAP;
+    let mut desired_pending = false;
     let mut ticker = smol::Timer::interval(cfg.sync_period.max(Duration::from_millis(100)));
     match rt {
         Some(r) => match r.version().await {
@@ -275,6 +281,9 @@ pub async fn run<R: Runtime>(
             }
             if let Some(t) = due_ms {
                 d = d.min(Duration::from_millis((t - now / 1_000_000).max(0) as u64));
+            }
+            if desired_pending {
+                d = d.min(MIN_PASS_GAP.saturating_sub(last_pass.elapsed()));
             }
             d
         };
@@ -322,6 +331,11 @@ pub async fn run<R: Runtime>(
             Ev::Stop => return,
             Ev::Desired(d) => {
                 desired = d;
+                if last_pass.elapsed() < MIN_PASS_GAP {
+                    // A burst of deliveries: one pass for all of it, soon.
+                    desired_pending = true;
+                    continue;
+                }
                 observe = true;
             }
             Ev::Link((connected, ip)) => {
@@ -331,7 +345,17 @@ pub async fn run<R: Runtime>(
                 reporter.link(connected);
                 observe = true;
             }
-            Ev::Reply(id, outcome) => reporter.on_reply(id, &outcome, now / 1_000_000),
+            Ev::Reply(id, outcome) => {
+                // An answer needs no pass: take every answer waiting, send what is next.
+                reporter.on_reply(id, &outcome, now / 1_000_000);
+                while let Ok((id, outcome)) = inputs.replies.try_recv() {
+                    reporter.on_reply(id, &outcome, now / 1_000_000);
+                }
+                if !crate::to_cloud(bus, reporter.poll(now / 1_000_000)).await {
+                    return;
+                }
+                continue;
+            }
             Ev::Done(Done::Op {
                 uid,
                 failures,
@@ -417,6 +441,11 @@ pub async fn run<R: Runtime>(
         if !crate::to_cloud(bus, reporter.poll(now / 1_000_000)).await {
             return;
         }
+        last_pass = std::time::Instant::now();
+        desired_pending = false;
+        // A pass over many pods is the longest stretch of work on edgecore's one thread:
+        // let every other task run before the next, whatever is ready.
+        smol::future::yield_now().await;
     }
 }
 

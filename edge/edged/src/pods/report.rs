@@ -197,6 +197,11 @@ impl Reporter {
 
     /// When [`Reporter::poll`] next has something to do after a back-off.
     pub fn next_due_ms(&self) -> Option<i64> {
+        if self.pods.values().filter(|r| r.in_flight.is_some()).count() >= IN_FLIGHT {
+            // Nothing can go before an answer comes back, and the answer wakes the loop: a
+            // due time now would make the pod loop spin and starve every other task.
+            return None;
+        }
         self.pods
             .values()
             .filter(|r| r.in_flight.is_none() && !r.gone && r.retry.not_before > 0)
@@ -314,5 +319,42 @@ mod tests {
         assert_eq!(d.len(), 1);
         r.on_reply(d[0].0, &answered(Reply::Ok), 5000);
         assert!(r.poll(10_000).is_empty(), "confirmed once");
+    }
+
+    #[test]
+    fn at_most_in_flight_reports_and_nothing_due_while_the_window_is_full() {
+        let mut r = Reporter::default();
+        r.link(true);
+        let reports: Vec<PodReport> = (0..IN_FLIGHT + 4)
+            .map(|i| PodReport {
+                uid: format!("u{i}"),
+                name: format!("p{i}"),
+                ..report("Pending", false)
+            })
+            .collect();
+        r.offer(&reports);
+        let fail = answered(Reply::Failed {
+            code: 500,
+            reason: "InternalError".into(),
+            message: String::new(),
+        });
+        // Every pod sent once and refused: all back off.
+        let mut t = 0;
+        while r.pods.values().any(|p| p.retry.failures == 0) {
+            let sent = r.poll(t);
+            assert!(sent.len() <= IN_FLIGHT);
+            for (id, _) in sent {
+                r.on_reply(id, &fail, t);
+            }
+            t += 100;
+        }
+        // Long after every back-off: the window takes IN_FLIGHT, the rest are past due.
+        let later = t + RETRY_MAX.as_millis() as i64;
+        assert_eq!(r.poll(later).len(), IN_FLIGHT);
+        assert_eq!(
+            r.next_due_ms(),
+            None,
+            "a full window waits for an answer, not for a clock already past"
+        );
     }
 }
