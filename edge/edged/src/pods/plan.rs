@@ -520,16 +520,18 @@ impl Reconciler {
                 host_ip: node_ip,
             };
             let vols = volumes::files(spec, desired, &cfg.node);
+            let vols_ok = vols.is_ok();
             let mut volume_problem: Option<(String, String)> = None;
-            match &vols {
+            // Moved, not cloned, into the action: volume contents can be megabytes.
+            match vols {
                 Ok(v) => {
-                    let fp = fingerprint(v);
+                    let fp = fingerprint(&v);
                     if v.is_empty() {
                         st.volumes = Some(fp); // nothing to write
                     }
                     if can_act && st.volumes != Some(fp) {
                         actions.push(Action::WriteVolumes {
-                            volumes: v.clone(),
+                            volumes: v,
                             fingerprint: fp,
                         });
                     }
@@ -554,7 +556,7 @@ impl Reconciler {
                     sandbox_waiting = Some(m.clone());
                     Self::log_once(st, spec, &format!("cannot start its sandbox: {m}"));
                 }
-                if can_act && vols.is_ok() && now_ns >= retry_at {
+                if can_act && vols_ok && now_ns >= retry_at {
                     for sb in &sbs {
                         actions.push(Action::RemoveSandbox(sb.id.clone()));
                     }
