@@ -46,37 +46,115 @@ pub fn node_common_name(node: &str) -> String {
 /// Organisation of edge certificates since v1.16 (§3.3).
 pub const NODE_ORGANIZATION: &str = "system:nodes";
 
-/// Checks a node name is a Kubernetes DNS-1123 subdomain: lower-case letters, digits, `-` and
-/// `.`, starting and ending with a letter or digit, at most 253 bytes.
+/// Longest node name: a DNS-1123 subdomain (Kubernetes `DNS1123SubdomainMaxLength`).
+pub const NODE_NAME_MAX_BYTES: usize = 253;
+/// Longest dot-separated part of a node name: an RFC 1123 label.
+pub const NODE_NAME_LABEL_MAX_BYTES: usize = 63;
+
+/// Checks a node name is a DNS-1123 subdomain, as Kubernetes requires of node names: 1 to 253
+/// characters, dot-separated parts of 1 to 63 lower-case letters, digits and `-`, each
+/// starting and ending with a letter or digit. The error names what is wrong and where.
+///
+/// apimachinery's `IsDNS1123Subdomain` checks the 63-character parts only through its regex,
+/// which does not: a 64-character part passes there, yet such a node never registers with
+/// kubelet (its `kubernetes.io/hostname` label value is limited to 63). RFC 1123 is kept here.
 pub fn validate_node_name(name: &str) -> Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > 253 {
-        return Err(format!("node name {name:?} must be 1 to 253 characters"));
+    const RULE: &str = "a node name is lower-case letters, digits, '-' and '.', in dot-separated parts that start and end with a letter or digit";
+    if name.is_empty() {
+        return Err("the node name is empty".into());
     }
-    if !name.chars().all(ok_char) || !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+    if name.len() > NODE_NAME_MAX_BYTES {
+        // Not echoed: it is outside data of any length.
         return Err(format!(
-            "node name {name:?} must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+            "the node name is {} bytes long; at most {NODE_NAME_MAX_BYTES} are allowed",
+            name.len()
         ));
+    }
+    if let Some((i, c)) = name
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
+    {
+        let hint = if c.is_ascii_uppercase() {
+            " (upper-case letters are not allowed)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "node name {name:?} has {c:?} at byte {i}{hint}: {RULE}"
+        ));
+    }
+    let mut at = 0;
+    for part in name.split('.') {
+        if part.is_empty() {
+            return Err(format!(
+                "node name {name:?} has an empty part at byte {at} (a leading, trailing or doubled '.'): {RULE}"
+            ));
+        }
+        if part.len() > NODE_NAME_LABEL_MAX_BYTES {
+            return Err(format!(
+                "node name {name:?} has a part of {} characters at byte {at}; each dot-separated part may have at most {NODE_NAME_LABEL_MAX_BYTES}",
+                part.len()
+            ));
+        }
+        if part.starts_with('-') || part.ends_with('-') {
+            return Err(format!(
+                "node name {name:?} has the part {part:?} at byte {at}, which starts or ends with '-': {RULE}"
+            ));
+        }
+        at += part.len() + 1;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::validate_node_name as v;
+
     #[test]
-    fn node_names() {
-        assert!(super::validate_node_name("edge-0.site1").is_ok());
-        for bad in [
-            "",
-            "Edge0",
-            "-edge",
-            "edge-",
-            "ed ge",
-            "edge_0",
-            &"a".repeat(254),
+    fn node_names_are_dns_1123_subdomains() {
+        let label63 = "a".repeat(63);
+        let long_ok = [label63.as_str(); 4].join(".");
+        assert_eq!(long_ok.len(), 255);
+        for good in [
+            "edge-0.site1",
+            "a",
+            "0",
+            "a.b.c",
+            "1-2",
+            label63.as_str(),
+            &long_ok[..253],
         ] {
-            assert!(super::validate_node_name(bad).is_err(), "{bad:?}");
+            assert_eq!(v(good), Ok(()), "{good:?}");
         }
+    }
+
+    #[test]
+    fn bad_node_names_say_what_and_where() {
+        let cases: &[(&str, &str)] = &[
+            ("", "is empty"),
+            ("Edge0", "'E' at byte 0 (upper-case"),
+            (
+                "-edge",
+                "\"-edge\" at byte 0, which starts or ends with '-'",
+            ),
+            ("edge-", "starts or ends with '-'"),
+            ("a.-b", "\"-b\" at byte 2"),
+            ("ed ge", "' ' at byte 2"),
+            ("edge_0", "'_' at byte 4"),
+            ("a..b", "empty part at byte 2"),
+            (".a", "empty part at byte 0"),
+            ("a.", "empty part at byte 2"),
+            ("nöde", "'ö' at byte 1"),
+            ("节点", "'节' at byte 0"),
+        ];
+        for (bad, want) in cases {
+            let e = v(bad).unwrap_err();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+        let e = v(&format!("x.{}", "a".repeat(64))).unwrap_err();
+        assert!(e.contains("a part of 64 characters at byte 2"), "{e}");
+        let e = v(&"a".repeat(254)).unwrap_err();
+        assert!(e.contains("254 bytes long; at most 253"), "{e}");
+        assert!(!e.contains("aaaa"), "long names are not echoed: {e}");
     }
 }

@@ -61,7 +61,12 @@ fn check_request(req: &Request, cert_node: Option<&str>) -> Result<Accepted, Ref
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let Some(node) = header("node_id") else {
+    // A value that is not visible ASCII is there but wrong, not missing: say what is wrong.
+    let Some(node) = req
+        .headers()
+        .get("node_id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    else {
         return Err(reject(
             StatusCode::BAD_REQUEST,
             "missing node_id header".into(),
@@ -540,6 +545,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_tungstenite::tungstenite::http::HeaderValue;
 
     fn req(headers: &[(&str, &str)]) -> Request {
         let mut b = Request::builder().uri("/e632/edge0/events");
@@ -582,6 +588,18 @@ mod tests {
         );
         let missing_use = req(&[("node_id", "edge0")]);
         assert!(check_request(&missing_use, Some("edge0")).is_ok());
+        // A name with non-ASCII characters is present, and refused for what it is.
+        let unicode = Request::builder()
+            .uri("/e632/x/events")
+            .header(
+                "node_id",
+                HeaderValue::from_bytes("nöde".as_bytes()).unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let (status, why) = check_request(&unicode, Some("edge0")).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(why.contains("'ö' at byte 1"), "{why}");
     }
 
     #[test]
