@@ -101,7 +101,9 @@ fn bad_tokens_are_refused_with_clear_errors_and_leave_state_intact() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let expired = ca.issue_token(now - 60).to_string();
+    let expired = ca
+        .issue_token(&pki::TokenClaims::expiring(now - 60))
+        .to_string();
     let out = edge.join(&cloud, &expired);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("token expired"), "{}", stderr(&out));

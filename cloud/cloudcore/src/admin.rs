@@ -2,7 +2,9 @@
 //! (`admin.token`, owner-only). The CLI (`cloudcore get …`) and tests use it.
 //!
 //! - `GET /healthz` (no auth)
-//! - `GET /api/v1/nodes[/<name>]`
+//! - `GET /api/v1/nodes[/<name>]`, `DELETE /api/v1/nodes/<name>` (revokes its certificates,
+//!   closes its session, deletes its pods: `cloudhub::deletion`)
+//! - `GET /api/v1/enrollments`: every name holding a `--node-limit` slot, with its certificates
 //! - `POST /api/v1/apply` with a YAML/JSON manifest (all documents or none are stored)
 //! - `GET /api/v1/<pods|configmaps|secrets>[?namespace=<ns>]`, `GET|DELETE /api/v1/<kind>/<ns>/<name>`
 //!   (a running pod on a node is deleted gracefully: `?gracePeriodSeconds=N`, 0 at once)
@@ -166,6 +168,8 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                 None => not_found(format!("node {name:?}")),
             }
         }
+        ("DELETE", ["nodes", name]) => delete_node(hub, name),
+        ("GET", ["enrollments"]) => (200, enrollments(hub)),
         ("POST", ["apply"]) => apply(hub, &req.body),
         ("GET", ["sync", node]) => {
             let items: Vec<_> = hub
@@ -238,6 +242,49 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
         }
         _ => (404, json!({ "error": format!("no such endpoint {path}") })),
     }
+}
+
+/// `cloudcore delete node`.
+fn delete_node(hub: &Hub, name: &str) -> (u16, serde_json::Value) {
+    use serde_json::json;
+    match cloudhub::deletion::delete_node(hub, name, SystemTime::now()) {
+        Ok(d) => (
+            200,
+            json!({ "deleted": name, "node": d.node, "revokedCertificates": d.revoked, "deletedPods": d.pods, "sessionClosed": d.session_closed }),
+        ),
+        Err(r) => (r.status, json!({ "error": r.message })),
+    }
+}
+
+/// Names holding a `--node-limit` slot: registered nodes and names with certificates.
+fn enrollments(hub: &Hub) -> serde_json::Value {
+    use serde_json::json;
+    let registry = hub.registry.borrow();
+    let mut enrollment = hub.enrollment.borrow_mut();
+    enrollment.prune(unix_now());
+    let list = registry.list(SystemTime::now(), hub.cfg.node_grace);
+    let registered: std::collections::BTreeSet<&str> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    let names: std::collections::BTreeSet<&str> = registered
+        .iter()
+        .copied()
+        .chain(enrollment.names())
+        .collect();
+    let items: Vec<_> = names
+        .into_iter()
+        .map(|n| {
+            let certs: Vec<_> = enrollment
+                .certificates(n)
+                .map(|(serial, not_after)| json!({ "serial": serial, "notAfter": proto::time::rfc3339(not_after) }))
+                .collect();
+            json!({ "name": n, "registered": registered.contains(n), "connected": hub.sessions.is_connected(n), "certificates": certs })
+        })
+        .collect();
+    json!({ "items": items, "nodeLimit": hub.cfg.node_limit })
 }
 
 /// The pod strategy's graceful delete (Kubernetes `CheckGracefulDelete`): a pod bound to a

@@ -23,14 +23,14 @@ enum Output {
 }
 
 /// Options shared by the client verbs.
-struct Client {
+pub(crate) struct Client {
     data_dir: PathBuf,
     server: Option<SocketAddr>,
     namespace: String,
     all_namespaces: bool,
     output: Output,
     file: Option<String>,
-    positional: Vec<String>,
+    pub(crate) positional: Vec<String>,
     /// `delete`: seconds given to a pod to stop (`--grace-period`), and `--force`.
     grace: Option<u64>,
     force: bool,
@@ -105,7 +105,7 @@ impl Client {
         Ok(Some(c))
     }
 
-    fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
+    pub(crate) fn call(&self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Value> {
         let addr = match self.server {
             Some(a) => a,
             None => admin::Addrs::read_admin(&self.data_dir)?,
@@ -158,6 +158,15 @@ impl Client {
             .ok_or_else(|| UsageError(format!("{verb} needs a name")).into())
     }
 
+    /// Prints `v` as JSON or YAML when asked for (`-o json|yaml`); false for a table.
+    pub(crate) fn print_raw(&self, v: &Value) -> anyhow::Result<bool> {
+        if !matches!(self.output, Output::Json | Output::Yaml) {
+            return Ok(false);
+        }
+        self.print(v)?;
+        Ok(true)
+    }
+
     fn print(&self, v: &Value) -> anyhow::Result<()> {
         match self.output {
             Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
@@ -196,6 +205,12 @@ pub fn cmd_delete(p: lexopt::Parser) -> anyhow::Result<()> {
     let Some(c) = Client::parse(p)? else {
         return Ok(());
     };
+    if matches!(
+        c.positional.first().map(String::as_str),
+        Some("node" | "nodes" | "no")
+    ) {
+        return crate::nodecli::delete_node(&c);
+    }
     let kind = c.kind("delete")?;
     let name = c.name("delete")?;
     // kubectl's rules: grace 0 means "at once" only with --force (else it is 1 s); --force
@@ -351,6 +366,9 @@ pub fn cmd_get(p: lexopt::Parser) -> anyhow::Result<()> {
     let kind_text = c.positional.first().map(String::as_str).unwrap_or("");
     let name = c.positional.get(1);
     let now = SystemTime::now();
+    if matches!(kind_text, "enrollments" | "enrollment") {
+        return crate::nodecli::get_enrollments(&c);
+    }
     if matches!(kind_text, "nodes" | "node" | "no") {
         let path = match name {
             Some(n) => format!("/api/v1/nodes/{n}"),
@@ -461,7 +479,7 @@ fn pod_status(pod: &Value) -> String {
         .to_owned()
 }
 
-fn render(rows: Vec<Vec<String>>) -> String {
+pub(crate) fn render(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();

@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod manifest;
+mod nodecli;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -24,27 +25,38 @@ cloudcore: the cloud side of a KubeEdge-compatible edge system
 
 USAGE:
     cloudcore serve [OPTIONS]
-    cloudcore token [--data-dir <DIR>] [--ttl <DURATION>]
+    cloudcore token [--data-dir <DIR>] [--ttl <DURATION>] [--uses <N>] [--node-name <NAME>]
     cloudcore apply -f <FILE|-> [--data-dir <DIR>]
     cloudcore get <nodes|pods|configmaps|secrets> [NAME] [-n NS | -A] [-o json|yaml|wide]
     cloudcore describe <kind> <NAME> [-n NS]
     cloudcore delete <kind> <NAME> [-n NS] [--grace-period N] [--force] [--wait=false]
+    cloudcore delete node <NAME>
+    cloudcore get enrollments
     cloudcore --version
 
 COMMANDS:
     serve   Run CloudHub (edge tunnel, port 10000), the certificate endpoint (10002) and
             the admin API (loopback). Makes the CA in <data-dir>/pki on first start.
     token   Print an enrollment token for `edgecore join` (works without a running server).
+            A token enrolls only names nobody holds: a name already enrolled gets a
+            certificate only by presenting its current one (renewal) or after
+            `delete node`. Upstream's format: an upstream edgecore joins with it too.
     apply   Create or update pods, configmaps and secrets from Kubernetes YAML or JSON
             (several documents allowed). Nothing is stored if any document is invalid.
             Pods whose spec.nodeName names an edge node are delivered to it, with the
             configmaps and secrets they use, and kept in sync across disconnections.
-    get     List objects as a table, or as Kubernetes JSON/YAML.
+    get     List objects as a table, or as Kubernetes JSON/YAML. `get enrollments`
+            lists the names holding --node-limit slots (registered, or holding a
+            certificate) with their certificates.
     describe  One object with its recent events (applied, delivered, status reported).
     delete  Delete an object; edges holding it remove it. A pod running on a node is
             deleted gracefully, as Kubernetes does: it shows Terminating while its node
             stops its containers (SIGTERM, then SIGKILL after the grace period) and is gone
             once the node confirms. Waits for that unless --wait=false.
+            `delete node NAME` revokes the node's certificates (refused from then on
+            on the tunnel and the certificate port), closes its session, removes its
+            node and lease, deletes its pods, and frees the name and its --node-limit
+            slot for a new `edgecore join`.
 
 SERVE OPTIONS:
     --data-dir <DIR>              State directory [default: /var/lib/cloudcore]
@@ -56,7 +68,8 @@ SERVE OPTIONS:
                                   server certificate. Repeatable [default: 127.0.0.1, localhost]
     --keepalive-timeout <D>       Drop a session without keepalive for this long [default: 30s]
     --node-grace-period <D>       Report a silent node NotReady after this long [default: 40s]
-    --node-limit <N>              Most nodes served [default: 500]
+    --node-limit <N>              Most node names held, registered or enrolled; `delete
+                                  node` frees one [default: 500]
     --edge-cert-validity <D>      Validity of the edge certificates issued; edges renew
                                   theirs at 70-90 % of it [default: 365d]
     --log-level <LEVEL>           error, warn, info, debug or trace [default: info]
@@ -64,6 +77,9 @@ SERVE OPTIONS:
 
 TOKEN OPTIONS:
     --ttl <DURATION>              How long the token is valid [default: 24h]
+    --uses <N>                    How many nodes it may enroll [default: any number];
+                                  counted durably, across restarts
+    --node-name <NAME>            The only node name it may enroll
 
 CLIENT OPTIONS (apply, get, describe, delete):
     -f, --filename <FILE|->       Manifest to apply; - reads standard input
@@ -184,10 +200,24 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
 fn cmd_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     let mut ttl = Duration::from_secs(pki::DEFAULT_TOKEN_TTL_SECS as u64);
+    let mut uses = None;
+    let mut node = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("data-dir") => data_dir = PathBuf::from(p.value()?),
             Long("ttl") => ttl = duration(p.value()?)?,
+            Long("uses") => {
+                let n: u32 = parsed(p.value()?, "number")?;
+                if n == 0 {
+                    return usage("--uses must be at least 1");
+                }
+                uses = Some(n);
+            }
+            Long("node-name") => {
+                let n = text(p.value()?)?;
+                proto::validate_node_name(&n).map_err(UsageError)?;
+                node = Some(n);
+            }
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -195,11 +225,33 @@ fn cmd_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
             _ => return Err(UsageError(arg.unexpected().to_string()).into()),
         }
     }
+    if ttl.is_zero() {
+        return usage("--ttl must be longer than 0s");
+    }
     let ca = load_ca(&data_dir)?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs() as i64;
-    println!("{}", ca.issue_token(now + ttl.as_secs() as i64));
+    let claims = pki::TokenClaims {
+        exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        iat: Some(now),
+        nbf: None,
+        id: Some(pki::token::new_token_id()?),
+        uses,
+        node,
+    };
+    println!("{}", ca.issue_token(&claims));
+    eprintln!(
+        "valid until {}, {}, {}",
+        proto::time::rfc3339(claims.exp),
+        claims
+            .uses
+            .map_or("any number of uses".to_owned(), |n| format!("{n} use(s)")),
+        claims
+            .node
+            .as_deref()
+            .map_or("any node name".to_owned(), |n| format!("node {n:?} only"))
+    );
     Ok(())
 }
 

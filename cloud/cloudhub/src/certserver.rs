@@ -2,8 +2,11 @@
 //! TLS with an optional client certificate.
 //!
 //! `/edge.crt` signs the CSR in the body for the node named by the `NodeName` header when the
-//! caller shows either a valid enrollment token (`Authorization: Bearer <jwt>`) or a client
-//! certificate already issued to that node (rotation). Refusals say why, in the body.
+//! caller shows a current client certificate of that node (renewal, as upstream's edge
+//! rotates: mutual TLS, no token), or a valid enrollment token for a name nobody holds
+//! ([`crate::enroll`] has the rules: `409` for a taken name, use counts, bindings, the node
+//! limit). The certificate is recorded, with the token's use, durably before it is sent.
+//! Refusals say why, in the body.
 
 use std::net::TcpStream;
 use std::rc::Rc;
@@ -13,6 +16,7 @@ use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt;
 use smol::Async;
 
+use crate::enroll::{self, Credential, Refusal};
 use crate::http::{read_request, write_response, Request};
 use crate::Hub;
 
@@ -25,14 +29,14 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
     let peer = tcp.get_ref().peer_addr().ok();
     let work = async {
         let mut tls = acceptor.accept(tcp).await?;
-        let client_cn = tls
+        let client_cert = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
-            .and_then(|c| pki::common_name(c));
+            .map(|c| c.to_vec());
         let (status, ctype, body) = match read_request(&mut tls, MAX_CSR_BYTES).await {
-            Ok(req) => route(&hub, &req, client_cn.as_deref()),
+            Ok(req) => route(&hub, &req, client_cert.as_deref()),
             Err(e) => (400, "text/plain", e.to_string().into_bytes()),
         };
         if status != 200 {
@@ -59,7 +63,14 @@ fn text(status: u16, msg: impl Into<String>) -> (u16, &'static str, Vec<u8>) {
     (status, "text/plain", msg.into().into_bytes())
 }
 
-fn route(hub: &Hub, req: &Request, client_cn: Option<&str>) -> (u16, &'static str, Vec<u8>) {
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn route(hub: &Hub, req: &Request, client_cert: Option<&[u8]>) -> (u16, &'static str, Vec<u8>) {
     let path = req.path.split('?').next().unwrap_or("");
     if req.method != "GET" && req.method != "POST" {
         return text(405, "use GET");
@@ -68,7 +79,9 @@ fn route(hub: &Hub, req: &Request, client_cn: Option<&str>) -> (u16, &'static st
         return (200, "application/octet-stream", hub.ca.cert_der().to_vec());
     }
     if let Some(name) = path.strip_prefix("/node/") {
-        return if hub.registry.borrow().contains(name) {
+        let known =
+            hub.registry.borrow().contains(name) || hub.enrollment.borrow().holds_certificate(name);
+        return if known {
             text(200, "Node found")
         } else {
             text(404, "Node not found")
@@ -83,35 +96,88 @@ fn route(hub: &Hub, req: &Request, client_cn: Option<&str>) -> (u16, &'static st
     if let Err(e) = proto::validate_node_name(node) {
         return text(400, e);
     }
-    let by_cert = client_cn == Some(proto::node_common_name(node).as_str());
-    if !by_cert {
-        let Some(jwt) = req.bearer() else {
-            return text(
-                401,
-                "no enrollment token: send Authorization: Bearer <token>",
-            );
-        };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if let Err(e) = hub.ca.verify_jwt(jwt, now) {
-            return text(401, format!("invalid enrollment token: {e}"));
-        }
+    match issue(hub, req, node, client_cert, unix_now()) {
+        Ok(der) => (200, "application/octet-stream", der),
+        Err(r) => text(r.status, r.message),
     }
-    match hub
+}
+
+/// Decides, signs, records durably, and only then hands out the certificate. Synchronous
+/// from the first check to the commit, so on the one executor no other request interleaves:
+/// a token's last use goes to exactly one request.
+fn issue(
+    hub: &Hub,
+    req: &Request,
+    node: &str,
+    client_cert: Option<&[u8]>,
+    now: i64,
+) -> Result<Vec<u8>, Refusal> {
+    let fail = |status: u16, m: String| Refusal { status, message: m };
+    let expected_cn = proto::node_common_name(node);
+    // A client certificate for this node (TLS checked that it chains to the CA and is
+    // unexpired); one for another node is no credential here.
+    let own_cert = client_cert
+        .and_then(pki::cert_facts)
+        .filter(|f| f.common_name.as_deref() == Some(expected_cn.as_str()));
+    let mut enrollment = hub.enrollment.borrow_mut();
+    enrollment.prune(now);
+    let renewal = match &own_cert {
+        Some(f) => match enrollment.check_cert(f, node) {
+            Ok(()) => true,
+            // A revoked certificate with a token: a re-join after `delete node`.
+            Err(_) if req.bearer().is_some() => false,
+            Err(r) => return Err(r),
+        },
+        None => false,
+    };
+    let claims;
+    let cred = if renewal {
+        Credential::Renewal(own_cert.as_ref().expect("renewal has a certificate"))
+    } else {
+        let Some(jwt) = req.bearer() else {
+            return Err(fail(
+                401,
+                "no enrollment token: send Authorization: Bearer <token>".into(),
+            ));
+        };
+        claims = hub
+            .ca
+            .verify_token(jwt, now)
+            .map_err(|e| fail(401, format!("invalid enrollment token: {e}")))?;
+        Credential::Token(&claims)
+    };
+    let registry = hub.registry.borrow();
+    let registered = registry.contains(node);
+    let slots_used = registry.len() + enrollment.names().filter(|n| !registry.contains(n)).count();
+    drop(registry);
+    enrollment.may_issue(node, cred, registered, slots_used, hub.cfg.node_limit)?;
+    let der = hub
         .ca
         .sign_node_csr(&req.body, node, hub.cfg.edge_cert_validity)
-    {
-        Ok(der) => {
-            log::info!(
-                "issued a certificate for node {node} ({})",
-                if by_cert { "renewal" } else { "enrollment" }
-            );
-            (200, "application/octet-stream", der)
-        }
-        Err(e @ pki::SignError::WrongNode { .. }) => text(403, e.to_string()),
-        Err(e @ pki::SignError::BadCsr) => text(400, e.to_string()),
-        Err(e) => text(500, e.to_string()),
+        .map_err(|e| match e {
+            pki::SignError::WrongNode { .. } => fail(403, e.to_string()),
+            pki::SignError::BadCsr => fail(400, e.to_string()),
+            pki::SignError::Sign(_) => fail(500, e.to_string()),
+        })?;
+    let facts = pki::cert_facts(&der)
+        .ok_or_else(|| fail(500, "the issued certificate does not parse".into()))?;
+    let mut next = enrollment.clone();
+    next.record(node, &facts, cred);
+    // Durable before the answer: a certificate that leaves is on record, and so is the
+    // token use it took. A failed write hands out nothing.
+    hub.store
+        .borrow_mut()
+        .save_state(enroll::STATE_KEY, &next.encode())
+        .map_err(|e| fail(500, format!("cannot record the certificate: {e}")))?;
+    *enrollment = next;
+    drop(enrollment);
+    if !renewal {
+        hub.registry.borrow_mut().readmit(node);
     }
+    log::info!(
+        "issued a certificate for node {node} ({}), serial {}",
+        if renewal { "renewal" } else { "enrollment" },
+        facts.serial
+    );
+    Ok(der)
 }

@@ -19,7 +19,9 @@
 #![forbid(unsafe_code)]
 
 pub mod certserver;
+pub mod deletion;
 pub mod dispatch;
+pub mod enroll;
 pub mod events;
 pub mod http;
 pub mod nodes;
@@ -85,6 +87,8 @@ pub struct Hub {
     pub devices: RefCell<devicecontroller::DeviceController>,
     pub events: RefCell<events::Events>,
     pub sessions: Sessions,
+    /// Certificates issued per node, revocations, token uses (`enroll`).
+    pub enrollment: RefCell<enroll::Enrollment>,
 }
 
 /// Callers waiting for their writes to be durable, and the committer's doorbell.
@@ -294,6 +298,12 @@ pub fn bind(
         Ok(None) => {}
         Err(e) => log::warn!("cannot read the saved events: {e}"),
     }
+    // Revocations guard the tunnel: a state that cannot be read stops the start.
+    let enrollment = match store.load_state(enroll::STATE_KEY) {
+        Ok(Some(bytes)) => enroll::Enrollment::decode(&bytes).map_err(HubError::Store)?,
+        Ok(None) => enroll::Enrollment::default(),
+        Err(e) => return Err(HubError::Store(e.to_string())),
+    };
     let namespaces: std::collections::BTreeSet<String> = std::iter::once("default".to_owned())
         .chain(
             store
@@ -312,6 +322,7 @@ pub fn bind(
         devices: RefCell::new(devicecontroller::DeviceController::new()),
         events: RefCell::new(events),
         sessions: Sessions::default(),
+        enrollment: RefCell::new(enrollment),
         cfg,
         ca,
     });

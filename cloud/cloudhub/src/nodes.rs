@@ -33,7 +33,14 @@ pub struct NodeRegistry {
     limit: usize,
     /// Changed since the last [`NodeRegistry::take_dirty`].
     dirty: BTreeSet<String>,
+    /// Deleted by the admin, oldest first: a session of the old node that has not ended yet
+    /// must not register it again. Cleared by a new enrollment ([`NodeRegistry::readmit`]).
+    retired: std::collections::VecDeque<String>,
 }
+
+/// Deleted names remembered against re-registration. Only sessions still running at the
+/// delete need it (they end within a turn), so a few are plenty.
+pub const MAX_RETIRED: usize = 64;
 
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -50,7 +57,26 @@ impl NodeRegistry {
             next_rv: 100,
             limit,
             dirty: BTreeSet::new(),
+            retired: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Removes `name` (the admin deleted it) with its lease; returns the node object. Until
+    /// [`NodeRegistry::readmit`], the name cannot register again.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.dirty.remove(name);
+        if !self.retired.iter().any(|n| n == name) {
+            if self.retired.len() >= MAX_RETIRED {
+                self.retired.pop_front();
+            }
+            self.retired.push_back(name.to_owned());
+        }
+        self.nodes.remove(name).map(|r| r.node)
+    }
+
+    /// `name` was enrolled again: it may register.
+    pub fn readmit(&mut self, name: &str) {
+        self.retired.retain(|n| n != name);
     }
 
     /// The records changed since the last call, serialized for the store; they count as
@@ -147,6 +173,14 @@ impl NodeRegistry {
                 400,
                 "BadRequest",
                 &format!("node object's metadata.name must be {name:?}, the connected node"),
+                json!({ "name": name, "kind": "nodes" }),
+            )));
+        }
+        if self.retired.iter().any(|n| n == name) {
+            return Err(StatusError(objresp::status(
+                403,
+                "Forbidden",
+                &format!("node {name:?} was deleted by the admin; join it again with a new token"),
                 json!({ "name": name, "kind": "nodes" }),
             )));
         }
@@ -464,6 +498,34 @@ mod tests {
             r.register("edge0", node("other"), t).is_err(),
             "name must match the session"
         );
+    }
+
+    #[test]
+    fn a_deleted_node_frees_its_slot_and_cannot_register_until_readmitted() {
+        let mut r = NodeRegistry::new(1);
+        let t = SystemTime::now();
+        r.register("a", node("a"), t).unwrap();
+        r.write_lease("a", json!({"metadata":{},"spec":{}}), true, t)
+            .unwrap();
+        assert_eq!(r.register("b", node("b"), t).unwrap_err().0["code"], 429);
+        assert_eq!(r.remove("a").unwrap()["metadata"]["name"], "a");
+        assert!(!r.contains("a"));
+        assert_eq!(
+            r.lease("a").unwrap_err().0["reason"],
+            "NotFound",
+            "lease gone with it"
+        );
+        assert!(r.take_dirty().is_empty(), "nothing of it is saved again");
+        // Its old session, not ended yet, re-registers: refused.
+        let e = r.register("a", node("a"), t).unwrap_err();
+        assert_eq!(e.0["code"], 403);
+        assert!(e.0["message"].as_str().unwrap().contains("deleted"));
+        // The slot is free for another node, and the name after a new enrollment.
+        r.register("b", node("b"), t).unwrap();
+        r.remove("b");
+        r.readmit("a");
+        r.register("a", node("a"), t).unwrap();
+        assert!(r.remove("zz").is_none());
     }
 
     #[test]

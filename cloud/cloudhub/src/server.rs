@@ -137,22 +137,31 @@ pub async fn handle(
             .and_then(|c| c.first())
             .and_then(|c| pki::common_name(c))
             .and_then(|cn| cn.strip_prefix("system:node:").map(str::to_owned));
+        // A revoked certificate chains to the CA like any other: refused here (`enroll`).
+        let revoked = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| crate::enroll::tunnel_refusal(&hub, c));
         // The callback's verdict: the node on success, the refusal's reason otherwise (the
         // handshake error itself only carries the status code).
         let verdict = RefCell::new(Err(String::new()));
-        let callback =
-            |req: &Request, resp: Response| match check_request(req, cert_node.as_deref()) {
-                Ok(n) => {
-                    *verdict.borrow_mut() = Ok(n);
-                    Ok(resp)
-                }
-                Err((status, why)) => {
-                    *verdict.borrow_mut() = Err(why.clone());
-                    let mut r = ErrorResponse::new(Some(why));
-                    *r.status_mut() = status;
-                    Err(r)
-                }
-            };
+        let callback = |req: &Request, resp: Response| match revoked.clone().map_or_else(
+            || check_request(req, cert_node.as_deref()),
+            |why| Err((StatusCode::FORBIDDEN, why)),
+        ) {
+            Ok(n) => {
+                *verdict.borrow_mut() = Ok(n);
+                Ok(resp)
+            }
+            Err((status, why)) => {
+                *verdict.borrow_mut() = Err(why.clone());
+                let mut r = ErrorResponse::new(Some(why));
+                *r.status_mut() = status;
+                Err(r)
+            }
+        };
         let cfg = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -512,6 +521,11 @@ impl Sessions {
             return true;
         }
         false
+    }
+
+    /// Ends `node`'s session, if it has one (the node was deleted): its task sees Kill.
+    pub fn end(&self, node: &str) -> bool {
+        self.inner.borrow_mut().by_node.remove(node).is_some()
     }
 
     /// Rings every session's doorbell (a full doorbell already means "look again").

@@ -513,6 +513,18 @@ impl CloudStore {
         self.finish()
     }
 
+    /// Removes the saved record of a node the admin deleted and saves a piece of hub state
+    /// (its revocations), in one durable transaction.
+    pub fn remove_node(&mut self, name: &str, state: (&str, &[u8])) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(io)?;
+        tx.open_table(NODES).map_err(io)?.remove(name).map_err(io)?;
+        tx.open_table(STATE)
+            .map_err(io)?
+            .insert(state.0, state.1)
+            .map_err(io)?;
+        tx.commit().map_err(io)
+    }
+
     /// A piece of hub state saved with [`CloudStore::save_state`].
     pub fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(v) = self.pending.get(Table::State, name) {
@@ -614,6 +626,23 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": "edge0", "containers": [{"name": "c", "image": image}]}}),
         )
+    }
+
+    #[test]
+    fn a_removed_node_record_stays_removed_and_its_state_is_saved_with_it() {
+        let path = tmp("remove-node");
+        {
+            let mut s = CloudStore::open(&path).unwrap();
+            s.save_nodes(&[("a".into(), b"A".to_vec()), ("b".into(), b"B".to_vec())])
+                .unwrap();
+            s.remove_node("a", ("enrollment", b"revoked")).unwrap();
+        }
+        let s = CloudStore::open(&path).unwrap();
+        assert_eq!(s.load_nodes().unwrap(), vec![("b".into(), b"B".to_vec())]);
+        assert_eq!(
+            s.load_state("enrollment").unwrap().as_deref(),
+            Some(&b"revoked"[..])
+        );
     }
 
     #[test]

@@ -5,9 +5,15 @@
 //! - The server certificate is re-issued from the CA on every start for the configured SANs, so
 //!   changing the advertised addresses needs no manual step.
 //! - Node CSRs are signed only when their subject is `CN=system:node:<NodeName header>`.
-//! - Tokens are `hex(sha256(CA DER)).<JWT HS256 keyed by the CA key DER, claims {exp}>`.
+//! - Edge certificates get a random 128-bit serial (rcgen's default derives it from the public
+//!   key, so a reused key would repeat a serial, revoked or not).
+//! - Enrollment tokens ([`token`]): `hex(sha256(CA DER)).<JWT HS256 keyed by the CA key DER>`.
 
 #![forbid(unsafe_code)]
+
+pub mod token;
+
+pub use token::{TokenClaims, TokenRejected, DEFAULT_TOKEN_TTL_SECS};
 
 use std::fs;
 use std::io;
@@ -16,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use proto::token::EnrollToken;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -24,8 +29,6 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 
-/// Default lifetime of an enrollment token (upstream: 2 × 12 h refresh).
-pub const DEFAULT_TOKEN_TTL_SECS: i64 = 24 * 3600;
 /// Lifetime of an edge certificate (upstream `edgeCertSigningDuration`, 365 days).
 pub const EDGE_CERT_DAYS: i64 = 365;
 
@@ -37,6 +40,8 @@ pub enum PkiError {
     Corrupt { path: PathBuf, reason: String },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error("the OS random source failed")]
+    Random,
 }
 
 /// Why a CSR was not signed. Shown to the enrolling edge, so it says what to fix.
@@ -52,17 +57,6 @@ pub enum SignError {
     },
     #[error("signing failed: {0}")]
     Sign(String),
-}
-
-/// Why a bearer token was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenRejected {
-    #[error("token is malformed")]
-    Malformed,
-    #[error("token signature does not match this cloud's CA")]
-    BadSignature,
-    #[error("token expired {0} s ago; ask for a new one with `cloudcore token`")]
-    Expired(i64),
 }
 
 /// The cloud CA: certificate and signing key.
@@ -253,6 +247,7 @@ impl Ca {
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.subject_alt_names.clear();
+        params.serial_number = Some(random_serial().map_err(SignError::Sign)?);
         let now = time::OffsetDateTime::now_utc();
         let secs = validity.as_secs().max(1) as i64;
         params.not_before = now - time::Duration::seconds((secs / 10).min(3600));
@@ -264,49 +259,6 @@ impl Ca {
         .signed_by(&self.issuer)
         .map_err(|e| SignError::Sign(e.to_string()))?;
         Ok(signed.der().to_vec())
-    }
-
-    /// A token valid until `exp_unix` (seconds).
-    pub fn issue_token(&self, exp_unix: i64) -> EnrollToken {
-        let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims = B64.encode(format!("{{\"exp\":{exp_unix}}}"));
-        let signing_input = format!("{header}.{claims}");
-        let sig = ring::hmac::sign(&self.hmac_key(), signing_input.as_bytes());
-        EnrollToken {
-            ca_sha256: self.sha256(),
-            jwt: format!("{signing_input}.{}", B64.encode(sig.as_ref())),
-        }
-    }
-
-    /// Checks a bearer JWT: signature (constant time) and expiry against `now_unix`.
-    pub fn verify_jwt(&self, jwt: &str, now_unix: i64) -> Result<(), TokenRejected> {
-        let mut parts = jwt.trim().rsplitn(2, '.');
-        let (sig, signing_input) = match (parts.next(), parts.next()) {
-            (Some(s), Some(i)) => (s, i),
-            _ => return Err(TokenRejected::Malformed),
-        };
-        let sig = B64
-            .decode(sig.trim_end_matches('='))
-            .map_err(|_| TokenRejected::Malformed)?;
-        ring::hmac::verify(&self.hmac_key(), signing_input.as_bytes(), &sig)
-            .map_err(|_| TokenRejected::BadSignature)?;
-        let claims = signing_input
-            .split('.')
-            .nth(1)
-            .ok_or(TokenRejected::Malformed)?;
-        let claims = B64
-            .decode(claims.trim_end_matches('='))
-            .map_err(|_| TokenRejected::Malformed)?;
-        let claims: serde_json::Value =
-            serde_json::from_slice(&claims).map_err(|_| TokenRejected::Malformed)?;
-        let exp = claims
-            .get("exp")
-            .and_then(serde_json::Value::as_i64)
-            .ok_or(TokenRejected::Malformed)?;
-        if now_unix >= exp {
-            return Err(TokenRejected::Expired(now_unix - exp));
-        }
-        Ok(())
     }
 
     /// A JWT with `claims`, signed ES256 with the CA key: service account tokens. Their
@@ -345,10 +297,50 @@ impl Ca {
         serde_json::from_slice(&body).map_err(|_| TokenRejected::Malformed)
     }
 
-    fn hmac_key(&self) -> ring::hmac::Key {
+    pub(crate) fn hmac_key(&self) -> ring::hmac::Key {
         // Upstream keys the HMAC with the CA private key's DER bytes (§3.3).
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.key_der)
     }
+}
+
+/// Bytes of the serials given to edge certificates.
+pub const SERIAL_BYTES: usize = 16;
+
+fn random_serial() -> Result<rcgen::SerialNumber, String> {
+    let mut b = [0u8; SERIAL_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| "the OS random source failed".to_owned())?;
+    // Positive, and never with a leading zero byte, so every encoder writes the same bytes.
+    b[0] = (b[0] & 0x7f) | 0x40;
+    Ok(rcgen::SerialNumber::from_slice(&b))
+}
+
+/// What the cloud needs to know of a certificate it issued or is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    pub common_name: Option<String>,
+    /// Lower-case hex of the serial's bytes as encoded.
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The facts of a DER certificate, `None` if it does not parse.
+pub fn cert_facts(cert_der: &[u8]) -> Option<CertFacts> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let v = cert.validity();
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Some(CertFacts {
+        common_name,
+        serial: proto::token::hex(cert.raw_serial()),
+        not_before: v.not_before.timestamp(),
+        not_after: v.not_after.timestamp(),
+    })
 }
 
 /// The subject common name of a DER certificate, if it has one.
@@ -453,8 +445,8 @@ mod tests {
         );
         assert_eq!(mode & 0o077, 0, "CA key must be owner-only");
         // A token from one load verifies on the other: the HMAC key survived the round trip.
-        let t = a.issue_token(i64::MAX);
-        assert_eq!(b.verify_jwt(&t.jwt, 0), Ok(()));
+        let t = a.issue_token(&TokenClaims::expiring(i64::MAX));
+        assert!(b.verify_token(&t.jwt, 0).is_ok());
     }
 
     #[test]
@@ -466,28 +458,6 @@ mod tests {
             Ca::load_or_create(&d),
             Err(PkiError::Corrupt { .. })
         ));
-    }
-
-    #[test]
-    fn tokens_check_signature_and_expiry() {
-        let d = tmp("tok");
-        let ca = Ca::load_or_create(&d).unwrap();
-        let t = ca.issue_token(1000);
-        assert_eq!(t.ca_sha256, ca.sha256());
-        assert_eq!(ca.verify_jwt(&t.jwt, 999), Ok(()));
-        assert_eq!(ca.verify_jwt(&t.jwt, 1010), Err(TokenRejected::Expired(10)));
-        let other = Ca::load_or_create(&tmp("tok-other")).unwrap();
-        assert_eq!(
-            other.verify_jwt(&t.jwt, 0),
-            Err(TokenRejected::BadSignature)
-        );
-        assert_eq!(ca.verify_jwt("garbage", 0), Err(TokenRejected::Malformed));
-        let mut tampered = t.jwt.clone();
-        tampered.insert(40, 'A');
-        assert!(ca.verify_jwt(&tampered, 0).is_err());
-        // Round trip through the text form the edge parses.
-        let parsed = EnrollToken::parse(&t.to_string()).unwrap();
-        assert_eq!(parsed, t);
     }
 
     #[test]
@@ -505,6 +475,18 @@ mod tests {
             ca.sign_node_csr(b"not a csr", "edge0", YEAR),
             Err(SignError::BadCsr)
         );
+    }
+
+    #[test]
+    fn serials_are_random_even_for_the_same_key() {
+        let ca = Ca::load_or_create(&tmp("serial")).unwrap();
+        let csr = csr_for("system:node:edge0");
+        let a = cert_facts(&ca.sign_node_csr(&csr, "edge0", YEAR).unwrap()).unwrap();
+        let b = cert_facts(&ca.sign_node_csr(&csr, "edge0", YEAR).unwrap()).unwrap();
+        assert_ne!(a.serial, b.serial, "one CSR signed twice");
+        assert_eq!(a.serial.len(), 2 * SERIAL_BYTES);
+        assert_eq!(a.common_name.as_deref(), Some("system:node:edge0"));
+        assert!(a.not_after - a.not_before > YEAR.as_secs() as i64);
     }
 
     #[test]
