@@ -7,6 +7,13 @@
 //!    time verifying the server against the CA.
 //! 5. Write CA, certificate, key (owner-only) and config. Nothing is written before every step
 //!    has succeeded, so a failed join leaves a previous enrollment intact.
+//! 6. Remove the store of an earlier enrollment: a new certificate means a new identity (a
+//!    name freed by `cloudcore delete node`, or another cloud), and the objects stored for the
+//!    old one are tracked by no cloud; kept, they would run forever. The cloud sends the new
+//!    node everything it must hold.
+//!
+//! A cloud answers `409 Conflict` for a name another node holds; join says the name is taken
+//! and exits 1.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -73,6 +80,30 @@ fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// Removes the metadata store files of an earlier enrollment (either backend), saying so.
+fn discard_old_store(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    for backend in [store::Backend::Redb, store::Backend::Sled] {
+        let path = data_dir.join(store::file_name(backend));
+        let removed = match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => Err(e),
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+        };
+        removed.with_context(|| {
+            format!(
+                "joined, but the store of the earlier enrollment {} could not be removed; remove it before `edgecore run`",
+                path.display()
+            )
+        })?;
+        eprintln!(
+            "removed {} of the earlier enrollment: the cloud sends this node what it must hold",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     proto::validate_node_name(&args.node_name).map_err(anyhow::Error::msg)?;
     if let Some(ep) = args.cri_endpoint.as_deref().filter(|e| !e.is_empty()) {
@@ -135,16 +166,14 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
         &[("Authorization", &bearer), ("NodeName", &args.node_name)],
         &csr,
     )?;
+    let why = || String::from_utf8_lossy(&resp.body).trim().to_owned();
     match resp.status {
         200 => {}
-        401 | 403 => bail!(
-            "the cloud refused enrollment: {}",
-            String::from_utf8_lossy(&resp.body).trim()
-        ),
-        s => bail!(
-            "the cloud answered /edge.crt with HTTP {s}: {}",
-            String::from_utf8_lossy(&resp.body).trim()
-        ),
+        // The cloud gives a name to the node holding it only (renewal), or after an admin
+        // deleted the node: never silently to a second gateway.
+        409 => bail!("node name {:?} is taken: {}", args.node_name, why()),
+        401 | 403 | 429 => bail!("the cloud refused enrollment: {}", why()),
+        s => bail!("the cloud answered /edge.crt with HTTP {s}: {}", why()),
     }
     let cert_der = resp.body;
 
@@ -182,6 +211,7 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     }
     let path = data_dir.join(CONFIG_FILE);
     cfg.save(&path)?;
+    discard_old_store(&data_dir)?;
     eprintln!(
         "joined: node {} enrolled; config written to {}",
         args.node_name,
