@@ -35,10 +35,17 @@ pub async fn handle(hub: Rc<Hub>, acceptor: TlsAcceptor, tcp: Async<TcpStream>) 
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.to_vec());
-        let (status, ctype, body) = match read_request(&mut tls, MAX_CSR_BYTES).await {
+        let (mut status, mut ctype, mut body) = match read_request(&mut tls, MAX_CSR_BYTES).await {
             Ok(req) => route(&hub, &req, client_cert.as_deref()),
             Err(e) => (400, "text/plain", e.to_string().into_bytes()),
         };
+        // A certificate leaves only once it is on record, with the token use it took (group
+        // commit). A failed commit forgets the record (`Hub` reloads the enrollment state).
+        if status == 200 {
+            if let Err(e) = hub.durable().await {
+                (status, ctype, body) = text(500, format!("cannot record the certificate: {e}"));
+            }
+        }
         if status != 200 {
             log::info!(
                 "certificate request from {peer:?} refused ({status}): {}",
@@ -102,9 +109,9 @@ fn route(hub: &Hub, req: &Request, client_cert: Option<&[u8]>) -> (u16, &'static
     }
 }
 
-/// Decides, signs, records durably, and only then hands out the certificate. Synchronous
-/// from the first check to the commit, so on the one executor no other request interleaves:
-/// a token's last use goes to exactly one request.
+/// Decides, signs and records the certificate (its commit is awaited by [`handle`] before the
+/// answer). Synchronous from the first check to the recorded state, so on the one executor no
+/// other request interleaves: a token's last use goes to exactly one request.
 fn issue(
     hub: &Hub,
     req: &Request,
@@ -163,8 +170,7 @@ fn issue(
         .ok_or_else(|| fail(500, "the issued certificate does not parse".into()))?;
     let mut next = enrollment.clone();
     next.record(node, &facts, cred);
-    // Durable before the answer: a certificate that leaves is on record, and so is the
-    // token use it took. A failed write hands out nothing.
+    // Recorded with the token use it took, in the write the answer waits for ([`handle`]).
     hub.store
         .borrow_mut()
         .save_state(enroll::STATE_KEY, &next.encode())

@@ -1,8 +1,8 @@
 //! Deleting a node (`cloudcore delete node NAME`): everything that is the node's goes.
 //!
 //! 1. Its certificates are revoked and its name freed ([`crate::enroll`]), and its registry
-//!    record (node and lease) removed, in one durable transaction: from then on the tunnel
-//!    and the certificate endpoint refuse what it holds, and its `--node-limit` slot is free.
+//!    record (node and lease) removed: from then on the tunnel and the certificate endpoint
+//!    refuse what it holds, and its `--node-limit` slot is free.
 //! 2. Its session, if any, ends; until a new enrollment of the name, a session still
 //!    running cannot register it again.
 //! 3. Its pods are deleted at once, as Kubernetes' pod garbage collector deletes the pods
@@ -11,10 +11,14 @@
 //! 4. What the cloud recorded the node acknowledged is forgotten, so no tombstone waits for
 //!    it; a node enrolled under the name later starts from nothing.
 //!
+//! All of it is written in one turn, so one group commit makes it durable, and the admin API
+//! answers after it. Should that commit fail, the store and the enrollment state are
+//! reloaded as they were, and running the delete again does it (a node whose record is only
+//! on disk by then is still found).
+//!
 //! Devices naming the node stay: they are the operator's hardware description and are
 //! delivered again to a node of that name. The gateway itself cannot be told (its link is
 //! gone): its containers run on until it joins again (`edgecore join` starts it afresh).
-//! Each step is idempotent, so a delete that failed part way is completed by running it again.
 
 use std::time::{Duration, SystemTime};
 
@@ -57,7 +61,15 @@ pub fn delete_node(hub: &Hub, name: &str, now: SystemTime) -> Result<NodeDeleted
         .filter(|(_, e)| e.object["spec"]["nodeName"] == name)
         .map(|(k, _)| k.clone())
         .collect();
-    let registered = hub.registry.borrow().contains(name);
+    // A record only on disk: an earlier delete whose commit failed.
+    let registered = hub.registry.borrow().contains(name)
+        || hub
+            .store
+            .borrow()
+            .load_nodes()
+            .map_err(|e| fail(500, format!("cannot read the node records: {e}")))?
+            .iter()
+            .any(|(n, _)| n == name);
     let unix_now = unix(now);
     let mut enrollment = hub.enrollment.borrow_mut();
     enrollment.prune(unix_now);
@@ -65,7 +77,7 @@ pub fn delete_node(hub: &Hub, name: &str, now: SystemTime) -> Result<NodeDeleted
         return Err(fail(404, format!("node {name:?} not found")));
     }
 
-    // 1. Revocation and the record, durably together, before anything else changes.
+    // 1. Revocation and the record, first.
     let validity = hub.cfg.edge_cert_validity.max(LEGACY_CERT_LIFETIME);
     let mark_until = unix_now + validity.as_secs() as i64 + 3600;
     let mut next = enrollment.clone();

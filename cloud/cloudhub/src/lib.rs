@@ -185,10 +185,24 @@ impl Hub {
             let result = self.store.borrow_mut().commit().map_err(|e| e.to_string());
             if let Err(e) = &result {
                 log::error!("cloud store commit failed, the last writes are lost and refused: {e}");
+                self.reload_enrollment();
             }
             for w in self.durability.waiters.borrow_mut().drain(..) {
                 let _ = w.try_send(result.clone());
             }
+        }
+    }
+
+    /// After a failed commit: the enrollment state as the store has it, so certificates and
+    /// uses that were not made durable are forgotten here too (`enroll`).
+    fn reload_enrollment(&self) {
+        match self.store.borrow().load_state(enroll::STATE_KEY) {
+            Ok(Some(b)) => match enroll::Enrollment::decode(&b) {
+                Ok(e) => *self.enrollment.borrow_mut() = e,
+                Err(e) => log::error!("{e}"),
+            },
+            Ok(None) => *self.enrollment.borrow_mut() = enroll::Enrollment::default(),
+            Err(e) => log::error!("cannot reload the enrollment state: {e}"),
         }
     }
 

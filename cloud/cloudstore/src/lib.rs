@@ -514,15 +514,11 @@ impl CloudStore {
     }
 
     /// Removes the saved record of a node the admin deleted and saves a piece of hub state
-    /// (its revocations), in one durable transaction.
+    /// (its revocations), in one commit.
     pub fn remove_node(&mut self, name: &str, state: (&str, &[u8])) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(io)?;
-        tx.open_table(NODES).map_err(io)?.remove(name).map_err(io)?;
-        tx.open_table(STATE)
-            .map_err(io)?
-            .insert(state.0, state.1)
-            .map_err(io)?;
-        tx.commit().map_err(io)
+        self.stage(Table::Nodes, name.to_owned(), None);
+        self.stage(Table::State, state.0.to_owned(), Some(state.1.to_vec()));
+        self.finish()
     }
 
     /// A piece of hub state saved with [`CloudStore::save_state`].
