@@ -11,9 +11,11 @@
 //! - [`objresp`]: the `{"Object":…,"Err":…}` reply shape and Kubernetes `Status` errors (§4.6).
 //! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 //! - [`quantity`]: Kubernetes resource quantities.
+//! - [`limits`]: object size and JSON depth limits both sides agree on.
 
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod message;
 pub mod objresp;
 pub mod quantity;

@@ -19,6 +19,8 @@ pub enum DecodeError {
     MissingId,
     #[error("frame of {len} bytes is over the {max} byte limit")]
     TooLarge { len: usize, max: usize },
+    #[error("frame is {0}")]
+    TooDeep(crate::limits::LimitError),
 }
 
 /// `header` (§1.1). Empty optional fields are omitted on output exactly as Go's `omitempty`.
@@ -140,6 +142,7 @@ impl Message {
     }
 
     /// Parses one frame. Accepts text or binary payloads, a trailing newline and any field order.
+    /// Frames nested deeper than [`crate::limits::MAX_FRAME_DEPTH`] are refused before parsing.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Self, DecodeError> {
         if bytes.len() > max_len {
             return Err(DecodeError::TooLarge {
@@ -147,6 +150,8 @@ impl Message {
                 max: max_len,
             });
         }
+        crate::limits::check_json_depth(bytes, crate::limits::MAX_FRAME_DEPTH)
+            .map_err(DecodeError::TooDeep)?;
         let msg: Message = serde_json::from_slice(bytes)?;
         if msg.header.msg_id.is_empty() {
             return Err(DecodeError::MissingId);
@@ -268,6 +273,24 @@ mod tests {
         assert!(matches!(
             Message::decode(&[b' '; 100], 10),
             Err(DecodeError::TooLarge { len: 100, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn frames_nested_past_the_limit_are_refused_before_parsing() {
+        let deep = |levels: usize| {
+            format!(
+                "{{\"header\":{{\"msg_id\":\"a\"}},\"content\":{}1{}}}",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        let max = crate::limits::MAX_FRAME_DEPTH;
+        // The frame's own object is one level: content may nest to the rest.
+        assert!(Message::decode(deep(max - 1).as_bytes(), 1 << 20).is_ok());
+        assert!(matches!(
+            Message::decode(deep(max).as_bytes(), 1 << 20),
+            Err(DecodeError::TooDeep(_))
         ));
     }
 

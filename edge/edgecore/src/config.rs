@@ -360,6 +360,8 @@ impl Config {
                 path.display()
             )
         })?;
+        proto::limits::check_json_depth(&text, proto::limits::MAX_JSON_DEPTH)
+            .with_context(|| format!("{} is not a valid edgecore config", path.display()))?;
         let cfg: Config = serde_json::from_slice(&text)
             .with_context(|| format!("{} is not a valid edgecore config", path.display()))?;
         cfg.validate()
@@ -447,5 +449,20 @@ mod tests {
         let mut bad = c.clone();
         bad.reserved.eviction_nodefs_available = "10".into();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_config_nested_past_the_depth_limit_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("edgecore-cfg-depth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("edgecore.json");
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        std::fs::write(&path, deep).unwrap();
+        let e = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(
+            e.contains("nested deeper than the limit of 64 levels"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

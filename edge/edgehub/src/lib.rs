@@ -35,8 +35,9 @@ use smol::{Async, Timer};
 use crate::core::{Backoff, Held, HubCore, Inbound, Liveness, ReadBudget};
 
 /// Largest frame accepted from the cloud. Kubernetes objects are capped near 1.5 MiB by etcd;
-/// 4 MiB leaves room while keeping a hostile frame from eating a 64 MB gateway.
-pub const MAX_FRAME_BYTES: usize = 4 << 20;
+/// 4 MiB leaves room while keeping a hostile frame from eating a 64 MB gateway. Named in
+/// `proto::limits`, where the cloud's object limit is checked against it.
+pub const MAX_FRAME_BYTES: usize = proto::limits::EDGE_MAX_FRAME_BYTES;
 
 type Ws = WebSocketStream<TlsStream<Async<TcpStream>>>;
 
