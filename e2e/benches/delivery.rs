@@ -2,7 +2,8 @@
 //! 100 secrets, for the redb and sled backends side by side; then messages per second and
 //! p50/p99 latency from `apply` to the edge's acknowledgement for a burst of 1,000 pods, with
 //! the group-commit numbers (store commits and flash bytes per 1,000 objects, from
-//! edgecore's exit line); and edgecore's memory holding one pod with ten 3.5 MiB configmaps.
+//! edgecore's exit line); and edgecore's memory holding one pod with ten 1 MiB configmaps (the
+//! largest the cloud stores).
 //!
 //! Needs a release edgecore built with `--features sled` (scripts/bench.sh does that).
 
@@ -82,17 +83,17 @@ fn footprint(backend: &str) -> String {
     )
 }
 
-/// One pod using ten 3.5 MiB configmaps: edgecore's memory once all are stored (the byte
+/// One pod using ten configmaps of 1 MiB, the most data one may hold
+/// (`cloudstore::limits::MAX_DATA_BYTES`): edgecore's memory once all are stored (the byte
 /// bounds: mailboxes, batches and shared objects instead of copies).
 fn big_configmaps() -> String {
     let cloud = Cloud::start(&[]);
     let (_edge, run) = edge_on(&cloud, "redb");
     let [rss0, _, _, _] = proc_status(run.pid());
-    // One apply each: a manifest holds 8 MiB at most.
     for i in 0..10 {
         let cm = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big{i}}}\ndata: {{blob: \"{}\"}}\n",
-            "x".repeat(3_500_000)
+            "x".repeat(cloudstore::limits::MAX_DATA_BYTES - "blob".len())
         );
         let (status, body) = cloud.admin("POST", "/api/v1/apply", cm.as_bytes());
         assert_eq!(status, 200, "{body}");
@@ -115,7 +116,7 @@ fn big_configmaps() -> String {
     std::thread::sleep(Duration::from_secs(3)); // a few pod passes with everything stored
     let [rss, anon, hwm, _] = proc_status(run.pid());
     format!(
-        "| 1 pod, 10 × 3.5 MiB configmaps | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB |",
+        "| 1 pod, 10 × 1 MiB configmaps | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB | {:>8.2} MiB |",
         rss0 as f64 / 1024.0,
         rss as f64 / 1024.0,
         anon as f64 / 1024.0,

@@ -345,13 +345,14 @@ impl Cloud {
         let mut tcp = std::net::TcpStream::connect(addr).expect("admin API reachable");
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let auth = format!("Bearer {}", token.trim());
-        let r = support::http::exchange(
+        let r = support::http::exchange_limited(
             &mut tcp,
             method,
             &addr.to_string(),
             path,
             &[("Authorization", &auth)],
             body,
+            256 << 20,
         )
         .expect("admin exchange");
         (

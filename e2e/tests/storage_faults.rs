@@ -98,10 +98,14 @@ fn a_full_disk_makes_the_node_not_ready_and_space_returning_makes_it_ready_witho
     let filler = edge.dir.path().join("filler");
     assert!(fill(&filler, 64 << 20) > 0);
     // Something to write: MetaManager cannot store it, so acknowledges nothing. Large, so it
-    // cannot fit in pages the store file already has.
-    let blob = "x".repeat(700 << 10);
+    // cannot fit in pages the store file already has: 700 KiB in environment values (pod
+    // annotations hold 256 KiB at most).
+    let env: Vec<String> = (0..7)
+        .map(|i| format!("{{name: B{i}, value: {}}}", "x".repeat(100 << 10)))
+        .collect();
     cloud.apply_ok(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: during, annotations: {{blob: {blob}}}}}\nspec:\n  nodeName: edge0\n  containers: [{{name: app, image: busybox}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: during}}\nspec:\n  nodeName: edge0\n  containers: [{{name: app, image: busybox, env: [{}]}}]\n",
+        env.join(", ")
     ));
     cloud.wait_ready("edge0", false, T);
     let ready = condition(&cloud, "edge0", "Ready").unwrap();

@@ -15,8 +15,8 @@ pub enum HttpError {
     Io(#[from] std::io::Error),
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
-    #[error("HTTP response over {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
+    #[error("HTTP response over {0} bytes")]
+    TooLarge(usize),
 }
 
 /// A response: status code and body.
@@ -26,7 +26,8 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends `method path` with `headers` and `body` on `stream` and reads the whole response.
+/// Sends `method path` with `headers` and `body` on `stream` and reads the whole response,
+/// at most [`MAX_RESPONSE_BYTES`].
 pub fn exchange<S: Read + Write>(
     stream: &mut S,
     method: &str,
@@ -34,6 +35,27 @@ pub fn exchange<S: Read + Write>(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
+) -> Result<Response, HttpError> {
+    exchange_limited(
+        stream,
+        method,
+        host,
+        path,
+        headers,
+        body,
+        MAX_RESPONSE_BYTES,
+    )
+}
+
+/// [`exchange`] with a response of at most `max_response` bytes.
+pub fn exchange_limited<S: Read + Write>(
+    stream: &mut S,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    max_response: usize,
 ) -> Result<Response, HttpError> {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -60,8 +82,8 @@ pub fn exchange<S: Read + Write>(
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > MAX_RESPONSE_BYTES {
-            return Err(HttpError::TooLarge);
+        if buf.len() > max_response {
+            return Err(HttpError::TooLarge(max_response));
         }
         if let Some(resp) = complete(&buf)? {
             return Ok(resp);

@@ -228,7 +228,13 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                                 "deleted through the admin API".into(),
                             );
                             hub.store_changed();
-                            (200, json!({ "deleted": obj }))
+                            // Who was deleted, not the object: an answer the size of the
+                            // object is what made `delete` of a large one exit 1.
+                            let meta = &obj["metadata"];
+                            (
+                                200,
+                                json!({ "deleted": { "kind": k.name(), "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"] } }),
+                            )
                         }
                         Err(cloudstore::StoreError::NotFound(what)) => not_found(what),
                         Err(e) => (500, json!({ "error": e.to_string() })),
@@ -379,6 +385,10 @@ fn apply(hub: &Hub, body: &[u8]) -> (u16, serde_json::Value) {
             hub.store_changed();
             (200, json!({ "results": out }))
         }
+        Err(cloudstore::StoreError::Refused(r, key)) => (
+            r.code,
+            json!({ "error": format!("{key}: {}", r.full_message(key.kind.name(), key.kind.plural(), &key.name)) }),
+        ),
         Err(e) => (500, json!({ "error": e.to_string() })),
     }
 }

@@ -14,6 +14,11 @@ use serde_json::Value;
 
 use crate::{admin, UsageError, DEFAULT_DATA_DIR};
 
+/// Largest admin API answer the CLI reads: a list of 160 objects at the object limit
+/// (`proto::limits::MAX_OBJECT_BYTES`). The CLI runs on the cloud's machine, not a gateway;
+/// one object alone is always far below this.
+pub const MAX_ADMIN_RESPONSE_BYTES: usize = 256 << 20;
+
 #[derive(PartialEq, Clone, Copy)]
 enum Output {
     Table,
@@ -125,13 +130,14 @@ impl Client {
             })?;
         tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
         let auth = format!("Bearer {}", token.trim());
-        let resp = support::http::exchange(
+        let resp = support::http::exchange_limited(
             &mut tcp,
             method,
             &addr.to_string(),
             path,
             &[("Authorization", &auth)],
             body,
+            MAX_ADMIN_RESPONSE_BYTES,
         )?;
         let v: Value =
             serde_json::from_slice(&resp.body).context("admin API answered with invalid JSON")?;

@@ -1,8 +1,11 @@
 //! Manifests as users write them: YAML or JSON, one or many documents (`---`), or a `List`.
 //! Every document is validated before anything is stored; the first problem is reported with
-//! the document's position, kind and name, and the field at fault.
+//! the document's position, kind and name, and the field at fault. Each object is held to the
+//! limits every stored object keeps (`cloudstore::limits`: 1.5 MiB, 64 levels deep, labels and
+//! annotations as Kubernetes validates them), named in the error.
 
-use cloudstore::{kinds, Kind};
+use cloudstore::{kinds, limits, Kind};
+use proto::limits::MAX_JSON_DEPTH;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -13,8 +16,17 @@ pub const MAX_MANIFEST_BYTES: usize = 8 << 20;
 pub fn parse(text: &str) -> Result<Vec<(Kind, Value)>, String> {
     let mut docs = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc)
-            .map_err(|e| format!("document {}: not valid YAML or JSON: {e}", i + 1))?;
+        let v = Value::deserialize(doc).map_err(|e| {
+            // serde_yaml stops at 128 levels: past our limit either way, so say that.
+            if e.to_string().contains("recursion limit exceeded") {
+                too_deep(i + 1)
+            } else {
+                format!("document {}: not valid YAML or JSON: {e}", i + 1)
+            }
+        })?;
+        if proto::limits::depth(&v) > MAX_JSON_DEPTH {
+            return Err(too_deep(i + 1));
+        }
         match v {
             Value::Null => {}
             Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => {
@@ -51,10 +63,17 @@ pub fn parse(text: &str) -> Result<Vec<(Kind, Value)>, String> {
                 known.join(", ")
             ));
         };
+        limits::check_stored(&doc, None).map_err(|e| format!("{what}: {e}"))?;
         kinds::validate(kind, &doc).map_err(|e| format!("{what}: {e}"))?;
         out.push((kind, doc));
     }
     Ok(out)
+}
+
+fn too_deep(n: usize) -> String {
+    format!(
+        "document {n}: nested deeper than the limit of {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH)"
+    )
 }
 
 #[cfg(test)]
@@ -92,5 +111,38 @@ mod tests {
         );
         assert!(parse("").is_err());
         assert!(parse("- 1\n- 2\n").is_err());
+    }
+
+    #[test]
+    fn objects_over_the_limits_are_refused_with_the_limit_named() {
+        let cm = |bytes: usize| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{k: {}}}\n",
+                "x".repeat(bytes)
+            )
+        };
+        let e = parse(&cm(5 << 20)).unwrap_err();
+        assert!(
+            e.contains("document 1 (ConfigMap \"big\")") && e.contains("1572864 bytes"),
+            "{e}"
+        );
+        let e = parse(&cm(1 << 20)).unwrap_err();
+        assert!(e.contains("must have at most 1048576 bytes"), "{e}");
+        assert!(parse(&cm(1000)).is_ok());
+        // As deep as allowed, one more level, and past serde_yaml's own limit.
+        let deep = |levels: usize| {
+            format!(
+                "{{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{{\"name\":\"d\",\"annotations\":{{\"a\":\"b\"}}}},\"x\":{}1{}}}",
+                "[".repeat(levels),
+                "]".repeat(levels)
+            )
+        };
+        assert!(parse(&deep(MAX_JSON_DEPTH - 1)).is_ok());
+        for levels in [MAX_JSON_DEPTH, 500] {
+            let e = parse(&deep(levels)).unwrap_err();
+            assert!(e.contains("deeper than the limit of 64 levels"), "{e}");
+        }
+        let e = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {\"-x\": a}}\nspec: {containers: [{name: c, image: i}]}\n").unwrap_err();
+        assert!(e.contains("metadata.labels: Invalid value: \"-x\""), "{e}");
     }
 }

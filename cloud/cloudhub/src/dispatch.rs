@@ -361,7 +361,17 @@ fn object_query(
     let mut obj = entry.object.clone();
     obj["apiVersion"] = json!("v1");
     obj["kind"] = json!(kind.name());
-    reply(msg, obj, &entry.rv().to_string(), now)
+    let answer = reply(msg, obj, &entry.rv().to_string(), now);
+    // Only an object stored before the object limit can make an answer this large: the edge
+    // would refuse the frame and ask again on every reconnect. The same rule as delivery
+    // (edgecontroller): what fits in the edge's frame goes.
+    if proto::limits::json_len(&answer) >= proto::limits::EDGE_MAX_FRAME_BYTES {
+        let bytes = proto::limits::json_len(&entry.object);
+        let st =
+            cloudstore::limits::Refusal::too_large(bytes).status(kind.name(), kind.plural(), name);
+        return reply(msg, json!({ "ErrStatus": st }), "", now);
+    }
+    answer
 }
 
 /// Handles one message from `node`. Returns what it meant and the reply to send, if any.

@@ -88,6 +88,7 @@ pub async fn read_request_checked<S: AsyncRead + Unpin>(
                     return Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES));
                 }
             }
+            // A head that completes in the read that crossed the limit is still over it.
             httparse::Status::Complete(head) if head > MAX_HEAD_BYTES => {
                 return Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES));
             }
@@ -196,6 +197,24 @@ mod tests {
             assert!(read_request(&mut smol::io::Cursor::new(cut), 10)
                 .await
                 .is_err());
+            // Heads up to the limit pass, a byte more does not, wherever the reads end.
+            let head = |len: usize| {
+                let mut h = b"GET / HTTP/1.1\r\nX: ".to_vec();
+                h.resize(len - 4, b'a');
+                h.extend_from_slice(b"\r\n\r\n");
+                h
+            };
+            assert!(
+                read_request(&mut smol::io::Cursor::new(head(MAX_HEAD_BYTES)), 0)
+                    .await
+                    .is_ok()
+            );
+            for len in [MAX_HEAD_BYTES + 1, 18 << 10, 20 << 10] {
+                assert!(matches!(
+                    read_request(&mut smol::io::Cursor::new(head(len)), 0).await,
+                    Err(RequestError::HeadTooLarge(MAX_HEAD_BYTES))
+                ));
+            }
             let junk = b"\x16\x03\x01garbage\r\n\r\n".to_vec();
             assert!(matches!(
                 read_request(&mut smol::io::Cursor::new(junk), 10).await,

@@ -266,6 +266,10 @@ where
         hub.controller
             .borrow_mut()
             .plan(node, &hub.store.borrow(), Instant::now(), now_ms());
+    for u in hub.controller.borrow_mut().take_undeliverable() {
+        log::warn!("{}: {}", u.key, u.message());
+        (hub.events.borrow_mut()).record(&u.key, SystemTime::now(), "TooLargeForNode", u.message());
+    }
     msgs.extend(
         hub.devices
             .borrow_mut()

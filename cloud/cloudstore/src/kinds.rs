@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::limits;
+
 /// Stored kinds. Nodes live in CloudHub's registry; Device and DeviceModel come with devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -154,11 +156,11 @@ pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
                 .ok_or_else(|| err("metadata.namespace", "must be a string"))?,
         )?;
     }
-    string_map(
+    limits::validate_labels(
         "metadata.labels",
         meta.get("labels").unwrap_or(&Value::Null),
     )?;
-    string_map(
+    limits::validate_annotations(
         "metadata.annotations",
         meta.get("annotations").unwrap_or(&Value::Null),
     )?;
@@ -204,6 +206,7 @@ pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
         Kind::ConfigMap => {
             string_map("data", obj.get("data").unwrap_or(&Value::Null))?;
             string_map("binaryData", obj.get("binaryData").unwrap_or(&Value::Null))?;
+            limits::check_data_size(obj, false)?;
         }
         Kind::Device => {
             let spec = obj.get("spec").ok_or_else(|| err("spec", "required"))?;
@@ -259,6 +262,7 @@ pub fn validate(kind: Kind, obj: &Value) -> Result<(), FieldError> {
                 }
                 Some(_) => return Err(err("data", "must be a map of base64 strings")),
             }
+            limits::check_data_size(obj, true)?;
         }
     }
     Ok(())

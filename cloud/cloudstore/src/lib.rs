@@ -20,6 +20,7 @@ mod commit;
 pub mod defaults;
 mod epoch;
 pub mod kinds;
+pub mod limits;
 pub mod smp;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ pub enum StoreError {
     /// A patch that cannot be applied, with the HTTP status the apiserver gives it.
     #[error("{1}")]
     Patch(u16, String),
+    /// The object would break a limit every stored object keeps ([`limits::check_stored`]).
+    #[error("{1}: {0}")]
+    Refused(limits::Refusal, ObjectKey),
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -352,6 +356,8 @@ impl CloudStore {
             rv += 1;
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             obj["metadata"]["generation"] = json!(generation);
+            limits::check_stored(&obj, current.map(|c| &c.object))
+                .map_err(|r| StoreError::Refused(r, key.clone()))?;
             staged.push((
                 key.clone(),
                 Entry {
@@ -464,6 +470,8 @@ impl CloudStore {
         }
         let rv = self.last_rv + 1;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        limits::check_stored(&obj, Some(&cur.object))
+            .map_err(|r| StoreError::Refused(r, key.clone()))?;
         let entry = Entry {
             object: obj.clone(),
             push_rv: cur.push_rv,

@@ -388,7 +388,7 @@ pub fn report(
             json!({ "status": { "twins": twins } })
         }
         "state/update" => {
-            let dm: Value = serde_json::from_slice(&msg.content_bytes())
+            let dm: Value = proto::limits::parse_json(&msg.content_bytes())
                 .map_err(|e| ReportError::Unusable(e.to_string()))?;
             let d = &dm["device"];
             let state = d["state"].as_str().unwrap_or("unknown");

@@ -16,6 +16,12 @@
 //! reconnect resends exactly what changed while the node was away. At most [`WINDOW`] messages
 //! per node are unacknowledged at once; each is resent with the same `msg_id` every
 //! [`RESEND_AFTER`] (backing off to [`RESEND_MAX`]) until acknowledged or superseded.
+//!
+//! A message the edge could not accept (over [`proto::limits::EDGE_MAX_FRAME_BYTES`]: only an
+//! object stored before the object limit can be that large) is never sent: it would break the
+//! tunnel and be resent first on every reconnect, so the node would get nothing else. It is
+//! skipped until the object changes and reported once ([`EdgeController::take_undeliverable`]);
+//! a delete that large goes with only the object's name, namespace and uid.
 
 #![forbid(unsafe_code)]
 
@@ -138,6 +144,37 @@ fn path(key: &ObjectKey) -> String {
 #[derive(Default)]
 pub struct EdgeController {
     nodes: HashMap<String, NodeDelivery>,
+    /// Object versions too large for a node's frame, by (node, uid): not sent again until
+    /// the object changes. Kept across reconnects, so each is reported once.
+    too_large: HashMap<(String, String), u64>,
+    /// Skipped objects not yet reported.
+    undeliverable: Vec<Undeliverable>,
+}
+
+/// An object not sent to a node because the edge could not accept the message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undeliverable {
+    pub node: String,
+    pub key: ObjectKey,
+    /// What the message would have taken.
+    pub bytes: usize,
+}
+
+impl Undeliverable {
+    pub fn message(&self) -> String {
+        format!(
+            "not sent to node {}: the message would be {} bytes, over the {} bytes an edge accepts in one frame (EDGE_MAX_FRAME_BYTES); the object limit is {} bytes",
+            self.node,
+            self.bytes,
+            proto::limits::EDGE_MAX_FRAME_BYTES,
+            proto::limits::MAX_OBJECT_BYTES
+        )
+    }
+}
+
+/// Bytes of `msg` as a frame (its JSON and the newline).
+fn frame_len(msg: &Message) -> usize {
+    proto::limits::json_len(msg) + 1
 }
 
 impl EdgeController {
@@ -159,6 +196,12 @@ impl EdgeController {
         self.nodes.get(node).map_or(0, |d| d.inflight.len())
     }
 
+    /// Objects skipped since the last call because their message was too large for the
+    /// edge, each reported once per version (for events and logs).
+    pub fn take_undeliverable(&mut self) -> Vec<Undeliverable> {
+        std::mem::take(&mut self.undeliverable)
+    }
+
     /// The messages to send `node` now: resends that are due, then whatever closes the gap
     /// between what it must hold and what it acknowledged, within the window.
     pub fn plan(
@@ -171,6 +214,7 @@ impl EdgeController {
         let Some(d) = self.nodes.get_mut(node) else {
             return Vec::new();
         };
+        let too_large = &mut self.too_large;
         let version = store.objects_version();
         if d.desired.as_ref().is_none_or(|(v, _)| *v != version) {
             d.desired = Some((version, desired(node, store)));
@@ -207,6 +251,10 @@ impl EdgeController {
             if d.inflight.len() >= WINDOW {
                 break;
             }
+            let skip = (node.to_owned(), w.uid.clone());
+            if too_large.get(&skip) == Some(&w.push_rv) {
+                continue;
+            }
             let Some(entry) = store.get(&w.key) else {
                 continue;
             };
@@ -228,6 +276,16 @@ impl EdgeController {
                 now_ms,
             );
             msg.header.resourceversion = rv.to_string();
+            let bytes = frame_len(&msg);
+            if bytes > proto::limits::EDGE_MAX_FRAME_BYTES {
+                too_large.insert(skip, w.push_rv);
+                self.undeliverable.push(Undeliverable {
+                    node: node.to_owned(),
+                    key: w.key.clone(),
+                    bytes,
+                });
+                continue;
+            }
             d.inflight.push(InFlight {
                 uid: w.uid.clone(),
                 key: w.key.clone(),
@@ -267,20 +325,23 @@ impl EdgeController {
             {
                 continue;
             }
+            // What the edge needs to find and remove the object.
+            let minimal = json!({ "apiVersion": key.kind.api_version(), "kind": key.kind.name(),
+                "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } });
             // The whole object, as upstream's watch-driven delete carries it: its last state if
             // it is gone, its current one if it is only no longer meant for this node.
-            let content = match store.tombstone(&uid).cloned().or_else(|| {
-                let e = store.get(&key).filter(|e| e.uid() == uid)?;
-                let mut o = e.object.clone();
-                o["apiVersion"] = json!(key.kind.api_version());
-                o["kind"] = json!(key.kind.name());
-                Some(o)
-            }) {
-                Some(o) => o,
-                None => json!({ "apiVersion": key.kind.api_version(), "kind": key.kind.name(),
-                    "metadata": { "name": key.name, "namespace": key.namespace, "uid": uid } }),
-            };
-            let msg = Message::new(
+            let content = store
+                .tombstone(&uid)
+                .cloned()
+                .or_else(|| {
+                    let e = store.get(&key).filter(|e| e.uid() == uid)?;
+                    let mut o = e.object.clone();
+                    o["apiVersion"] = json!(key.kind.api_version());
+                    o["kind"] = json!(key.kind.name());
+                    Some(o)
+                })
+                .unwrap_or_else(|| minimal.clone());
+            let mut msg = Message::new(
                 key.kind.source(),
                 Group::Resource,
                 Operation::Delete,
@@ -288,6 +349,10 @@ impl EdgeController {
                 content,
                 now_ms,
             );
+            // Too large for the edge: only what it needs.
+            if frame_len(&msg) > proto::limits::EDGE_MAX_FRAME_BYTES {
+                msg.content = minimal;
+            }
             d.inflight.push(InFlight {
                 uid,
                 key,
@@ -620,5 +685,68 @@ mod tests {
         assert_eq!(first.len(), WINDOW);
         ack_all(&mut c, &mut s, &first[..5]);
         assert_eq!(c.plan("edge0", &s, t, 0).len(), 5);
+    }
+
+    #[test]
+    fn an_object_too_large_for_the_edge_is_skipped_once_and_wedges_nothing() {
+        let mut s = store("too-large");
+        // As a store written before the object limit holds it: apply refuses it now, so it
+        // goes into the file the way an older cloudcore wrote it.
+        let big = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "big", "namespace": "default", "uid": "u-big", "resourceVersion": "5"},
+            "data": {"k": "x".repeat(proto::limits::EDGE_MAX_FRAME_BYTES)}});
+        assert!(s.apply(&[(Kind::ConfigMap, big.clone())], 0).is_err());
+        let path = std::env::temp_dir().join(format!("edgectl-too-large-{}", std::process::id()));
+        drop(s);
+        {
+            const OBJECTS: redb::TableDefinition<&str, &[u8]> =
+                redb::TableDefinition::new("objects");
+            let db = redb::Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            let mut value = 5u64.to_le_bytes().to_vec();
+            value.extend(serde_json::to_vec(&big).unwrap());
+            tx.open_table(OBJECTS)
+                .unwrap()
+                .insert("configmaps/default/big", value.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut s = CloudStore::open(&path).unwrap();
+        s.apply(
+            &[
+                pod("web", "edge0", "a", Some("big")),
+                pod("other", "edge0", "a", None),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut c = EdgeController::new();
+        c.connected("edge0");
+        let t = Instant::now();
+        let msgs = c.plan("edge0", &s, t, 0);
+        let res: Vec<&str> = msgs.iter().map(|m| m.route.resource.as_str()).collect();
+        assert_eq!(
+            res,
+            ["default/pod/other", "default/pod/web"],
+            "everything else goes"
+        );
+        assert!(msgs
+            .iter()
+            .all(|m| m.encode().len() <= proto::limits::EDGE_MAX_FRAME_BYTES));
+        let skipped = c.take_undeliverable();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].key.name, "big");
+        assert!(
+            skipped[0].message().contains("4194304"),
+            "{}",
+            skipped[0].message()
+        );
+        ack_all(&mut c, &mut s, &msgs);
+        // Not resent, not reported again, across resend time and a reconnect.
+        assert!(c.plan("edge0", &s, t + RESEND_MAX * 2, 0).is_empty());
+        c.disconnected("edge0");
+        c.connected("edge0");
+        assert!(c.plan("edge0", &s, t, 0).is_empty());
+        assert!(c.take_undeliverable().is_empty());
     }
 }
