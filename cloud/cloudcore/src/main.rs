@@ -70,6 +70,10 @@ SERVE OPTIONS:
     --node-grace-period <D>       Report a silent node NotReady after this long [default: 40s]
     --node-limit <N>              Most node names held, registered or enrolled; `delete
                                   node` frees one [default: 500]
+    --allow-node-labels           Let a node change its own labels and annotations (labels
+                                  within Kubernetes' NodeRestriction rules: none under
+                                  kubernetes.io or k8s.io but kubelet's own). Without it a
+                                  node writes only its status, lease and its pods' status
     --edge-cert-validity <D>      Validity of the edge certificates issued; edges renew
                                   theirs at 70-90 % of it [default: 365d]
     --log-level <LEVEL>           error, warn, info, debug or trace [default: info]
@@ -122,6 +126,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         node_limit: 500,
         node_grace: Duration::from_secs(40),
         edge_cert_validity: Duration::from_secs(pki::EDGE_CERT_DAYS as u64 * 86400),
+        node_writes: Default::default(),
     };
     let mut admin_bind: SocketAddr = "127.0.0.1:10010".parse().expect("valid literal");
     let mut level = log::LevelFilter::Info;
@@ -136,6 +141,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("keepalive-timeout") => cfg.keepalive_timeout = duration(p.value()?)?,
             Long("node-grace-period") => cfg.node_grace = duration(p.value()?)?,
             Long("node-limit") => cfg.node_limit = parsed(p.value()?, "number")?,
+            Long("allow-node-labels") => cfg.node_writes.labels = true,
             Long("edge-cert-validity") => {
                 cfg.edge_cert_validity = duration(p.value()?)?;
                 if cfg.edge_cert_validity < Duration::from_secs(10) {

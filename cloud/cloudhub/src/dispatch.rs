@@ -8,7 +8,8 @@
 //! timeout; fire-and-forget messages (events, `membership/detail`, uploads) are dropped as
 //! upstream cloudcore drops them.
 //!
-//! A node may only touch its own node and lease objects and the pods bound to it.
+//! A node may only touch its own node and lease objects and the pods bound to it; what it may
+//! change in them is [`crate::admission`]'s whitelist, refused as the apiserver refuses it.
 
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 
 use cloudstore::{kinds, CloudStore, Kind, ObjectKey};
 
+use crate::admission;
 use crate::events::Events;
 use crate::nodes::{NodeRegistry, StatusError};
 
@@ -68,7 +70,7 @@ fn token_query(
     }
     let pod_name = bound["name"].as_str().unwrap_or("");
     let pod_uid = bound["uid"].as_str().unwrap_or("");
-    let key = match own_pod(ctx.store, node, ns, pod_name) {
+    let key = match own_pod(ctx.store, node, ns, pod_name, ("create", "token")) {
         Ok(k) => k,
         Err(StatusError(st)) => return reply(msg, json!({ "ErrStatus": st }), "", now),
     };
@@ -162,13 +164,47 @@ fn object_reply(req: &Message, result: Result<Value, StatusError>, now: SystemTi
     }
 }
 
-fn forbidden(node: &str, resource: &str) -> StatusError {
-    StatusError(objresp::status(
-        403,
-        "Forbidden",
-        &format!("node {node:?} may not act on {resource:?}"),
-        json!({ "name": resource }),
-    ))
+/// A request for another node's Node or Lease, refused as the node authorizer and
+/// NodeRestriction refuse it.
+fn other_nodes(node: &str, path: &ResourcePath, op: &Operation) -> StatusError {
+    let ResourcePath::Object {
+        kind,
+        name: Some(name),
+        ..
+    } = path
+    else {
+        return admission::other_node(node, "");
+    };
+    let verb = match op {
+        Operation::Insert => "create",
+        Operation::Update => "update",
+        Operation::Patch => "patch",
+        Operation::Delete => "delete",
+        _ => "get",
+    };
+    match kind {
+        ResourceKind::Lease => admission::not_authorized(
+            node,
+            verb,
+            "leases",
+            "",
+            "coordination.k8s.io",
+            proto::LEASE_NAMESPACE,
+            name,
+            "can only access node lease with the same name as the requesting node",
+        ),
+        _ if verb == "get" => admission::not_authorized(
+            node,
+            verb,
+            "nodes",
+            "",
+            "",
+            "",
+            name,
+            &format!("node '{node}' cannot read '{name}', only its own Node object"),
+        ),
+        _ => admission::other_node(node, name),
+    }
 }
 
 /// What happened, for the session's bookkeeping.
@@ -188,28 +224,50 @@ pub enum Effect {
     Other,
 }
 
-/// The pod `ns/name` if it is bound to `node`.
-fn own_pod(store: &CloudStore, node: &str, ns: &str, name: &str) -> Result<ObjectKey, StatusError> {
+/// The pod `ns/name` if it is bound to `node`; otherwise the node authorizer's denial of
+/// `verb` on `pods/<sub>` (`sub` may be empty).
+fn own_pod(
+    store: &CloudStore,
+    node: &str,
+    ns: &str,
+    name: &str,
+    (verb, sub): (&str, &str),
+) -> Result<ObjectKey, StatusError> {
     let key = ObjectKey::new(Kind::Pod, ns, name);
     match store.get(&key) {
         None => Err(StatusError(objresp::not_found("pods", "", name))),
         Some(e) if e.object["spec"]["nodeName"].as_str() == Some(node) => Ok(key),
-        Some(_) => Err(StatusError(objresp::status(
-            403,
-            "Forbidden",
-            &format!("pod {ns}/{name} is not bound to node {node:?}"),
-            json!({ "name": name, "kind": "pods" }),
-        ))),
+        Some(_) => Err(admission::not_authorized(
+            node,
+            verb,
+            "pods",
+            sub,
+            "",
+            ns,
+            name,
+            &format!("no relationship found between node '{node}' and this object"),
+        )),
     }
 }
 
+/// A store failure as the Status the apiserver would answer: a refused object with its
+/// reason, a patch error with its code, anything else an internal error.
 fn store_err(e: cloudstore::StoreError) -> StatusError {
-    StatusError(objresp::status(
-        500,
-        "InternalError",
-        &e.to_string(),
-        json!({}),
-    ))
+    use cloudstore::StoreError as E;
+    StatusError(match e {
+        E::Refused(r, key) => r.status(key.kind.name(), key.kind.plural(), &key.name),
+        E::Patch(code, message) => objresp::status(
+            code,
+            if code == 500 {
+                "InternalError"
+            } else {
+                "BadRequest"
+            },
+            &message,
+            json!({}),
+        ),
+        e => objresp::status(500, "InternalError", &e.to_string(), json!({})),
+    })
 }
 
 /// `patch <ns>/podpatch/<name>` (a strategic-merge patch as a JSON string, §4.4).
@@ -221,15 +279,10 @@ fn pod_patch(
     msg: &Message,
     now: SystemTime,
 ) -> Result<Value, StatusError> {
-    let key = own_pod(ctx.store, node, ns, name)?;
-    let patch: Value = serde_json::from_slice(&msg.content_bytes()).map_err(|e| {
-        StatusError(objresp::status(
-            400,
-            "BadRequest",
-            &format!("pod patch is not JSON: {e}"),
-            json!({}),
-        ))
-    })?;
+    let key = own_pod(ctx.store, node, ns, name, ("patch", "status"))?;
+    let patch = admission::parse(&msg.content_bytes(), "Pod", "pods", name)?;
+    let current = &ctx.store.get(&key).expect("checked by own_pod").object;
+    admission::pod_status(node, current, &patch)?;
     let pod = ctx.store.patch_status(&key, &patch).map_err(store_err)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("").to_owned();
     ctx.events.record(
@@ -257,18 +310,19 @@ fn legacy_pod_status(
         let Some(name) = r["Name"].as_str() else {
             continue;
         };
-        if let Ok(key) = own_pod(ctx.store, node, ns, name) {
-            if ctx
+        if let Ok(key) = own_pod(ctx.store, node, ns, name, ("update", "status")) {
+            // Answered "OK" whatever happens, as upstream's legacy path answers.
+            match ctx
                 .store
                 .patch_status(&key, &json!({ "status": r["Status"] }))
-                .is_ok()
             {
-                ctx.events.record(
+                Ok(_) => ctx.events.record(
                     &key,
                     now,
                     "StatusReported",
                     format!("node {node} reports status (legacy)"),
-                );
+                ),
+                Err(e) => log::debug!("node {node}: legacy status of {key} refused: {e}"),
             }
         }
     }
@@ -284,7 +338,7 @@ fn pod_delete(
     msg: &Message,
     now: SystemTime,
 ) -> Message {
-    let key = match own_pod(ctx.store, node, ns, name) {
+    let key = match own_pod(ctx.store, node, ns, name, ("delete", "")) {
         Ok(k) => k,
         Err(StatusError(st)) => return reply(msg, json!({ "ErrStatus": st }), "", now),
     };
@@ -452,20 +506,9 @@ pub fn upstream(
             kind,
             name: Some(name),
             ..
-        } if is_node_kind(kind) && name != node => Some(object_reply(
-            msg,
-            Err(forbidden(node, &msg.route.resource)),
-            now,
-        )),
-        ResourcePath::Object {
-            kind: ResourceKind::Lease,
-            name: Some(name),
-            ..
-        } if name != node => Some(object_reply(
-            msg,
-            Err(forbidden(node, &msg.route.resource)),
-            now,
-        )),
+        } if (is_node_kind(kind) || *kind == ResourceKind::Lease) && name != node => {
+            Some(object_reply(msg, Err(other_nodes(node, &path, op)), now))
+        }
         ResourcePath::Object {
             kind: ResourceKind::Node,
             ..
@@ -488,9 +531,22 @@ pub fn upstream(
                 ),
             }),
             Operation::Update => {
-                // Upstream merges only labels and annotations into the live node (§4.1 step 5).
+                // Upstream merges only labels and annotations into the live node (§4.1 step 5),
+                // and only keys it was sent: nothing is removed (a null in a merge patch
+                // would remove; Go reads it as "").
                 let meta = &msg.content["metadata"];
-                let patch = json!({ "metadata": { "labels": meta["labels"], "annotations": meta["annotations"] } });
+                let mut patch = json!({ "metadata": {} });
+                for field in ["labels", "annotations"] {
+                    if let Some(m) = meta[field].as_object() {
+                        let m: serde_json::Map<String, Value> = m
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.clone(), if v.is_null() { json!("") } else { v.clone() })
+                            })
+                            .collect();
+                        patch["metadata"][field] = Value::Object(m);
+                    }
+                }
                 let patch = serde_json::to_vec(&patch).unwrap_or_default();
                 Some(match ctx.nodes.patch(node, &patch, now) {
                     Ok(_) => reply(msg, json!("OK"), "", now),
@@ -516,14 +572,10 @@ pub fn upstream(
             ..
         } => match op {
             Operation::Query => Some(object_reply(msg, ctx.nodes.lease(node), now)),
-            Operation::Insert => Some(object_reply(
+            Operation::Insert | Operation::Update => Some(object_reply(
                 msg,
-                ctx.nodes.write_lease(node, msg.content.clone(), true, now),
-                now,
-            )),
-            Operation::Update => Some(object_reply(
-                msg,
-                ctx.nodes.write_lease(node, msg.content.clone(), false, now),
+                ctx.nodes
+                    .write_lease(node, msg.content.clone(), *op == Operation::Insert, now),
                 now,
             )),
             _ => Some(not_implemented(msg, now)),
@@ -688,6 +740,147 @@ mod tests {
             Reply::from_content(&r.unwrap().content),
             Reply::Failed { code: 403, .. }
         ));
+    }
+
+    #[test]
+    fn a_node_update_merges_the_labels_it_sends_and_removes_none() {
+        let (mut reg, mut store, mut events) = parts("node-update");
+        reg.writes.labels = true;
+        let t = SystemTime::now();
+        let m = edge_msg(
+            Operation::Insert,
+            "null/node/edge0",
+            json!({"metadata": {"name": "edge0", "labels": {"a": "1"}}, "status": {}}),
+        );
+        upstream(ctx!(reg, store, events), "edge0", &m, t)
+            .1
+            .unwrap();
+        for (content, labels) in [
+            (json!({"metadata": {"name": "edge0"}}), json!({"a": "1"})),
+            (
+                json!({"metadata": {"labels": {"b": "2"}}}),
+                json!({"a": "1", "b": "2"}),
+            ),
+        ] {
+            let m = edge_msg(Operation::Update, "null/node/edge0", content);
+            let r = upstream(ctx!(reg, store, events), "edge0", &m, t)
+                .1
+                .unwrap();
+            assert_eq!(r.content, json!("OK"));
+            let n = reg.get("edge0", t, std::time::Duration::MAX).unwrap();
+            assert_eq!(n["metadata"]["labels"], labels);
+        }
+    }
+
+    #[test]
+    fn a_lease_that_is_not_an_object_or_over_the_limits_is_refused() {
+        let (mut reg, mut store, mut events) = parts("lease-shape");
+        let t = SystemTime::now();
+        let m = edge_msg(
+            Operation::Insert,
+            "null/node/edge0",
+            json!({"metadata": {"name": "edge0"}, "status": {}}),
+        );
+        upstream(ctx!(reg, store, events), "edge0", &m, t)
+            .1
+            .unwrap();
+        let lease = |v: Value| json!({"metadata": {"name": "edge0"}, "spec": v});
+        let big = lease(json!({"holderIdentity": "x".repeat(proto::limits::MAX_OBJECT_BYTES)}));
+        for (op, content, code) in [
+            (Operation::Insert, json!(5), 422),
+            (Operation::Insert, json!({"metadata": [1]}), 422),
+            (Operation::Insert, big.clone(), 413),
+            (Operation::Insert, lease(json!({})), 0),
+            (Operation::Update, json!("x"), 422),
+            (Operation::Update, big, 413),
+        ] {
+            let m = edge_msg(op.clone(), "kube-node-lease/lease/edge0", content.clone());
+            let r = upstream(ctx!(reg, store, events), "edge0", &m, t)
+                .1
+                .unwrap();
+            match Reply::from_content(&r.content) {
+                Reply::Failed { code: c, .. } => assert_eq!(c, code, "{op:?}"),
+                _ => assert_eq!(code, 0, "{op:?} accepted"),
+            }
+        }
+        let kept = reg.lease("edge0").unwrap();
+        assert_eq!(kept["spec"], json!({}), "state intact");
+    }
+
+    #[test]
+    fn a_node_writes_only_its_status_within_the_limits() {
+        let (mut reg, mut store, mut events) = parts("whitelist");
+        let t = SystemTime::now();
+        let m = edge_msg(
+            Operation::Insert,
+            "null/node/evil",
+            json!({"metadata": {"name": "evil", "labels": {"role": "edge"}}, "status": {}}),
+        );
+        upstream(ctx!(reg, store, events), "evil", &m, t).1.unwrap();
+        let patch =
+            |reg: &mut NodeRegistry, store: &mut CloudStore, events: &mut Events, p: String| {
+                let m = edge_msg(Operation::Patch, "null/nodepatch/evil", Value::String(p));
+                let ctx = &mut Ctx {
+                    nodes: reg,
+                    store,
+                    events,
+                    ca: test_ca(),
+                };
+                let r = upstream(ctx, "evil", &m, t).1.unwrap();
+                match Reply::from_content(&r.content) {
+                    Reply::Failed { code, message, .. } => Err((code, message)),
+                    other => Ok(other),
+                }
+            };
+        let deep = format!("{}1{}", "[".repeat(124), "]".repeat(124));
+        for (p, code) in [
+            (json!({"metadata": {"name": "good"}}).to_string(), 400),
+            (
+                json!({"metadata": {"labels": {"role": "control-plane"}}}).to_string(),
+                403,
+            ),
+            (json!({"spec": {"unschedulable": true}}).to_string(), 403),
+            (json!({"metadata": "x"}).to_string(), 422),
+            (format!("{{\"status\":{{\"deep\":{deep}}}}}"), 422),
+            (
+                json!({"status": {"big": "x".repeat(2 << 20)}}).to_string(),
+                413,
+            ),
+        ] {
+            let e = patch(&mut reg, &mut store, &mut events, p.clone()).unwrap_err();
+            assert_eq!(e.0, code, "{}: {}", &p[..p.len().min(80)], e.1);
+        }
+        // Growth stops at the object limit: 1 MiB reports under new keys, the second refused.
+        let grow = |i: usize| json!({"status": {format!("k{i}"): "y".repeat(1 << 20)}}).to_string();
+        assert!(patch(&mut reg, &mut store, &mut events, grow(0)).is_ok());
+        let e = patch(&mut reg, &mut store, &mut events, grow(1)).unwrap_err();
+        assert!(e.0 == 413 && e.1.contains("1572864"), "{e:?}");
+        assert!(patch(
+            &mut reg,
+            &mut store,
+            &mut events,
+            json!({"status": {"phase": "Running"}}).to_string()
+        )
+        .is_ok());
+        let list = reg.list(t, std::time::Duration::from_secs(40));
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["evil"], "no second node");
+        assert_eq!(list["items"][0]["metadata"]["labels"]["role"], "edge");
+        let text = list.to_string();
+        assert!(text.len() <= proto::limits::MAX_OBJECT_BYTES + 4096);
+        let _: Value = serde_json::from_str(&text).expect("the list reads back");
+        // Another node's lease, as the node authorizer words it.
+        let m = edge_msg(Operation::Update, "kube-node-lease/lease/good", json!({}));
+        let r = upstream(ctx!(reg, store, events), "evil", &m, t).1.unwrap();
+        assert!(
+            matches!(Reply::from_content(&r.content), Reply::Failed { code: 403, message, .. }
+            if message.ends_with("can only access node lease with the same name as the requesting node"))
+        );
     }
 
     #[test]

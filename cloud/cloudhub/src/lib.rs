@@ -2,7 +2,8 @@
 //!
 //! - [`server`]: WebSocket over mutual TLS on port 10000, one session per node.
 //! - [`certserver`]: the enrollment endpoint on port 10002.
-//! - [`dispatch`]: what each message from an edge does (sans-IO).
+//! - [`dispatch`]: what each message from an edge does (sans-IO); [`admission`]: what a node
+//!   may write.
 //! - [`events`]: recent events per object, for `cloudcore describe`.
 //! - Delivery of pods, configmaps, secrets, devices and models is `edgecontroller`'s plan,
 //!   device membership `devicecontroller`'s, both driven per session.
@@ -18,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod certserver;
 pub mod deletion;
 pub mod dispatch;
@@ -62,6 +64,8 @@ pub struct CloudHubConfig {
     /// How long the edge certificates `/edge.crt` issues are valid (upstream 365 days);
     /// edges renew theirs at 70–90 % of it.
     pub edge_cert_validity: Duration,
+    /// What a node may change beyond its status (`--allow-node-labels`).
+    pub node_writes: admission::NodeWrites,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +296,7 @@ pub fn bind(
     let ws = listen(SocketAddr::new(cfg.bind, cfg.ws_port))?;
     let cert = listen(SocketAddr::new(cfg.bind, cfg.cert_port))?;
     let mut registry = NodeRegistry::new(cfg.node_limit);
+    registry.writes = cfg.node_writes;
     let saved = store
         .load_nodes()
         .map_err(|e| HubError::Store(e.to_string()))?;

@@ -36,6 +36,8 @@ pub struct NodeRegistry {
     /// Deleted by the admin, oldest first: a session of the old node that has not ended yet
     /// must not register it again. Cleared by a new enrollment ([`NodeRegistry::readmit`]).
     retired: std::collections::VecDeque<String>,
+    /// What a node may change beyond its status.
+    pub writes: crate::admission::NodeWrites,
 }
 
 /// Deleted names remembered against re-registration. Only sessions still running at the
@@ -58,6 +60,7 @@ impl NodeRegistry {
             limit,
             dirty: BTreeSet::new(),
             retired: std::collections::VecDeque::new(),
+            writes: Default::default(),
         }
     }
 
@@ -103,10 +106,11 @@ impl NodeRegistry {
     pub fn restore(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
         let rec: Value =
             serde_json::from_slice(bytes).map_err(|e| format!("node record {name}: {e}"))?;
-        let node = rec["node"].clone();
+        let mut node = rec["node"].clone();
         if node["metadata"]["name"] != name {
             return Err(format!("node record {name} holds another node"));
         }
+        within_limits_on_restore(name, &mut node);
         let lease = Some(rec["lease"].clone()).filter(|l| l.is_object());
         let rv = |v: &Value| {
             v["metadata"]["resourceVersion"]
@@ -160,22 +164,13 @@ impl NodeRegistry {
     pub fn register(
         &mut self,
         name: &str,
-        mut node: Value,
+        node: Value,
         now: SystemTime,
     ) -> Result<Value, StatusError> {
-        if node
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            != Some(name)
-        {
-            return Err(StatusError(objresp::status(
-                400,
-                "BadRequest",
-                &format!("node object's metadata.name must be {name:?}, the connected node"),
-                json!({ "name": name, "kind": "nodes" }),
-            )));
-        }
+        // What a node may register (crate::admission): a new node as sent, an existing one
+        // only its status; within the limits.
+        let mut node =
+            crate::admission::node_registration(name, self.nodes.get(name).map(|r| &r.node), node)?;
         if self.retired.iter().any(|n| n == name) {
             return Err(StatusError(objresp::status(
                 403,
@@ -234,14 +229,7 @@ impl NodeRegistry {
         patch: &[u8],
         now: SystemTime,
     ) -> Result<Value, StatusError> {
-        let patch: Value = serde_json::from_slice(patch).map_err(|e| {
-            StatusError(objresp::status(
-                400,
-                "BadRequest",
-                &format!("node patch is not JSON: {e}"),
-                json!({ "name": name, "kind": "nodes" }),
-            ))
-        })?;
+        let patch = crate::admission::parse(patch, "Node", "nodes", name)?;
         if !self.nodes.contains_key(name) {
             return Err(Self::not_found_node(name));
         }
@@ -258,12 +246,8 @@ impl NodeRegistry {
                 json!({ "name": name, "kind": "nodes" }),
             ))
         })?;
-        // `nodes/status` semantics: the spec and the object's identity stay the server's.
-        for k in ["name", "uid", "creationTimestamp"] {
-            merged["metadata"][k] = current["metadata"][k].clone();
-        }
-        merged["spec"] = current.get("spec").cloned().unwrap_or_else(|| json!({}));
-        cloudstore::defaults::node(&mut merged);
+        // Status only, within the limits (crate::admission).
+        crate::admission::node_update(name, current, &mut merged, self.writes)?;
         let rv = self.bump();
         let r = self.nodes.get_mut(name).expect("checked above");
         r.node = merged;
@@ -293,6 +277,13 @@ impl NodeRegistry {
             return Err(Self::not_found_node(name));
         };
         let details = json!({ "name": name, "group": "coordination.k8s.io", "kind": "leases" });
+        // Checked before anything indexes into it: serde_json panics writing a field of
+        // anything but an object, and one node's bad lease must not end cloudcore.
+        if !lease.is_object() || !(lease["metadata"].is_object() || lease["metadata"].is_null()) {
+            let r =
+                cloudstore::limits::Refusal::invalid("a Lease and its metadata must be objects");
+            return Err(StatusError(r.status("Lease", "leases", name)));
+        }
         match (&existing, create) {
             (Some(_), true) => {
                 return Err(StatusError(objresp::status(
@@ -335,6 +326,8 @@ impl NodeRegistry {
         lease["metadata"]["namespace"] = json!(proto::LEASE_NAMESPACE);
         lease["metadata"]["name"] = json!(name);
         lease["metadata"]["resourceVersion"] = json!(rv);
+        cloudstore::limits::check_stored(&lease, existing.as_ref())
+            .map_err(|r| StatusError(r.status("Lease", "leases", name)))?;
         let r = self.nodes.get_mut(name).expect("checked above");
         r.lease = Some(lease.clone());
         r.last_heard = now;
@@ -396,6 +389,26 @@ pub fn is_ready(node: &Value) -> bool {
         .into_iter()
         .flatten()
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// A node saved before the object limits may be over them (a status 124 levels deep breaks
+/// every `get nodes`; patched labels made 100 MiB nodes). Its status goes first (the node
+/// reports it again when it connects), then its labels and annotations; its identity stays.
+fn within_limits_on_restore(name: &str, node: &mut Value) {
+    let over = |n: &Value| cloudstore::limits::check_stored(n, Some(n)).err();
+    let Some(why) = over(node) else {
+        return;
+    };
+    node["status"] = json!({});
+    let mut dropped = "its status";
+    if over(node).is_some() {
+        let meta = &node["metadata"];
+        node["metadata"] = json!({ "name": name, "uid": meta["uid"],
+            "creationTimestamp": meta["creationTimestamp"], "resourceVersion": meta["resourceVersion"] });
+        node["spec"] = json!({});
+        dropped = "its status, labels, annotations and spec";
+    }
+    log::warn!("saved node {name} is over the object limits ({why}): restored without {dropped}");
 }
 
 #[cfg(test)]
@@ -476,6 +489,47 @@ mod tests {
             "record of another node"
         );
         assert_eq!(back.len(), 2);
+    }
+
+    #[test]
+    fn a_record_saved_over_the_limits_restores_within_them() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!([deep]);
+        }
+        let mut n = node("deep");
+        n["metadata"]["uid"] = json!("u-deep");
+        n["metadata"]["labels"] = json!({"site": "a"});
+        n["status"]["nodeInfo"] = json!({ "x": deep });
+        let mut big = node("big");
+        big["metadata"]["labels"] = json!({ "k": "v".repeat(proto::limits::MAX_OBJECT_BYTES) });
+        let mut back = NodeRegistry::new(10);
+        for (name, n) in [("deep", n), ("big", big)] {
+            let rec = json!({ "node": n, "lease": null, "lastHeard": 1_000_000 });
+            back.restore(name, rec.to_string().as_bytes()).unwrap();
+        }
+        let list = back.list(t, GRACE);
+        let text = list.to_string();
+        assert!(text.len() < 64 << 10, "{} bytes", text.len());
+        let items = list["items"].as_array().unwrap();
+        let deep = items
+            .iter()
+            .find(|n| n["metadata"]["name"] == "deep")
+            .unwrap();
+        assert_eq!(deep["metadata"]["uid"], "u-deep");
+        assert_eq!(
+            deep["metadata"]["labels"],
+            json!({"site": "a"}),
+            "only the status went"
+        );
+        let big = items
+            .iter()
+            .find(|n| n["metadata"]["name"] == "big")
+            .unwrap();
+        assert!(big["metadata"].get("labels").is_none());
+        // What a client reads back: the whole list parses.
+        let _: Value = serde_json::from_str(&text).unwrap();
     }
 
     #[test]
