@@ -33,6 +33,12 @@ use std::time::Duration;
 /// Bytes read from one client per turn, and the size up to which a packet needs no room in
 /// the large-packet pool.
 pub const READ_CHUNK: usize = 8 << 10;
+/// Of each connection's `out_budget`, what messages to it may not fill: room for the answers
+/// to one read of its input (no answer is longer than the packet it answers). Without it a
+/// client flooded with QoS 0 messages has its output always full, so the broker stops reading
+/// its input, and what it publishes (acknowledged only when read) crawls: EventBus's results
+/// waited behind a flood it was only relaying.
+pub const ANSWER_ROOM: usize = READ_CHUNK;
 
 /// The broker's named capacities. Defaults suit a gateway with 32–64 MB of RAM; the worst case
 /// of all of them together, with every client hostile, is [`Limits::worst_case_bytes`]

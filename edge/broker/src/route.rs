@@ -61,7 +61,6 @@ impl Broker {
         retain: bool,
         now: Instant,
     ) {
-        let out_budget = self.limits.out_budget;
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
@@ -75,7 +74,7 @@ impl Broker {
                 return;
             };
             let len = publish_len(&msg.topic, &msg.payload);
-            if c.out_len() + len <= out_budget
+            if c.out_len() + len <= self.limits.out_budget.saturating_sub(crate::ANSWER_ROOM)
                 && self.out_total + len <= self.limits.total_out_bytes
             {
                 c.start_output(now);
@@ -136,7 +135,7 @@ impl Broker {
 
     /// Moves queued messages into free in-flight slots while the connection has room.
     pub(crate) fn pump(&mut self, session: SessionId, now: Instant) {
-        let out_budget = self.limits.out_budget;
+        let out_budget = self.limits.out_budget.saturating_sub(crate::ANSWER_ROOM);
         let max_inflight = self.limits.max_inflight;
         let Some(s) = self.sessions.get_mut(&session) else {
             return;

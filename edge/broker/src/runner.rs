@@ -159,7 +159,18 @@ pub async fn serve(cfg: BrokerConfig, listener: Async<TcpListener>, shutdown: Sh
             }
         }
     };
-    ex.run(accept.or(async { shutdown.wait().await })).await;
+    // The broker's tasks run on an executor of their own, driven here one task at a time with
+    // a yield to edgecore's executor after each: `LocalExecutor::run` would run up to 200 of
+    // them before yielding, so a flooding client's reads (one per task turn) would get 200
+    // turns for every one EventBus and DeviceTwin get, and whatever it floods into them
+    // would wait seconds.
+    let drive = async {
+        loop {
+            ex.tick().await;
+            smol::future::yield_now().await;
+        }
+    };
+    accept.or(async { shutdown.wait().await }).or(drive).await;
 }
 
 async fn timer(shared: Rc<Shared>) {

@@ -43,6 +43,9 @@ pub enum Out {
     Publish {
         topic: String,
         payload: Vec<u8>,
+        /// The answer to bad input (an unknown device, a malformed payload): limited to
+        /// [`REFUSALS_PER_SEC`].
+        refusal: bool,
     },
     /// A report was queued for the cloud.
     Queued,
@@ -68,14 +71,17 @@ fn publish(topic: String, v: &Value) -> Out {
     Out::Publish {
         topic,
         payload: v.to_string().into_bytes(),
+        refusal: false,
     }
 }
 
 fn error_result(topic: &str, event_id: &str, now_ms: i64, code: u16, reason: &str) -> Out {
-    publish(
-        format!("{topic}/result"),
-        &json!({ "event_id": event_id, "timestamp": now_ms, "code": code, "reason": reason }),
-    )
+    let v = json!({ "event_id": event_id, "timestamp": now_ms, "code": code, "reason": reason });
+    Out::Publish {
+        topic: format!("{topic}/result"),
+        payload: v.to_string().into_bytes(),
+        refusal: true,
+    }
 }
 
 /// The sans-IO core.
@@ -658,6 +664,12 @@ const IN_FLIGHT: usize = ModuleId::DeviceTwin.in_flight();
 /// cannot hand over yet wait here; beyond this the oldest is shed and counted. An EventBus
 /// that reads its mailbox while it waits never lets it fill.
 pub const OUTBOX_BYTES: usize = 256 << 10;
+/// Answers to bad input (unknown devices, malformed payloads) per second at most, with a
+/// burst of as many; beyond it each is shed at once (counted). Every answer travels back
+/// through EventBus and the broker in the same order as good results, so a client flooding a
+/// topic of a device that does not exist would otherwise put its refusals in front of every
+/// other device's results.
+pub const REFUSALS_PER_SEC: u32 = 100;
 
 /// Messages handled per store commit at most: bounds the uncommitted buffer (a device
 /// document is at most a few KiB) and how long a burst delays its first result.
@@ -771,17 +783,43 @@ impl Runner {
     }
 }
 
-/// MQTT results in order, waiting for room in EventBus's mailbox ([`OUTBOX_BYTES`]).
-#[derive(Default)]
+/// MQTT results in order, waiting for room in EventBus's mailbox ([`OUTBOX_BYTES`]), with
+/// refusals limited to [`REFUSALS_PER_SEC`].
 struct Outbox {
     queue: std::collections::VecDeque<BusMessage>,
     bytes: usize,
+    /// Refusals that may go now (a token bucket of [`REFUSALS_PER_SEC`]) and when it was
+    /// last filled.
+    refusal_tokens: f64,
+    filled_at: std::time::Instant,
     shed: u64,
     shed_log: bus::Throttle,
 }
 
 impl Outbox {
-    fn push(&mut self, msg: BusMessage) {
+    fn new(now: std::time::Instant) -> Outbox {
+        Outbox {
+            queue: Default::default(),
+            bytes: 0,
+            refusal_tokens: f64::from(REFUSALS_PER_SEC),
+            filled_at: now,
+            shed: 0,
+            shed_log: Default::default(),
+        }
+    }
+
+    fn push(&mut self, msg: BusMessage, refusal: bool, now: std::time::Instant) {
+        if refusal {
+            let rate = f64::from(REFUSALS_PER_SEC);
+            let dt = now.saturating_duration_since(self.filled_at).as_secs_f64();
+            self.refusal_tokens = (self.refusal_tokens + dt * rate).min(rate);
+            self.filled_at = now;
+            if self.refusal_tokens < 1.0 {
+                self.shed_one(&msg, now);
+                return;
+            }
+            self.refusal_tokens -= 1.0;
+        }
         self.bytes += msg.weight();
         self.queue.push_back(msg);
         while self.bytes > OUTBOX_BYTES && self.queue.len() > 1 {
@@ -789,15 +827,19 @@ impl Outbox {
                 break;
             };
             self.bytes -= old.weight();
-            self.shed += 1;
-            if let Some(n) = self.shed_log.allow(std::time::Instant::now()) {
-                log::warn!(
-                    "twin: EventBus has not taken MQTT results for {} bytes; shed {} ({} in all){n}",
-                    OUTBOX_BYTES,
-                    old.summary(),
-                    self.shed
-                );
-            }
+            self.shed_one(&old, now);
+        }
+    }
+
+    fn shed_one(&mut self, msg: &BusMessage, now: std::time::Instant) {
+        self.shed += 1;
+        if let Some(n) = self.shed_log.allow(now) {
+            log::warn!(
+                "twin: shed {} ({} in all): EventBus is behind by {} bytes of results, or refusals are over {REFUSALS_PER_SEC}/s{n}",
+                msg.summary(),
+                self.shed,
+                self.bytes,
+            );
         }
     }
 
@@ -824,7 +866,7 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
         in_flight: Vec::new(),
         next_id: 0,
     };
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox::new(std::time::Instant::now());
     let mut store_failed = bus::Throttle::default();
     let mut ticker = smol::Timer::interval(std::time::Duration::from_secs(1));
     let mut lazy = 0usize;
@@ -900,8 +942,17 @@ pub async fn run(mut core: TwinCore, mailbox: Mailbox, bus: Bus, shutdown: Shutd
         store_failed.reset();
         // Only now, after the commit: results, acknowledgements, reports.
         for o in fx.publish {
-            if let Out::Publish { topic, payload } = o {
-                outbox.push(BusMessage::MqttPublish { topic, payload });
+            if let Out::Publish {
+                topic,
+                payload,
+                refusal,
+            } = o
+            {
+                outbox.push(
+                    BusMessage::MqttPublish { topic, payload },
+                    refusal,
+                    std::time::Instant::now(),
+                );
             }
         }
         outbox.flush(&bus);
@@ -960,7 +1011,7 @@ mod tests {
     fn payload(out: &[Out], suffix: &str) -> Value {
         out.iter()
             .find_map(|o| match o {
-                Out::Publish { topic, payload } if topic.ends_with(suffix) => {
+                Out::Publish { topic, payload, .. } if topic.ends_with(suffix) => {
                     serde_json::from_slice(payload).ok()
                 }
                 _ => None,
@@ -969,6 +1020,49 @@ mod tests {
     }
 
     const UPD: &str = "$hw/events/device/default/thermo/twin/update";
+
+    #[test]
+    fn refusals_are_rate_limited_and_good_results_are_not() {
+        let msg = |t: &str| BusMessage::MqttPublish {
+            topic: t.into(),
+            payload: vec![b'x'; 100],
+        };
+        let t0 = std::time::Instant::now();
+        let mut o = Outbox::new(t0);
+        let good = |o: &Outbox| {
+            o.queue
+                .iter()
+                .filter(|m| matches!(m, BusMessage::MqttPublish { topic, .. } if topic.starts_with("good")))
+                .count()
+        };
+        // A flood of refusals within one instant: the burst goes, the rest is shed.
+        for _ in 0..1000 {
+            o.push(msg("bad"), true, t0);
+        }
+        assert_eq!(o.queue.len(), REFUSALS_PER_SEC as usize);
+        assert_eq!(o.shed, 1000 - u64::from(REFUSALS_PER_SEC));
+        // Good results are not limited.
+        for _ in 0..1000 {
+            o.push(msg("good"), false, t0);
+        }
+        assert_eq!(good(&o), 1000);
+        // Half a second later, half the rate is back.
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        let before = o.queue.len();
+        for _ in 0..1000 {
+            o.push(msg("bad"), true, t1);
+        }
+        assert_eq!(o.queue.len() - before, REFUSALS_PER_SEC as usize / 2);
+        // Good results alone past the outbox: the oldest go, and the count stays true.
+        for _ in 0..(2 * OUTBOX_BYTES / 100) {
+            o.push(msg("good"), false, t1);
+        }
+        assert!(o.bytes <= OUTBOX_BYTES);
+        assert_eq!(
+            o.bytes,
+            o.queue.iter().map(BusMessage::weight).sum::<usize>()
+        );
+    }
 
     #[test]
     fn handled_messages_are_durable_only_after_commit() {
