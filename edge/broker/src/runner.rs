@@ -170,7 +170,10 @@ pub async fn serve(cfg: BrokerConfig, listener: Async<TcpListener>, shutdown: Sh
             smol::future::yield_now().await;
         }
     };
-    accept.or(async { shutdown.wait().await }).or(drive).await;
+    // Accepting is one of those tasks, so a connection accepted is read (its CONNECT) before
+    // the next accept, in the executor's order. Dropping the handle at shutdown cancels it.
+    let _accept = ex.spawn(accept);
+    async { shutdown.wait().await }.or(drive).await;
 }
 
 async fn timer(shared: Rc<Shared>) {
