@@ -196,6 +196,8 @@ pub struct Cloud {
     pub dir: TempDir,
     pub ws: SocketAddr,
     pub cert: SocketAddr,
+    /// The Kubernetes API (`--api-port`).
+    pub api: SocketAddr,
 }
 
 impl Cloud {
@@ -215,6 +217,8 @@ impl Cloud {
             "0",
             "--cert-port",
             "0",
+            "--api-port",
+            "0",
             "--admin-bind",
             "127.0.0.1:0",
             "--log-level",
@@ -232,6 +236,7 @@ impl Cloud {
         Cloud {
             ws: parse("ws"),
             cert: parse("cert"),
+            api: parse("api"),
             proc,
             dir,
         }
@@ -245,6 +250,7 @@ impl Cloud {
             dir,
             ws,
             cert,
+            ..
         } = self;
         if kill {
             proc.signal(rustix::process::Signal::KILL);

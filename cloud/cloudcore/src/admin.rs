@@ -398,15 +398,39 @@ pub struct Addrs {
     pub ws: SocketAddr,
     pub cert: SocketAddr,
     pub admin: SocketAddr,
+    /// The Kubernetes API, and the addresses advertised (kubeconfigs name the first).
+    pub api: SocketAddr,
+    pub advertise: Vec<String>,
 }
 
 impl Addrs {
     pub fn write(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let v = serde_json::json!({ "ws": self.ws.to_string(), "cert": self.cert.to_string(), "admin": self.admin.to_string() });
+        let v = serde_json::json!({ "ws": self.ws.to_string(), "cert": self.cert.to_string(), "admin": self.admin.to_string(), "api": self.api.to_string(), "advertise": self.advertise });
         crate::write_private(&data_dir.join(ADDR_FILE), v.to_string().as_bytes())
     }
 
     pub fn read_admin(data_dir: &Path) -> anyhow::Result<SocketAddr> {
+        let (v, path) = Self::read(data_dir)?;
+        v["admin"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{} has no admin address", path.display()))
+    }
+
+    /// The Kubernetes API's address and the first advertised address.
+    pub fn read_api(data_dir: &Path) -> anyhow::Result<(SocketAddr, String)> {
+        let (v, path) = Self::read(data_dir)?;
+        let api: SocketAddr = v["api"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("{} has no API address", path.display()))?;
+        let advertise = v["advertise"][0]
+            .as_str()
+            .map_or_else(|| api.ip().to_string(), str::to_owned);
+        Ok((api, advertise))
+    }
+
+    fn read(data_dir: &Path) -> anyhow::Result<(serde_json::Value, std::path::PathBuf)> {
         let path = data_dir.join(ADDR_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -416,9 +440,6 @@ impl Addrs {
         })?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is corrupt", path.display()))?;
-        v["admin"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("{} has no admin address", path.display()))
+        Ok((v, path))
     }
 }

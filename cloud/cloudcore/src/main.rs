@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod api;
 mod cli;
 mod manifest;
 mod nodecli;
@@ -32,11 +33,16 @@ USAGE:
     cloudcore delete <kind> <NAME> [-n NS] [--grace-period N] [--force] [--wait=false]
     cloudcore delete node <NAME>
     cloudcore get enrollments
+    cloudcore kubeconfig [--data-dir <DIR>] [--user <NAME>] [--server <URL>]
     cloudcore --version
 
 COMMANDS:
-    serve   Run CloudHub (edge tunnel, port 10000), the certificate endpoint (10002) and
-            the admin API (loopback). Makes the CA in <data-dir>/pki on first start.
+    serve   Run CloudHub (edge tunnel, port 10000), the certificate endpoint (10002), the
+            Kubernetes API (6443, for kubectl: read-only for now) and the admin API
+            (loopback). Makes the CA in <data-dir>/pki on first start.
+    kubeconfig  Print a kubeconfig for kubectl: an admin client certificate (CN=<user>,
+            O=system:masters, 365 days) from the CA in the data dir, the CA embedded, the
+            server from the running cloudcore's first advertised address and API port.
     token   Print an enrollment token for `edgecore join` (works without a running server).
             A token enrolls only names nobody holds: a name already enrolled gets a
             certificate only by presenting its current one (renewal) or after
@@ -63,6 +69,7 @@ SERVE OPTIONS:
     --bind <IP>                   Address for the edge-facing ports [default: 0.0.0.0]
     --ws-port <PORT>              CloudHub WebSocket port [default: 10000]
     --cert-port <PORT>            Certificate port [default: 10002]
+    --api-port <PORT>             Kubernetes API port (TLS, client certificates) [default: 6443]
     --admin-bind <IP:PORT>        Admin API address [default: 127.0.0.1:10010]
     --advertise-address <ADDR>    IP or DNS name edges use to reach this cloud; put in the
                                   server certificate. Repeatable [default: 127.0.0.1, localhost]
@@ -84,6 +91,11 @@ TOKEN OPTIONS:
     --uses <N>                    How many nodes it may enroll [default: any number];
                                   counted durably, across restarts
     --node-name <NAME>            The only node name it may enroll
+
+KUBECONFIG OPTIONS:
+    --user <NAME>                 The user named in the certificate [default: admin]
+    --server <URL>                The API's address [default: https://<first advertised
+                                  address>:<API port> of the running cloudcore]
 
 CLIENT OPTIONS (apply, get, describe, delete):
     -f, --filename <FILE|->       Manifest to apply; - reads standard input
@@ -129,6 +141,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         node_writes: Default::default(),
     };
     let mut admin_bind: SocketAddr = "127.0.0.1:10010".parse().expect("valid literal");
+    let mut api_port: u16 = 6443;
     let mut level = log::LevelFilter::Info;
     while let Some(arg) = p.next()? {
         match arg {
@@ -137,6 +150,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("ws-port") => cfg.ws_port = parsed(p.value()?, "port")?,
             Long("cert-port") => cfg.cert_port = parsed(p.value()?, "port")?,
             Long("admin-bind") => admin_bind = parsed(p.value()?, "IP:PORT address")?,
+            Long("api-port") => api_port = parsed(p.value()?, "port")?,
             Long("advertise-address") => cfg.advertise.push(text(p.value()?)?),
             Long("keepalive-timeout") => cfg.keepalive_timeout = duration(p.value()?)?,
             Long("node-grace-period") => cfg.node_grace = duration(p.value()?)?,
@@ -167,20 +181,27 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let store_path = data_dir.join("cloudcore.redb");
     let store = cloudstore::CloudStore::open(&store_path)
         .with_context(|| format!("cannot open the object store {}", store_path.display()))?;
+    let api_tls = cloudhub::tls_acceptor(&ca, &cfg.advertise, false)?;
     let bound = cloudhub::bind(cfg.clone(), ca, store)?;
+    let api_bind = SocketAddr::new(cfg.bind, api_port);
+    let api_listener = Async::<TcpListener>::bind(api_bind)
+        .with_context(|| format!("cannot listen on {api_bind}"))?;
     let admin_listener = Async::<TcpListener>::bind(admin_bind)
         .with_context(|| format!("cannot listen on {admin_bind}"))?;
     let addrs = admin::Addrs {
         ws: bound.ws_addr(),
         cert: bound.cert_addr(),
         admin: admin_listener.get_ref().local_addr()?,
+        api: api_listener.get_ref().local_addr()?,
+        advertise: cfg.advertise.clone(),
     };
     addrs.write(&data_dir)?;
     log::info!(
-        "cloudcore {} serving: tunnel wss://{} certificates https://{} admin http://{} (advertised as {})",
+        "cloudcore {} serving: tunnel wss://{} certificates https://{} Kubernetes API https://{} admin http://{} (advertised as {})",
         env!("CARGO_PKG_VERSION"),
         addrs.ws,
         addrs.cert,
+        addrs.api,
         addrs.admin,
         cfg.advertise.join(", ")
     );
@@ -191,6 +212,18 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
     ex.spawn(bound.run(ex.clone())).detach();
     ex.spawn(admin::serve(hub.clone(), admin_listener, token, ex.clone()))
         .detach();
+    let api_server = Rc::new(kubeapi::Server {
+        address: server_address(&cfg.advertise[0], addrs.api.port()),
+        build: env!("CARGO_PKG_VERSION").into(),
+    });
+    ex.spawn(api::serve(
+        hub.clone(),
+        api_listener,
+        api_tls,
+        api_server,
+        ex.clone(),
+    ))
+    .detach();
     smol::block_on(ex.run(async {
         if let Some(Ok(sig)) = signals.next().await {
             log::info!("received {sig:?}; shutting down");
@@ -261,12 +294,75 @@ fn cmd_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `host:port`, with an IPv6 address in brackets.
+fn server_address(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// How long `cloudcore kubeconfig`'s certificates are valid.
+const KUBECONFIG_CERT_DAYS: u64 = 365;
+
+fn cmd_kubeconfig(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    use base64::Engine;
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut user = "admin".to_owned();
+    let mut server = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data-dir") => data_dir = PathBuf::from(p.value()?),
+            Long("user") => user = text(p.value()?)?,
+            Long("server") => server = Some(text(p.value()?)?),
+            Long("help") | Short('h') => {
+                print!("{USAGE}");
+                return Ok(());
+            }
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    if user.is_empty() || user.len() > 253 || user.chars().any(|c| c.is_control()) {
+        return usage("--user must be 1 to 253 characters, none of them control characters");
+    }
+    let server = match server {
+        Some(s) => s,
+        None => {
+            let (api, advertise) = admin::Addrs::read_api(&data_dir)?;
+            format!("https://{}", server_address(&advertise, api.port()))
+        }
+    };
+    let ca = load_ca(&data_dir)?;
+    let validity = Duration::from_secs(KUBECONFIG_CERT_DAYS * 86400);
+    let (cert, key) = ca.issue_client_cert(&user, kubeapi::MASTERS_GROUP, validity)?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "cloudcore", "cluster": {
+            "server": server,
+            "certificate-authority-data": b64(&ca.cert_pem()),
+        } }],
+        "users": [{ "name": user, "user": {
+            "client-certificate-data": b64(&cert),
+            "client-key-data": b64(&key),
+        } }],
+        "contexts": [{ "name": "cloudcore", "context": { "cluster": "cloudcore", "user": user } }],
+        "current-context": "cloudcore",
+        "preferences": {},
+    });
+    print!("{}", serde_yaml::to_string(&doc)?);
+    Ok(())
+}
+
 fn real_main() -> anyhow::Result<()> {
     let mut p = lexopt::Parser::from_env();
     match p.next()? {
         Some(Value(cmd)) => match cmd.to_str() {
             Some("serve") => cmd_serve(p),
             Some("token") => cmd_token(p),
+            Some("kubeconfig") => cmd_kubeconfig(p),
             Some("get") => cli::cmd_get(p),
             Some("apply") => cli::cmd_apply(p),
             Some("delete") => cli::cmd_delete(p),

@@ -95,6 +95,11 @@ impl Events {
         Ok(self.ring.len())
     }
 
+    /// Every event kept, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Event> {
+        self.ring.iter()
+    }
+
     /// The events of one object, oldest first, as JSON.
     pub fn for_object(&self, key: &ObjectKey) -> Vec<Value> {
         self.ring

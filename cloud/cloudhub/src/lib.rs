@@ -262,37 +262,44 @@ fn listen(addr: SocketAddr) -> Result<Async<TcpListener>, HubError> {
     Async::<TcpListener>::bind(addr).map_err(|e| HubError::Bind(addr, e))
 }
 
+/// TLS for a cloud port: the server certificate issued from `ca` for `advertise`, client
+/// certificates verified against `ca` (required, or optional when `client_cert_required` is
+/// false: the certificate port enrolls edges without one, the Kubernetes API answers 401).
+pub fn tls_acceptor(
+    ca: &pki::Ca,
+    advertise: &[String],
+    client_cert_required: bool,
+) -> Result<TlsAcceptor, HubError> {
+    let provider = Arc::new(ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(ca.cert_der().clone())
+        .map_err(|e| HubError::Tls(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if client_cert_required {
+        verifier
+    } else {
+        verifier.allow_unauthenticated()
+    };
+    let verifier = verifier.build().map_err(|e| HubError::Tls(e.to_string()))?;
+    let (chain, key) = ca.issue_server_cert(advertise)?;
+    let sc = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HubError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| HubError::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(sc)))
+}
+
 /// Builds TLS from the CA and binds both listeners.
 pub fn bind(
     cfg: CloudHubConfig,
     ca: pki::Ca,
     store: cloudstore::CloudStore,
 ) -> Result<Bound, HubError> {
-    let provider = Arc::new(ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.cert_der().clone())
-        .map_err(|e| HubError::Tls(e.to_string()))?;
-    let roots = Arc::new(roots);
-    let tls = |client_cert_required: bool| -> Result<TlsAcceptor, HubError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone());
-        let verifier = if client_cert_required {
-            verifier
-        } else {
-            verifier.allow_unauthenticated()
-        };
-        let verifier = verifier.build().map_err(|e| HubError::Tls(e.to_string()))?;
-        let (chain, key) = ca.issue_server_cert(&cfg.advertise)?;
-        let sc = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HubError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| HubError::Tls(e.to_string()))?;
-        Ok(TlsAcceptor::from(Arc::new(sc)))
-    };
-    let ws_tls = tls(true)?;
-    let cert_tls = tls(false)?;
+    let ws_tls = tls_acceptor(&ca, &cfg.advertise, true)?;
+    let cert_tls = tls_acceptor(&ca, &cfg.advertise, false)?;
     let ws = listen(SocketAddr::new(cfg.bind, cfg.ws_port))?;
     let cert = listen(SocketAddr::new(cfg.bind, cfg.cert_port))?;
     let mut registry = NodeRegistry::new(cfg.node_limit);

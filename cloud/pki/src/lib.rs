@@ -217,6 +217,34 @@ impl Ca {
         Ok((vec![cert.der().clone(), self.cert_der.clone()], key_der))
     }
 
+    /// A client certificate for a person or tool using the Kubernetes API: `CN=<name>` (the
+    /// user), `O=<group>` (`system:masters` for the admin; one group, as rcgen's names hold
+    /// one value per attribute), EKU ClientAuth, a random serial, valid for `validity`.
+    /// Returns certificate and PKCS#8 key, both PEM.
+    pub fn issue_client_cert(
+        &self,
+        name: &str,
+        group: &str,
+        validity: std::time::Duration,
+    ) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, group);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(random_serial().map_err(|_| PkiError::Random)?);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::seconds(validity.as_secs().max(1) as i64);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// Signs an edge's CSR (DER) for `node`, as upstream's `/edge.crt` does: the subject is
     /// copied from the CSR, EKU ClientAuth, valid for `validity` (upstream: 365 days,
     /// [`EDGE_CERT_DAYS`]) and back-dated a tenth of that, at most an hour, for clock skew
@@ -343,6 +371,24 @@ pub fn cert_facts(cert_der: &[u8]) -> Option<CertFacts> {
     })
 }
 
+/// The subject of a DER certificate as kube-apiserver's x509 authenticator reads it: the
+/// common name (the user) and every organization (the groups). `None` if it does not parse.
+pub fn subject(cert_der: &[u8]) -> Option<(String, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let subject = cert.subject();
+    let cn = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let orgs = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    Some((cn, orgs))
+}
+
 /// The subject common name of a DER certificate, if it has one.
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
@@ -431,6 +477,30 @@ mod tests {
         p.distinguished_name
             .push(DnType::OrganizationName, proto::NODE_ORGANIZATION);
         p.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn client_certificates_carry_user_and_groups_and_chain_to_the_ca() {
+        let d = tmp("client");
+        let ca = Ca::load_or_create(&d).unwrap();
+        let (cert, key) = ca
+            .issue_client_cert("admin", "system:masters", YEAR)
+            .unwrap();
+        let der = pem_to_der(&cert, "CERTIFICATE").unwrap();
+        assert_eq!(
+            subject(&der),
+            Some(("admin".into(), vec!["system:masters".into()]))
+        );
+        assert!(pem_to_der(&key, "PRIVATE KEY").is_some());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
+        assert!(parsed.verify_signature(Some(ca_cert.public_key())).is_ok());
+        let other = Ca::load_or_create(&d.join("other")).unwrap();
+        let (_, other_cert) = x509_parser::parse_x509_certificate(other.cert_der()).unwrap();
+        assert!(parsed
+            .verify_signature(Some(other_cert.public_key()))
+            .is_err());
+        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

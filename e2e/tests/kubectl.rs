@@ -1,0 +1,299 @@
+//! The real kubectl (`/usr/bin/kubectl`, v1.32) against cloudcore's Kubernetes API: a real
+//! cloudcore, a real edgecore running a pod on a private containerd, a kubeconfig from
+//! `cloudcore kubeconfig`. Read workflows: `get` with kubectl's columns (`-o wide` too),
+//! `-o json` as stored, label and field selectors, NotFound; no certificate is 401, an
+//! edge's node certificate 403.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use e2e::containerd::Containerd;
+use e2e::{wait_for, Cloud, Edge, TempDir};
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Runs kubectl with `kubeconfig`, its discovery cache and HOME in `home`.
+fn kubectl(home: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(KUBECTL)
+        .env("HOME", home)
+        .env("KUBECONFIG", kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The words of each line (kubectl pads its columns with spaces; multi-word column names
+/// like NOMINATED NODE come out as two words).
+fn words(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+fn row<'a>(table: &'a [Vec<String>], first: &[&str]) -> &'a [String] {
+    table
+        .iter()
+        .find(|r| r.len() >= first.len() && r.iter().zip(first).all(|(a, b)| a == b))
+        .unwrap_or_else(|| panic!("no row starting {first:?} in {table:?}"))
+}
+
+const APP: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config, labels: {app: x}}
+data: {greeting: hello, other: "2"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unlabelled}
+data: {a: "1"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: x}}
+spec:
+  nodeName: edge0
+  hostNetwork: true
+  containers:
+  - name: app
+    image: localhost/busybox:test
+    command: [sh, -c, "sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: waiting, namespace: team}
+spec:
+  nodeName: elsewhere
+  containers: [{name: app, image: localhost/busybox:test}]
+"#;
+
+fn kubeconfig(cloud: &Cloud, dir: &Path) -> PathBuf {
+    let out = cloud.cli(&["kubeconfig"]);
+    let text = ok(&out);
+    let path = dir.join("admin.kubeconfig");
+    std::fs::write(&path, &text).unwrap();
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        doc["clusters"][0]["cluster"]["server"],
+        format!("https://127.0.0.1:{}", cloud.api.port()),
+        "the first advertised address and the API port"
+    );
+    path
+}
+
+/// A kubeconfig for the same server with other credentials (`user` YAML, or none).
+fn other_kubeconfig(admin: &Path, user: Value, path: &Path) -> PathBuf {
+    let mut doc: Value = serde_yaml::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    doc["users"][0]["user"] = user;
+    std::fs::write(path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    path.to_owned()
+}
+
+#[test]
+fn kubectl_reads_nodes_pods_and_configmaps_with_a_real_clusters_columns() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "kubectl is needed at {KUBECTL}"
+    );
+    let ctrd = Containerd::start();
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let out = edge.join_with(&cloud, &cloud.token(), &ctrd.endpoint());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    let home = TempDir::new("kubectl-home");
+    let kc = kubeconfig(&cloud, home.path());
+    let k = |args: &[&str]| kubectl(home.path(), &kc, args);
+
+    // Nodes: kubectl's columns, the edge Ready with its kubelet version.
+    let nodes = words(&ok(&k(&["get", "nodes"])));
+    assert_eq!(nodes[0], ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    let edge_row = row(&nodes, &["edge0"]);
+    assert_eq!(edge_row[1], "Ready", "{nodes:?}");
+    assert!(edge_row[4].starts_with("v1.32.10-kubeedge"), "{nodes:?}");
+    let wide = words(&ok(&k(&["get", "nodes", "-o", "wide"])));
+    assert_eq!(
+        wide[0],
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ]
+    );
+
+    cloud.apply_ok(APP);
+    wait_for("web Running and Ready in kubectl", T, || {
+        let t = words(&ok(&k(&["get", "pods"])));
+        let r = row(&t, &["web"]);
+        (r[1] == "1/1" && r[2] == "Running").then_some(())
+    });
+
+    // All namespaces, wide: the NAMESPACE column kubectl adds, the pod printers' columns.
+    let all = words(&ok(&k(&["get", "pods", "-A", "-o", "wide"])));
+    assert_eq!(
+        all[0],
+        [
+            "NAMESPACE",
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
+    );
+    let web = row(&all, &["default", "web"]);
+    assert_eq!(
+        (&web[2][..], &web[3][..], &web[4][..]),
+        ("1/1", "Running", "0"),
+        "{all:?}"
+    );
+    assert_eq!(&web[7..], ["edge0", "<none>", "<none>"], "{all:?}");
+    let waiting = row(&all, &["team", "waiting"]);
+    assert_eq!(
+        (&waiting[2][..], &waiting[3][..]),
+        ("0/1", "Pending"),
+        "{all:?}"
+    );
+    assert_eq!(
+        &waiting[6..],
+        ["<none>", "elsewhere", "<none>", "<none>"],
+        "{all:?}"
+    );
+
+    // `-o json` is the object as stored (read twice around it: the edge reports status).
+    let stored = || {
+        let (status, mut v) = cloud.admin("GET", "/api/v1/pods/default/web", b"");
+        assert_eq!(status, 200);
+        v["kind"] = json!("Pod");
+        v["apiVersion"] = json!("v1");
+        v
+    };
+    let same = (0..5).any(|_| {
+        let before = stored();
+        let got: Value =
+            serde_json::from_str(&ok(&k(&["get", "pod", "web", "-o", "json"]))).unwrap();
+        before == stored() && got == before
+    });
+    assert!(same, "kubectl's pod differs from the stored one");
+
+    // Selectors are applied by the server.
+    assert_eq!(
+        ok(&k(&["get", "cm", "-l", "app=x", "-o", "name"])),
+        "configmap/app-config\n"
+    );
+    assert_eq!(
+        ok(&k(&["get", "configmaps", "-l", "app!=x", "-o", "name"])),
+        "configmap/kube-root-ca.crt\nconfigmap/unlabelled\n"
+    );
+    assert_eq!(
+        ok(&k(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=edge0",
+            "-o",
+            "name"
+        ])),
+        "pod/web\n"
+    );
+    assert_eq!(
+        ok(&k(&[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "status.phase=Pending",
+            "-o",
+            "name"
+        ])),
+        "pod/waiting\n"
+    );
+    let cms = words(&ok(&k(&["get", "cm"])));
+    assert_eq!(cms[0], ["NAME", "DATA", "AGE"]);
+    assert_eq!(&row(&cms, &["app-config"])[1], "2");
+    let leases = words(&ok(&k(&["get", "leases", "-n", "kube-node-lease"])));
+    assert_eq!(leases[0], ["NAME", "HOLDER", "AGE"]);
+    assert_eq!(&row(&leases, &["edge0"])[1], "edge0");
+    let ns = words(&ok(&k(&["get", "ns"])));
+    assert_eq!(&row(&ns, &["team"])[1], "Active");
+
+    // A missing name: kubectl's NotFound error, exit 1.
+    let missing = k(&["get", "pod", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr).trim(),
+        "Error from server (NotFound): pods \"nope\" not found"
+    );
+    let bad = k(&["get", "pods", "--field-selector", "spec.color=red"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("field label not supported: spec.color"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    // No client certificate: 401. (A bearer token this API does not know, because kubectl
+    // with no credentials at all prompts for a password instead of sending the request.)
+    let anon = other_kubeconfig(
+        &kc,
+        json!({ "token": "not-a-known-token" }),
+        &home.path().join("anon.kubeconfig"),
+    );
+    let out = kubectl(home.path(), &anon, &["get", "pods"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("You must be logged in to the server (Unauthorized)"),
+        "{err}"
+    );
+
+    // The edge's node certificate: 403, named as the apiserver names the refusal.
+    let pki = edge.dir.path().join("pki");
+    let node = other_kubeconfig(
+        &kc,
+        json!({ "client-certificate": pki.join("edge.crt"), "client-key": pki.join("edge.key") }),
+        &home.path().join("node.kubeconfig"),
+    );
+    let out = kubectl(home.path(), &node, &["get", "pods"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "Error from server (Forbidden): pods is forbidden: User \"system:node:edge0\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"",
+        "{}",
+        cloud.proc.log()
+    );
+}
