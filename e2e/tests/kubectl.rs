@@ -250,6 +250,30 @@ fn kubectl_reads_nodes_pods_and_configmaps_with_a_real_clusters_columns() {
     let ns = words(&ok(&k(&["get", "ns"])));
     assert_eq!(&row(&ns, &["team"])[1], "Active");
 
+    // Events as core/v1 Events: `get events` and the Events section of `describe`, which
+    // selects them by the object's name, namespace, kind and uid.
+    let events = words(&ok(&k(&["get", "events"])));
+    assert_eq!(
+        events[0],
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|r| r[2] == "Delivered" && r[3] == "pod/web"),
+        "{events:?}"
+    );
+    let described = ok(&k(&["describe", "pod", "web"]));
+    let section = described.split("Events:").nth(1).unwrap_or("");
+    assert!(
+        section.contains("Applied") && section.contains("Delivered"),
+        "{described}"
+    );
+    // `get all` is the `all` category.
+    assert!(ok(&k(&["get", "all", "-o", "name"]))
+        .lines()
+        .any(|l| l == "pod/web"));
+
     // A missing name: kubectl's NotFound error, exit 1.
     let missing = k(&["get", "pod", "nope"]);
     assert_eq!(missing.status.code(), Some(1));

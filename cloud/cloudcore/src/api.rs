@@ -145,12 +145,15 @@ impl HubObjects<'_> {
     /// `<object>.<hex time>`), from the component `cloudcore`.
     fn events(&self, namespace: Option<&str>) -> Vec<Value> {
         let events = self.0.events.borrow();
+        let store = self.0.store.borrow();
         events
             .iter()
             .filter(|e| namespace.is_none_or(|ns| ns == e.key.namespace))
             .enumerate()
             .map(|(i, e)| {
                 let at = proto::time::rfc3339(e.unix_ms / 1000);
+                // `kubectl describe` selects an object's events by its uid too.
+                let uid = store.get(&e.key).map(|o| o.uid().to_owned());
                 json!({
                     "metadata": {
                         "name": format!("{}.{:x}{:04x}", e.key.name, e.unix_ms, i % 0x10000),
@@ -160,6 +163,7 @@ impl HubObjects<'_> {
                     "involvedObject": {
                         "kind": e.key.kind.name(), "namespace": e.key.namespace,
                         "name": e.key.name, "apiVersion": e.key.kind.api_version(),
+                        "uid": uid,
                     },
                     "reason": e.reason, "message": e.message, "type": "Normal", "count": 1,
                     "firstTimestamp": at, "lastTimestamp": at,

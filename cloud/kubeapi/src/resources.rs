@@ -173,6 +173,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             if !i.short_names.is_empty() {
                 r["shortNames"] = json!(i.short_names);
             }
+            // `kubectl get all` is the `all` category: of the served kinds, pods.
+            if i.plural == "pods" {
+                r["categories"] = json!(["all"]);
+            }
             r
         })
         .collect();

@@ -296,6 +296,8 @@ fn discovery_lists_the_served_kinds() {
         (&pods["namespaced"], &pods["kind"], &pods["shortNames"]),
         (&json!(true), &json!("Pod"), &json!(["po"]))
     );
+    assert_eq!(pods["categories"], json!(["all"]), "kubectl get all");
+    assert_eq!(pods["verbs"], json!(["get", "list"]));
     let groups = get("/apis", &admin(), None);
     let names: Vec<_> = groups.body["groups"]
         .as_array()
