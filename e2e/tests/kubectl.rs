@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use e2e::containerd::Containerd;
-use e2e::{wait_for, Cloud, Edge, TempDir};
+use e2e::{wait_for, Cloud, Edge, Proc, TempDir};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
@@ -319,5 +319,62 @@ fn kubectl_reads_nodes_pods_and_configmaps_with_a_real_clusters_columns() {
         "Error from server (Forbidden): pods is forbidden: User \"system:node:edge0\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"",
         "{}",
         cloud.proc.log()
+    );
+}
+
+/// Whether a `--output-watch-events` line `<EVENT> <name> …` was printed.
+fn saw(proc: &Proc, event: &str, name: &str) -> bool {
+    words(&proc.log())
+        .iter()
+        .any(|r| r.len() > 1 && r[0] == event && r[1] == name)
+}
+
+#[test]
+fn kubectl_get_watch_follows_additions_changes_and_deletions() {
+    let cloud = Cloud::start(&[]);
+    let home = TempDir::new("kubectl-watch");
+    let kc = kubeconfig(&cloud, home.path());
+    cloud.apply_ok("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: before}\ndata: {a: \"1\"}\n");
+    let mut cmd = Command::new(KUBECTL);
+    cmd.env("HOME", home.path())
+        .env("KUBECONFIG", &kc)
+        .arg("--cache-dir")
+        .arg(home.path().join("cache"))
+        .args(["get", "configmaps", "-w", "--output-watch-events"]);
+    let watch = Proc::spawn(cmd);
+    // kubectl lists first (the rows come as ADDED), then watches from the list's version.
+    wait_for("the listed configmap", T, || {
+        saw(&watch, "ADDED", "before").then_some(())
+    });
+    assert_eq!(words(&watch.log())[0], ["EVENT", "NAME", "DATA", "AGE"]);
+    cloud
+        .apply_ok("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {a: \"1\"}\n");
+    wait_for("ADDED watched", T, || {
+        saw(&watch, "ADDED", "watched").then_some(())
+    });
+    cloud.apply_ok(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: watched}\ndata: {a: \"1\", b: \"2\"}\n",
+    );
+    wait_for("MODIFIED watched", T, || {
+        saw(&watch, "MODIFIED", "watched").then_some(())
+    });
+    let out = cloud.cli(&["delete", "configmap", "watched"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("DELETED watched", T, || {
+        saw(&watch, "DELETED", "watched").then_some(())
+    });
+    let log = watch.log();
+    let modified = words(&log)
+        .into_iter()
+        .find(|r| r[0] == "MODIFIED")
+        .unwrap();
+    assert_eq!(modified[2], "2", "the row as changed: {log}");
+    assert!(
+        !saw(&watch, "MODIFIED", "before") && !saw(&watch, "DELETED", "before"),
+        "an unchanged object is not told again: {log}"
     );
 }

@@ -14,11 +14,12 @@ use futures_rustls::TlsAcceptor;
 use kubeapi::{Objects, Resource, User};
 use serde_json::{json, Value};
 use smol::future::FutureExt;
+use smol::io::{AsyncWrite, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
 /// Bodies accepted: the API serves reads, so a request carries none worth more.
 pub const MAX_BODY_BYTES: usize = 64 << 10;
-/// A connection (handshake, request and answer) that takes longer is closed.
+/// A handshake with its request, or an answer, that takes longer ends its connection.
 const CONN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The namespaces every cluster has, listed even when nothing is stored in them.
 const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-node-lease", "kube-public", "kube-system"];
@@ -48,12 +49,8 @@ pub async fn serve(
         };
         let (hub, tls, server) = (hub.clone(), tls.clone(), server.clone());
         ex.spawn(async move {
-            let work = connection(&hub, &tls, &server, tcp).or(async {
-                smol::Timer::after(CONN_TIMEOUT).await;
-                Ok(())
-            });
             cloudhub::capped(&guard, async {
-                if let Err(e) = work.await {
+                if let Err(e) = connection(&hub, &tls, &server, tcp).await {
                     log::debug!("API connection from {peer}: {e}");
                 }
             })
@@ -77,15 +74,22 @@ async fn connection(
     server: &kubeapi::Server,
     tcp: Async<TcpStream>,
 ) -> std::io::Result<()> {
-    let mut tls = tls.accept(tcp).await?;
-    let user = user_of(
-        tls.get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref()),
-    );
-    let response = match read_request(&mut tls, MAX_BODY_BYTES).await {
+    // The handshake and the request within the connection timeout; a watch then runs for
+    // its own (`timeoutSeconds`), an answer within another.
+    let read = async {
+        let mut tls = tls.accept(tcp).await?;
+        let user = user_of(
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+        );
+        let req = read_request(&mut tls, MAX_BODY_BYTES).await;
+        Ok((tls, user, req))
+    };
+    let (mut tls, user, req) = read.or(timeout(CONN_TIMEOUT)).await?;
+    let outcome = match req {
         Ok(req) => {
             let r = kubeapi::Request {
                 method: &req.method,
@@ -94,14 +98,77 @@ async fn connection(
             };
             kubeapi::handle(&r, &user, &HubObjects(hub), server, unix_now())
         }
-        Err(e) => kubeapi::status(400, "BadRequest", &e.to_string(), Value::Null),
+        Err(e) => kubeapi::status(400, "BadRequest", &e.to_string(), Value::Null).into(),
+    };
+    let response = match outcome {
+        kubeapi::Outcome::Response(r) => r,
+        kubeapi::Outcome::Watch(w) => {
+            let secs = w.timeout_secs;
+            return stream(hub, &mut tls, *w)
+                .or(async {
+                    smol::Timer::after(Duration::from_secs(secs)).await;
+                    Ok(())
+                })
+                .await;
+        }
     };
     // Health checks answer plain `ok`, as kube-apiserver's do.
     let (ctype, body) = match &response.body {
         Value::String(s) => ("text/plain; charset=utf-8", s.clone().into_bytes()),
         other => ("application/json", other.to_string().into_bytes()),
     };
-    write_response(&mut tls, response.status, ctype, &body).await
+    write_response(&mut tls, response.status, ctype, &body)
+        .or(timeout(CONN_TIMEOUT))
+        .await
+}
+
+async fn timeout<T>(d: Duration) -> std::io::Result<T> {
+    smol::Timer::after(d).await;
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "API connection timed out",
+    ))
+}
+
+/// How often a watch looks for changes: the store has no change feed yet, so a watch polls
+/// its list (bounded by `MAX_WATCHED_OBJECTS` objects and the port's connection cap).
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// Streams a watch's events as chunked newline-separated JSON until it ends, its time is up
+/// (the caller's timer) or a write fails (the client went away).
+async fn stream<S: AsyncWrite + Unpin>(
+    hub: &Hub,
+    s: &mut S,
+    mut w: kubeapi::watch::Watch,
+) -> std::io::Result<()> {
+    s.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    s.flush().await?;
+    loop {
+        let (events, end) = match w.poll(&HubObjects(hub), unix_now()) {
+            Ok(events) => (events, false),
+            Err(status) => (vec![json!({ "type": "ERROR", "object": status })], true),
+        };
+        if !events.is_empty() {
+            let mut chunk = Vec::new();
+            for e in &events {
+                chunk.extend_from_slice(e.to_string().as_bytes());
+                chunk.push(b'\n');
+            }
+            s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            s.write_all(&chunk).await?;
+            s.write_all(b"\r\n").await?;
+            s.flush().await?;
+        }
+        if end {
+            s.write_all(b"0\r\n\r\n").await?;
+            return s.close().await;
+        }
+        smol::Timer::after(WATCH_POLL).await;
+    }
 }
 
 fn unix_now() -> i64 {

@@ -15,6 +15,7 @@
 pub mod resources;
 pub mod selectors;
 pub mod table;
+pub mod watch;
 
 use serde_json::{json, Value};
 
@@ -69,6 +70,19 @@ pub trait Objects {
             .0
             .into_iter()
             .find(|o| o["metadata"]["name"] == name)
+    }
+}
+
+/// What a request gets: one response, or a watch the runner streams.
+#[derive(Debug)]
+pub enum Outcome {
+    Response(Response),
+    Watch(Box<watch::Watch>),
+}
+
+impl From<Response> for Outcome {
+    fn from(r: Response) -> Outcome {
+        Outcome::Response(r)
     }
 }
 
@@ -282,16 +296,16 @@ pub fn handle(
     objects: &dyn Objects,
     server: &Server,
     now: i64,
-) -> Response {
+) -> Outcome {
     let (path, query) = req.target.split_once('?').unwrap_or((req.target, ""));
     let route = route(path);
     // The health and version endpoints are public, as kube-apiserver's
     // system:public-info-viewer role makes them.
     if matches!(route, Route::Version | Route::Health) {
         if req.method != "GET" && req.method != "HEAD" {
-            return method_not_allowed(req.method);
+            return method_not_allowed(req.method).into();
         }
-        return match route {
+        let r = match route {
             Route::Version => ok(json!({
                 "major": KUBE_MAJOR, "minor": KUBE_MINOR, "gitVersion": KUBE_GIT_VERSION,
                 "gitCommit": server.build, "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
@@ -302,9 +316,10 @@ pub fn handle(
                 body: json!("ok"),
             },
         };
+        return r.into();
     }
     let (name, groups) = match user {
-        User::Anonymous => return status(401, "Unauthorized", "Unauthorized", Value::Null),
+        User::Anonymous => return status(401, "Unauthorized", "Unauthorized", Value::Null).into(),
         User::Cert { name, groups } => (name, groups),
     };
     let admin = groups.iter().any(|g| g == MASTERS_GROUP);
@@ -318,14 +333,14 @@ pub fn handle(
             }
         }
         ("GET", _) => "get",
-        _ => return method_not_allowed(req.method),
+        _ => return method_not_allowed(req.method).into(),
     };
     // Discovery is open to every authenticated user (kube-apiserver's system:discovery
     // role), so a refused client learns what it may not do, by name.
     let discovery = !matches!(route, Route::Resource(_) | Route::NotFound);
     if !admin && !discovery {
         // Node-authorizer rules for edges' certificates come later: refused for now.
-        return match &route {
+        let r = match &route {
             Route::Resource(t) => forbidden(name, verb, t),
             _ => status(
                 403,
@@ -334,19 +349,21 @@ pub fn handle(
                 json!({}),
             ),
         };
+        return r.into();
     }
     let query = match Query::parse(query) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into(),
     };
-    match route {
+    let r = match route {
         Route::ApiVersions => ok(resources::api_versions(&server.address)),
         Route::GroupList => ok(resources::api_group_list()),
         Route::Group(g) => resources::api_group(g).map_or_else(not_found_path, ok),
         Route::ResourceList(g, v) => resources::resource_list(g, v).map_or_else(not_found_path, ok),
-        Route::Resource(t) => read(&t, verb, &query, req.accept, objects, now),
+        Route::Resource(t) => return read(&t, verb, &query, req.accept, objects, now),
         Route::Version | Route::Health | Route::NotFound => not_found_path(),
-    }
+    };
+    r.into()
 }
 
 fn method_not_allowed(method: &str) -> Response {
@@ -361,7 +378,7 @@ fn method_not_allowed(method: &str) -> Response {
 }
 
 /// Sets `kind` and `apiVersion` as the apiserver serializes a single object.
-fn typed(r: Resource, mut o: Value) -> Value {
+pub(crate) fn typed(r: Resource, mut o: Value) -> Value {
     if let Some(m) = o.as_object_mut() {
         m.insert("kind".into(), json!(r.info().kind));
         m.insert("apiVersion".into(), json!(r.api_version()));
@@ -384,19 +401,11 @@ fn read(
     accept: Option<&str>,
     objects: &dyn Objects,
     now: i64,
-) -> Response {
+) -> Outcome {
     let info = t.resource.info();
-    if verb == "watch" {
-        return status(
-            405,
-            "MethodNotAllowed",
-            "watch is not served yet",
-            json!({}),
-        );
-    }
     let table = wants_table(accept);
     if let Some(name) = t.name {
-        return match objects.get(t.resource, t.namespace, name) {
+        let r = match objects.get(t.resource, t.namespace, name) {
             Some(o) if table => {
                 let rv = o["metadata"]["resourceVersion"]
                     .as_str()
@@ -424,6 +433,7 @@ fn read(
                 )
             }
         };
+        return r.into();
     }
     let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or("")) {
         Ok(s) => s,
@@ -434,12 +444,34 @@ fn read(
                 &format!("unable to parse requirement: {e}"),
                 Value::Null,
             )
+            .into()
         }
     };
     let fields = match FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), t.resource) {
         Ok(s) => s,
-        Err(e) => return status(400, "BadRequest", &e, Value::Null),
+        Err(e) => return status(400, "BadRequest", &e, Value::Null).into(),
     };
+    if verb == "watch" {
+        let since = q
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .filter(|v| *v > 0);
+        let mut w = watch::Watch::new(
+            t.resource,
+            t.namespace,
+            labels,
+            fields,
+            table,
+            include(q),
+            since,
+        );
+        w.timeout_secs = q
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(watch::DEFAULT_TIMEOUT_SECS)
+            .min(watch::MAX_TIMEOUT_SECS);
+        return Outcome::Watch(Box::new(w));
+    }
     let (items, rv) = objects.list(t.resource, t.namespace);
     let items: Vec<Value> = items
         .into_iter()
@@ -447,7 +479,7 @@ fn read(
         .map(|o| typed(t.resource, o))
         .collect();
     if table {
-        return ok(table::table(t.resource, &items, &rv, include(q), now));
+        return ok(table::table(t.resource, &items, &rv, include(q), now)).into();
     }
     ok(json!({
         "kind": format!("{}List", info.kind),
@@ -455,6 +487,7 @@ fn read(
         "metadata": { "resourceVersion": rv },
         "items": items,
     }))
+    .into()
 }
 
 #[cfg(test)]

@@ -54,7 +54,10 @@ fn get(target: &str, user: &User, accept: Option<&str>) -> Response {
         target,
         accept,
     };
-    handle(&req, user, &fixture(), &server(), 1_700_000_000)
+    match handle(&req, user, &fixture(), &server(), 1_700_000_000) {
+        Outcome::Response(r) => r,
+        Outcome::Watch(_) => panic!("{target} is not a watch"),
+    }
 }
 
 fn names(r: &Response) -> Vec<String> {
@@ -246,11 +249,52 @@ fn get_answers_the_object_or_not_found_as_kubectl_expects() {
         target: "/api/v1/namespaces/default/pods",
         accept: None,
     };
-    assert_eq!(
-        handle(&post, &admin(), &fixture(), &server(), 0).status,
-        405
-    );
-    assert_eq!(get("/api/v1/pods?watch=1", &admin(), None).status, 405);
+    assert!(matches!(
+        handle(&post, &admin(), &fixture(), &server(), 0),
+        Outcome::Response(Response { status: 405, .. })
+    ));
+}
+
+#[test]
+fn watches_are_authorized_and_their_selectors_checked_before_they_start() {
+    let watch = |target, user: &User| {
+        let req = Request {
+            method: "GET",
+            target,
+            accept: None,
+        };
+        handle(&req, user, &fixture(), &server(), 0)
+    };
+    assert!(matches!(
+        watch("/api/v1/pods?watch=1", &admin()),
+        Outcome::Watch(_)
+    ));
+    assert!(matches!(
+        watch(
+            "/api/v1/namespaces/default/pods?watch=true&resourceVersion=42",
+            &admin()
+        ),
+        Outcome::Watch(_)
+    ));
+    let node = User::Cert {
+        name: "system:node:e".into(),
+        groups: vec![],
+    };
+    match watch("/api/v1/pods?watch=1", &node) {
+        Outcome::Response(r) => assert!(r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot watch resource \"pods\"")),
+        Outcome::Watch(_) => panic!("a node may not watch"),
+    }
+    assert!(matches!(
+        watch("/api/v1/pods?watch=1", &User::Anonymous),
+        Outcome::Response(Response { status: 401, .. })
+    ));
+    assert!(matches!(
+        watch("/api/v1/pods?watch=1&fieldSelector=spec.x%3D1", &admin()),
+        Outcome::Response(Response { status: 400, .. })
+    ));
 }
 
 #[test]
