@@ -5,8 +5,9 @@
 //! - [`resources`]: what is served, and the discovery documents.
 //! - [`selectors`]: `labelSelector` and `fieldSelector`.
 //! - [`table`]: the `Table` form `kubectl get` asks for, with the printers' columns.
+//! - [`watch`]: `?watch=1`, as a diff of the list against what the watcher was told.
 //!
-//! This slice serves reads (get, list) to the admin identity (`O=system:masters`); anyone
+//! This slice serves reads (get, list, watch) to the admin identity (`O=system:masters`); anyone
 //! else authenticated is refused 403 until Node-authorizer rules come, and a request without
 //! a client certificate 401, except the health and version endpoints.
 

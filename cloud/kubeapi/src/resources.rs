@@ -31,7 +31,7 @@ pub struct Info {
 
 /// Read verbs only: this slice serves no writes, and discovery says so (kubectl refuses
 /// verbs a resource does not list before it sends anything).
-pub const VERBS: [&str; 2] = ["get", "list"];
+pub const VERBS: [&str; 3] = ["get", "list", "watch"];
 
 pub const CORE: &str = "";
 pub const COORDINATION: &str = "coordination.k8s.io";

@@ -341,7 +341,7 @@ fn discovery_lists_the_served_kinds() {
         (&json!(true), &json!("Pod"), &json!(["po"]))
     );
     assert_eq!(pods["categories"], json!(["all"]), "kubectl get all");
-    assert_eq!(pods["verbs"], json!(["get", "list"]));
+    assert_eq!(pods["verbs"], json!(["get", "list", "watch"]));
     let groups = get("/apis", &admin(), None);
     let names: Vec<_> = groups.body["groups"]
         .as_array()
