@@ -27,7 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 log "starting cloudcore (data in $demo/cloud, log in $demo/cloudcore.log)"
-"$bin/cloudcore" serve --data-dir "$demo/cloud" --bind 127.0.0.1 --ws-port 0 --cert-port 0 \
+"$bin/cloudcore" serve --data-dir "$demo/cloud" --bind 127.0.0.1 --ws-port 0 --cert-port 0 --api-port 0 \
   --admin-bind 127.0.0.1:0 >"$demo/cloudcore.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$demo/cloud/cloudcore.addr" ] && break; sleep 0.1; done
