@@ -47,21 +47,26 @@ fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
     p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
 }
 
-/// Containers the runtime holds for pods of this edgecore, by pod name: (id, state).
+/// Containers the runtime holds for pods of this edgecore, by pod name: (id, state). A
+/// containerd that was just started again answers "not initialized" until its CRI plugin
+/// is up: that is only "not yet".
 fn runtime_containers(ctrd: &Containerd) -> HashMap<String, Vec<(String, i32)>> {
     let c = cri::CriClient::new(&ctrd.endpoint()).unwrap();
-    smol::block_on(c.with(async {
-        let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-        for x in c.list_containers(None).await.unwrap() {
-            let pod = x
-                .labels
-                .get("io.kubernetes.pod.name")
-                .cloned()
-                .unwrap_or_default();
-            out.entry(pod).or_default().push((x.id, x.state));
-        }
-        out
-    }))
+    let list = e2e::wait_for(
+        "containerd's CRI to answer",
+        Duration::from_secs(30),
+        || smol::block_on(c.with(c.list_containers(None))).ok(),
+    );
+    let mut out: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+    for x in list {
+        let pod = x
+            .labels
+            .get("io.kubernetes.pod.name")
+            .cloned()
+            .unwrap_or_default();
+        out.entry(pod).or_default().push((x.id, x.state));
+    }
+    out
 }
 
 const APP: &str = r#"apiVersion: v1
