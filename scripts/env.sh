@@ -47,7 +47,7 @@ ensure_rust() {
 
 # The real container runtime the Edged tests drive (started privately by the test harness).
 ensure_runtime() {
-  ensure_apt containerd runc busybox-static mosquitto mosquitto-clients
+  ensure_apt containerd runc crun skopeo docker-registry busybox-static mosquitto mosquitto-clients
 }
 
 ensure_cross() {

@@ -129,6 +129,12 @@ fn images() -> &'static [(String, PathBuf)] {
     })
 }
 
+/// The busybox test image (`localhost/busybox:test`) as an OCI archive, for runtimes that
+/// import archives themselves (edgecore's direct runtime).
+pub fn busybox_archive() -> PathBuf {
+    images()[0].1.clone()
+}
+
 pub struct Containerd {
     pub dir: TempDir,
     pub proc: Option<Proc>,

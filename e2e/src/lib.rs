@@ -489,6 +489,42 @@ impl Edge {
         out
     }
 
+    /// `edgecore join` for the daemonless runtime (`--runtime direct`, the OCI runtime
+    /// binary `oci_runtime`).
+    pub fn join_direct(&self, cloud: &Cloud, oci_runtime: &str) -> Output {
+        let out = Command::new(bin("edgecore"))
+            .args(["join", "--cloud", "127.0.0.1", "--token", &cloud.token()])
+            .args([
+                "--node-name",
+                &self.name,
+                "--runtime",
+                "direct",
+                "--oci-runtime",
+                oci_runtime,
+            ])
+            .args(["--ws-port", &cloud.ws.port().to_string()])
+            .args(["--cert-port", &cloud.cert.port().to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run edgecore join");
+        if out.status.success() {
+            self.private_broker();
+        }
+        out
+    }
+
+    /// `edgecore image import <archive>` into this edge's image store.
+    pub fn import_image(&self, archive: &Path) -> Output {
+        Command::new(bin("edgecore"))
+            .args(["image", "import"])
+            .arg(archive)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run edgecore image import")
+    }
+
     pub fn join_ok(&self, cloud: &Cloud) {
         let out = self.join(cloud, &cloud.token());
         assert!(

@@ -39,6 +39,13 @@ pub struct Config {
     /// CRI endpoint of the container runtime; empty runs no pods.
     #[serde(default = "default_cri")]
     pub cri_endpoint: String,
+    /// How pods run: `cri` (a CRI socket, `cri_endpoint`) or `direct` (no daemon: edgecore
+    /// runs OCI bundles with `oci_runtime`).
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    /// The OCI runtime binary of the direct runtime (crun; runc is accepted).
+    #[serde(default = "default_oci_runtime")]
+    pub oci_runtime: PathBuf,
     /// First restart back-off of a crashed container, doubling up to 5 minutes.
     #[serde(default = "default_crash_backoff", with = "duration_text")]
     pub crash_backoff: Duration,
@@ -150,6 +157,16 @@ fn default_true() -> bool {
 
 fn default_cri() -> String {
     cri::DEFAULT_ENDPOINT.into()
+}
+/// The runtime choices.
+pub const RUNTIME_CRI: &str = "cri";
+pub const RUNTIME_DIRECT: &str = "direct";
+
+fn default_runtime() -> String {
+    RUNTIME_CRI.into()
+}
+fn default_oci_runtime() -> PathBuf {
+    "/usr/bin/crun".into()
 }
 fn default_crash_backoff() -> Duration {
     Duration::from_secs(10)
@@ -333,6 +350,8 @@ impl Config {
             store: StoreConfig::default(),
             eventbus: EventBusConfig::default(),
             cri_endpoint: default_cri(),
+            runtime: default_runtime(),
+            oci_runtime: default_oci_runtime(),
             crash_backoff: default_crash_backoff(),
             pod_sync_period: default_pod_sync(),
             rotate_certificates: true,
@@ -391,8 +410,16 @@ impl Config {
         if self.eventbus.embedded && self.eventbus.tls.is_some() {
             bail!("eventbus.tls is for an external broker; the embedded one listens on loopback without TLS (set eventbus.embedded to false)");
         }
-        if !self.cri_endpoint.is_empty() {
-            cri::socket_path(&self.cri_endpoint)?;
+        match self.runtime.as_str() {
+            RUNTIME_CRI if !self.cri_endpoint.is_empty() => {
+                cri::socket_path(&self.cri_endpoint)?;
+            }
+            RUNTIME_CRI => {}
+            RUNTIME_DIRECT if self.oci_runtime.as_os_str().is_empty() => {
+                bail!("runtime \"direct\" needs oci_runtime, the path of a crun or runc binary")
+            }
+            RUNTIME_DIRECT => {}
+            other => bail!("runtime {other:?} must be \"cri\" or \"direct\""),
         }
         self.reserved.resolve()?;
         Ok(())
@@ -449,6 +476,20 @@ mod tests {
         let mut bad = c.clone();
         bad.reserved.eviction_nodefs_available = "10".into();
         assert!(bad.validate().is_err());
+        // An old config has no runtime keys: CRI, as before.
+        let old = text.replace(",\"runtime\":\"cri\"", "");
+        assert!(!old.contains("\"runtime\""));
+        assert_eq!(serde_json::from_str::<Config>(&old).unwrap().runtime, "cri");
+        let mut bad = c.clone();
+        bad.runtime = "docker".into();
+        let e = bad.validate().unwrap_err();
+        assert!(format!("{e:#}").contains("\"cri\" or \"direct\""), "{e:#}");
+        let mut direct = c.clone();
+        direct.runtime = "direct".into();
+        direct.cri_endpoint = "not a socket".into();
+        direct
+            .validate()
+            .expect("the CRI endpoint is not used in direct mode");
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct JoinArgs {
     pub cert_port: u16,
     pub project_id: Option<String>,
     pub cri_endpoint: Option<String>,
+    /// `cri` or `direct`, and the OCI runtime of `direct`.
+    pub runtime: Option<String>,
+    pub oci_runtime: Option<PathBuf>,
 }
 
 pub(crate) fn https_get(
@@ -108,6 +111,17 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     proto::validate_node_name(&args.node_name).map_err(anyhow::Error::msg)?;
     if let Some(ep) = args.cri_endpoint.as_deref().filter(|e| !e.is_empty()) {
         cri::socket_path(ep)?;
+    }
+    match args.runtime.as_deref() {
+        None | Some(crate::config::RUNTIME_CRI) => {}
+        Some(crate::config::RUNTIME_DIRECT) => {
+            // A gateway that cannot run its pods is better told now than at the first pod.
+            let bin = args.oci_runtime.clone().unwrap_or_else(|| {
+                Config::new("x", &args.data_dir, String::new(), String::new()).oci_runtime
+            });
+            oci::OciRuntime::check(&bin).map_err(anyhow::Error::msg)?;
+        }
+        Some(other) => bail!("--runtime {other:?} must be cri or direct"),
     }
     let token =
         EnrollToken::parse(&args.token).context("the token is not a cloudcore enrollment token")?;
@@ -208,6 +222,12 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
     }
     if let Some(ep) = args.cri_endpoint {
         cfg.cri_endpoint = ep;
+    }
+    if let Some(r) = args.runtime {
+        cfg.runtime = r;
+    }
+    if let Some(b) = args.oci_runtime {
+        cfg.oci_runtime = b;
     }
     let path = data_dir.join(CONFIG_FILE);
     cfg.save(&path)?;

@@ -5,6 +5,7 @@
 
 mod certs;
 mod config;
+mod image_cmd;
 mod join;
 mod meta;
 mod run;
@@ -26,6 +27,8 @@ USAGE:
     edgecore meta list [pods|configmaps|secrets] [--data-dir <DIR>] [-o json]
     edgecore meta get <kind> <namespace>/<name> [--data-dir <DIR>]
     edgecore meta check [--data-dir <DIR>]
+    edgecore image import <ARCHIVE> [--name <IMAGE>] [--data-dir <DIR>]
+    edgecore image list [--data-dir <DIR>]
     edgecore --version
 
 COMMANDS:
@@ -36,6 +39,8 @@ COMMANDS:
     meta    Show what MetaManager stored from the cloud (works while edgecore runs, and
             with no cloud at all); `check` verifies every record's checksum. A corrupt
             record is named on stderr and makes the command exit 1.
+    image   The image store of the direct runtime: `import` an oci-archive or
+            docker-archive tarball (digests verified; works while edgecore runs), `list`.
 
 JOIN OPTIONS:
     --cloud <HOST>          Address or host name of cloudcore (no port)
@@ -48,6 +53,10 @@ JOIN OPTIONS:
     --project-id <ID>       Project id in the tunnel URL [default: upstream's]
     --cri-endpoint <URL>    Container runtime socket, unix:///path; an empty value runs no pods
                             [default: unix:///run/containerd/containerd.sock]
+    --runtime <cri|direct>  How pods run: through the CRI socket, or with no daemon,
+                            edgecore running OCI bundles itself [default: cri]
+    --oci-runtime <PATH>    The OCI runtime binary of `direct` (crun; runc is accepted)
+                            [default: /usr/bin/crun]
 
 RUN OPTIONS:
     --data-dir <DIR>        Data dir holding edgecore.json [default: /var/lib/edgecore]
@@ -76,6 +85,7 @@ fn hostname() -> String {
 fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let (mut cloud, mut token, mut node, mut dir) = (None, None, None, None);
     let (mut ws_port, mut cert_port, mut project, mut cri) = (10000u16, 10002u16, None, None);
+    let (mut runtime, mut oci_runtime) = (None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("cloud") => cloud = Some(text(p.value()?)?),
@@ -93,6 +103,8 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("cert-port") => cert_port = p.value()?.parse()?,
             Long("project-id") => project = Some(text(p.value()?)?),
             Long("cri-endpoint") => cri = Some(text(p.value()?)?),
+            Long("runtime") => runtime = Some(text(p.value()?)?),
+            Long("oci-runtime") => oci_runtime = Some(PathBuf::from(p.value()?)),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -116,6 +128,8 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
         cert_port,
         project_id: project,
         cri_endpoint: cri,
+        runtime,
+        oci_runtime,
     })
 }
 
@@ -168,6 +182,7 @@ fn real_main() -> anyhow::Result<()> {
             }
             Some("run") => cmd_run(p),
             Some("meta") => meta::cmd_meta(p),
+            Some("image") => image_cmd::cmd_image(p),
             _ => usage(format!("unknown command {cmd:?}")),
         },
         Some(Long("version")) | Some(Short('V')) => {

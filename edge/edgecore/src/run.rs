@@ -243,7 +243,14 @@ fn start_edged(
         status_interval: cfg.status_interval,
         lease_interval: cfg.lease_interval,
         data_dir: cfg.data_dir.clone(),
-        cri_endpoint: (!cfg.cri_endpoint.is_empty()).then(|| cfg.cri_endpoint.clone()),
+        cri_endpoint: (cfg.runtime == crate::config::RUNTIME_CRI && !cfg.cri_endpoint.is_empty())
+            .then(|| cfg.cri_endpoint.clone()),
+        direct: (cfg.runtime == crate::config::RUNTIME_DIRECT).then(|| {
+            edged::pods::direct::DirectConfig {
+                data_dir: cfg.data_dir.clone(),
+                oci_runtime: cfg.oci_runtime.clone(),
+            }
+        }),
         crash_backoff: cfg.crash_backoff,
         pod_sync_period: cfg.pod_sync_period,
         reservations: {

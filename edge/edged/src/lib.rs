@@ -44,8 +44,10 @@ pub struct EdgedConfig {
     pub lease_interval: Duration,
     /// Where edgecore keeps its data: the filesystem reported as ephemeral storage.
     pub data_dir: PathBuf,
-    /// CRI endpoint (`unix:///…`); `None` runs no pods.
+    /// CRI endpoint (`unix:///…`); `None` runs no pods (unless `direct` is set).
     pub cri_endpoint: Option<String>,
+    /// The daemonless runtime (OCI bundles run by crun), used instead of CRI when set.
+    pub direct: Option<pods::direct::DirectConfig>,
     /// First restart back-off of a crashed container (kubelet: 10 s), doubling to 5 min.
     pub crash_backoff: Duration,
     /// How often the runtime is compared with the desired pods.
@@ -429,6 +431,18 @@ fn rfc3339(t: SystemTime) -> String {
 /// Runs Edged until shutdown: the node lifecycle and the pods, as two loops of one task, so a
 /// slow container runtime (an image pull) never delays the lease or node status.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
+    if let Some(d) = &cfg.direct {
+        let loops = Loops::new(&cfg);
+        return match pods::direct::DirectRuntime::new(d) {
+            Ok(r) => r.with(loops.run(Some(&r), &mailbox, &bus, &shutdown)).await,
+            Err(e) => {
+                log::error!("the direct runtime cannot start: {e}; no pods will run");
+                loops
+                    .run::<pods::direct::DirectRuntime>(None, &mailbox, &bus, &shutdown)
+                    .await
+            }
+        };
+    }
     let runtime = match &cfg.cri_endpoint {
         Some(ep) => match pods::cri_runtime::CriRuntime::new(ep) {
             Ok(r) => Some(r),

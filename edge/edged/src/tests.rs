@@ -303,6 +303,7 @@ fn the_lease_is_renewed_while_the_pod_loop_is_stuck_in_the_runtime() {
         lease_interval: Duration::from_millis(50),
         data_dir: dir.clone(),
         cri_endpoint: None,
+        direct: None,
         crash_backoff: Duration::from_secs(10),
         pod_sync_period: Duration::from_millis(50),
         reservations: Reservations::default(),

@@ -9,6 +9,7 @@
 //! pass and the node loop never waits on this one.
 
 pub mod cri_runtime;
+pub mod direct;
 pub mod env;
 pub mod plan;
 pub mod report;
@@ -70,7 +71,7 @@ pub struct PodConfig {
     pub reconciler: plan::ReconcilerConfig,
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

@@ -1,0 +1,317 @@
+//! Edged on the daemonless runtime, end to end: real cloudcore and edgecore, edgecore running
+//! OCI bundles with crun or runc (no containerd), the busybox image imported from an OCI archive.
+//! A pod in its own network namespace runs to Running and Ready (an exec probe through
+//! `crun exec`), logs in the CRI format; a crasher restarts with growing back-off and its exit
+//! code; edgecore killed with SIGKILL leaves the container running and adopts it when it
+//! starts again; a delete stops it with SIGTERM (it runs its trap) and removes everything.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::containerd::busybox_archive;
+use e2e::{wait_for, Cloud, Edge, Proc, TempDir};
+use rustix::process::Signal;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+const CRUN: &str = "/usr/bin/crun";
+const RUNC: &str = "/usr/sbin/runc";
+
+/// The OCI runtime for this host: crun, except where it refuses the host's cgroups (crun 1.8
+/// rejects a hybrid v1/v2 layout whose v2 tree has controllers, as this CI host's has:
+/// hugetlb), where runc, which the direct runtime also accepts, runs the same bundles.
+fn oci_runtime() -> &'static str {
+    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .is_ok_and(|c| !c.trim().is_empty());
+    if hybrid {
+        RUNC
+    } else {
+        CRUN
+    }
+}
+
+fn pod(cloud: &Cloud, name: &str) -> Option<Value> {
+    let (status, v) = cloud.admin("GET", &format!("/api/v1/pods/default/{name}"), b"");
+    (status == 200).then_some(v)
+}
+
+fn container_status(cloud: &Cloud, name: &str) -> Value {
+    pod(cloud, name)
+        .map(|p| p["status"]["containerStatuses"][0].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
+    pod(cloud, name).is_some_and(|p| {
+        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    })
+}
+
+/// The containers crun runs for this edge: (id, status, pid).
+fn crun_list(edge: &Edge) -> Vec<(String, String, i64)> {
+    let out = Command::new(oci_runtime())
+        .arg("--root")
+        .arg(edge.dir.path().join("direct/oci"))
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["pid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Deletes what crun still runs for the edge and unmounts its root filesystems and network
+/// namespaces, so a failed test leaves no container or mount behind (dropped before the
+/// edge's temp dir).
+struct Cleanup<'a>(&'a Edge);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let dir = self.0.dir.path();
+        for (id, _, _) in crun_list(self.0) {
+            let _ = Command::new(oci_runtime())
+                .arg("--root")
+                .arg(dir.join("direct/oci"))
+                .args(["delete", "--force", &id])
+                .status();
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = dir.display().to_string();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if m.starts_with(&prefix) {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+fn start(edge: &Edge) -> Proc {
+    edge.run("1s")
+}
+
+fn web(host: &Path) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  nodeName: edge0
+  terminationGracePeriodSeconds: 20
+  containers:
+  - name: app
+    image: localhost/busybox:test
+    command: [sh, -c, "echo start >> /host/starts; echo hello; echo oops >&2; trap 'echo term > /host/term; exit 0' TERM; while true; do sleep 0.2; done"]
+    env: [{{name: GREETING, value: hi}}]
+    volumeMounts: [{{name: host, mountPath: /host}}]
+    readinessProbe: {{exec: {{command: [sh, -c, "test \"$GREETING\" = hi && test \"$(hostname)\" = web"]}}, periodSeconds: 1}}
+    resources: {{limits: {{memory: 64Mi, cpu: 250m}}}}
+  volumes: [{{name: host, hostPath: {{path: {}}}}}]
+"#,
+        host.display()
+    )
+}
+
+const CRASHER: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\nspec:\n  nodeName: edge0\n  hostNetwork: true\n  \
+    containers: [{name: app, image: localhost/busybox:test, command: [sh, -c, \"exit 3\"]}]\n";
+
+#[test]
+fn direct_pods_run_restart_survive_a_killed_edgecore_and_stop_gracefully() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let _cleanup = Cleanup(&edge);
+    let out = edge.join_direct(&cloud, oci_runtime());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = edge.import_image(&busybox_archive());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("localhost/busybox:test"));
+    edge.set_config("crash_backoff", json!("1s"));
+    edge.set_config("pod_sync_period", json!("300ms"));
+    let mut run = start(&edge);
+    cloud.wait_ready("edge0", true, T);
+    wait_for("the node reports crun as its runtime", T, || {
+        let node = cloud.admin("GET", "/api/v1/nodes/edge0", b"").1;
+        let v = node["status"]["nodeInfo"]["containerRuntimeVersion"]
+            .as_str()?
+            .to_owned();
+        let name = Path::new(oci_runtime())
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        v.starts_with(&format!("{name}://")).then_some(())
+    });
+
+    let host = TempDir::new("direct-host");
+    cloud.apply_ok(&web(host.path()));
+    cloud.apply_ok(CRASHER);
+    let t0 = Instant::now();
+    while !running_and_ready(&cloud, "web") {
+        assert!(
+            t0.elapsed() < T,
+            "web not Running and Ready: {}\n{}",
+            pod(&cloud, "web").unwrap_or_default()["status"],
+            run.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = container_status(&cloud, "web")["containerID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, status, pid) = crun_list(&edge)
+        .into_iter()
+        .find(|(c, _, _)| id.ends_with(c.as_str()))
+        .expect("crun runs web");
+    assert_eq!(status, "running");
+
+    // Its own network namespace (not the host's), and logs in the CRI format.
+    let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    assert_ne!(
+        ns(pid),
+        ns(std::process::id() as i64),
+        "web has its own netns"
+    );
+    let uid = pod(&cloud, "web").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = edge
+        .dir
+        .path()
+        .join("pods")
+        .join(&uid)
+        .join("logs/app/0.log");
+    let text = wait_for("web's log", T, || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.contains(" stdout F hello\n") && t.contains(" stderr F oops\n")).then_some(t)
+    });
+    let first = text.lines().next().unwrap();
+    let ts = first.split(' ').next().unwrap();
+    assert!(
+        ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+        "{first}"
+    );
+
+    // The crasher: restarts with its exit code, and the back-off grows.
+    let mut seen: Vec<(u64, Instant)> = Vec::new();
+    let started = Instant::now();
+    while seen.last().is_none_or(|(n, _)| *n < 3) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "restarts too slow: {seen:?}"
+        );
+        if let Some(n) = container_status(&cloud, "crasher")["restartCount"].as_u64() {
+            if seen.last().is_none_or(|(m, _)| n > *m) {
+                seen.push((n, Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cs = container_status(&cloud, "crasher");
+    let last_exit = cs["lastState"]["terminated"]["exitCode"]
+        .as_i64()
+        .or(cs["state"]["terminated"]["exitCode"].as_i64());
+    assert_eq!(last_exit, Some(3), "{cs}");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps.len() >= 2 && gaps[gaps.len() - 1] > gaps[0],
+        "back-off did not grow: {gaps:?}"
+    );
+
+    // edgecore killed: the container runs on, and the next edgecore adopts it.
+    run.signal(Signal::KILL);
+    assert_eq!(
+        run.wait_exit(Duration::from_secs(10)),
+        None,
+        "killed by the signal"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "web outlives edgecore"
+    );
+    let run = start(&edge);
+    run.wait_log("adopted container", T);
+    cloud.wait_ready("edge0", true, T);
+    wait_for("web Running and Ready after the restart", T, || {
+        running_and_ready(&cloud, "web").then_some(())
+    });
+    assert_eq!(container_status(&cloud, "web")["containerID"], id.as_str());
+    assert_eq!(container_status(&cloud, "web")["restartCount"], 0);
+
+    // A delete stops the adopted container with SIGTERM: its trap runs.
+    assert!(cloud.cli(&["delete", "pod", "web"]).status.success());
+    wait_for("web deleted", T, || {
+        pod(&cloud, "web").is_none().then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("term")).unwrap(),
+        "term\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("starts")).unwrap(),
+        "start\n",
+        "one container for web in the whole test: adopted, never recreated"
+    );
+    wait_for("web's container gone from crun", T, || {
+        (!crun_list(&edge)
+            .iter()
+            .any(|(c, _, _)| id.ends_with(c.as_str())))
+        .then_some(())
+    });
+    // Its sandbox goes with it (the network namespace unmounted): only the crasher's is left.
+    wait_for("web's sandbox removed", T, || {
+        let n = std::fs::read_dir(edge.dir.path().join("direct/sandboxes"))
+            .unwrap()
+            .count();
+        (n == 1).then_some(())
+    });
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let netns = mounts
+        .lines()
+        .filter(|l| l.contains(&edge.dir.path().display().to_string()) && l.contains("netns"))
+        .count();
+    assert_eq!(
+        netns, 0,
+        "the crasher has host networking, web's netns is unmounted"
+    );
+    drop(run);
+}
+
+#[test]
+fn a_missing_oci_runtime_is_named_with_how_to_set_it() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let out = edge.join_direct(&cloud, "/nonexistent/crun");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/crun")
+            && err.contains("--oci-runtime")
+            && err.contains("apt-get install crun"),
+        "{err}"
+    );
+    assert!(!edge.config_path().exists(), "a failed join writes nothing");
+}
