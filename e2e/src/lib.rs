@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod containerd;
+pub mod direct;
 pub mod mqtt;
 pub mod proxy;
 pub mod upstream_cloud;

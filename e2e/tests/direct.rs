@@ -6,31 +6,14 @@
 //! starts again; a delete stops it with SIGTERM (it runs its trap) and removes everything.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::containerd::busybox_archive;
-use e2e::{wait_for, Cloud, Edge, Proc, TempDir};
+use e2e::direct::{oci_list as crun_list, oci_runtime, Cleanup};
+use e2e::{wait_for, Cloud, Edge, TempDir};
 use rustix::process::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-const CRUN: &str = "/usr/bin/crun";
-const RUNC: &str = "/usr/sbin/runc";
-
-/// The OCI runtime for this host: crun, except where it refuses the host's cgroups (crun 1.8
-/// rejects a hybrid v1/v2 layout whose v2 tree has controllers, as this CI host's has:
-/// hugetlb), where runc, which the direct runtime also accepts, runs the same bundles.
-fn oci_runtime() -> &'static str {
-    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
-        .is_ok_and(|c| !c.trim().is_empty());
-    if hybrid {
-        RUNC
-    } else {
-        CRUN
-    }
-}
-
 fn pod(cloud: &Cloud, name: &str) -> Option<Value> {
     let (status, v) = cloud.admin("GET", &format!("/api/v1/pods/default/{name}"), b"");
     (status == 200).then_some(v)
@@ -46,62 +29,6 @@ fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
     pod(cloud, name).is_some_and(|p| {
         p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
     })
-}
-
-/// The containers crun runs for this edge: (id, status, pid).
-fn crun_list(edge: &Edge) -> Vec<(String, String, i64)> {
-    let out = Command::new(oci_runtime())
-        .arg("--root")
-        .arg(edge.dir.path().join("direct/oci"))
-        .args(["list", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["pid"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-/// Deletes what crun still runs for the edge and unmounts its root filesystems and network
-/// namespaces, so a failed test leaves no container or mount behind (dropped before the
-/// edge's temp dir).
-struct Cleanup<'a>(&'a Edge);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let dir = self.0.dir.path();
-        for (id, _, _) in crun_list(self.0) {
-            let _ = Command::new(oci_runtime())
-                .arg("--root")
-                .arg(dir.join("direct/oci"))
-                .args(["delete", "--force", &id])
-                .status();
-        }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = dir.display().to_string();
-        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
-            if m.starts_with(&prefix) {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
-    }
-}
-
-fn start(edge: &Edge) -> Proc {
-    edge.run("1s")
 }
 
 fn web(host: &Path) -> String {
@@ -133,24 +60,8 @@ const CRASHER: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: crasher}\nspe
 fn direct_pods_run_restart_survive_a_killed_edgecore_and_stop_gracefully() {
     let cloud = Cloud::start(&[]);
     let edge = Edge::new("edge0");
-    let _cleanup = Cleanup(&edge);
-    let out = edge.join_direct(&cloud, oci_runtime());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = edge.import_image(&busybox_archive());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("localhost/busybox:test"));
-    edge.set_config("crash_backoff", json!("1s"));
-    edge.set_config("pod_sync_period", json!("300ms"));
-    let mut run = start(&edge);
-    cloud.wait_ready("edge0", true, T);
+    let _cleanup = Cleanup::new(&edge);
+    let mut run = e2e::direct::start_edge(&cloud, &edge);
     wait_for("the node reports crun as its runtime", T, || {
         let node = cloud.admin("GET", "/api/v1/nodes/edge0", b"").1;
         let v = node["status"]["nodeInfo"]["containerRuntimeVersion"]
@@ -252,7 +163,7 @@ fn direct_pods_run_restart_survive_a_killed_edgecore_and_stop_gracefully() {
         Path::new(&format!("/proc/{pid}")).exists(),
         "web outlives edgecore"
     );
-    let run = start(&edge);
+    let run = edge.run("1s");
     run.wait_log("adopted container", T);
     cloud.wait_ready("edge0", true, T);
     wait_for("web Running and Ready after the restart", T, || {

@@ -285,11 +285,25 @@ fn offline_cold_boot_brings_pods_back_and_the_cloud_does_not_recreate_them() {
     let _ = BUSYBOX;
 }
 
+// Written once, run on both runtime adapters: containerd through CRI, and the direct one.
 #[test]
 fn liveness_restarts_never_policy_completes_and_secret_and_empty_dir_volumes_mount() {
     let ctrd = Containerd::start();
     let cloud = Cloud::start(&[]);
     let (_edge, _run) = start_edge(&cloud, &ctrd);
+    liveness_never_and_volumes(&cloud);
+}
+
+#[test]
+fn direct_liveness_restarts_never_policy_completes_and_secret_and_empty_dir_volumes_mount() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let _cleanup = e2e::direct::Cleanup::new(&edge);
+    let _run = e2e::direct::start_edge(&cloud, &edge);
+    liveness_never_and_volumes(&cloud);
+}
+
+fn liveness_never_and_volumes(cloud: &Cloud) {
     cloud.apply_ok(
         r#"apiVersion: v1
 kind: Secret
@@ -337,18 +351,18 @@ spec:
     wait_for(
         "secret and emptyDir volumes usable (readiness passes)",
         T,
-        || running_and_ready(&cloud, "volumes").then_some(()),
+        || running_and_ready(cloud, "volumes").then_some(()),
     );
     wait_for("liveness failures restart the container", T, || {
-        (container_status(&cloud, "unhealthy")["restartCount"].as_u64() >= Some(1)).then_some(())
+        (container_status(cloud, "unhealthy")["restartCount"].as_u64() >= Some(1)).then_some(())
     });
     wait_for("restartPolicy Never: the pod completes", T, || {
-        (pod(&cloud, "once")?["status"]["phase"] == "Succeeded").then_some(())
+        (pod(cloud, "once")?["status"]["phase"] == "Succeeded").then_some(())
     });
     std::thread::sleep(Duration::from_secs(2)); // several sync passes: a Never pod must stay done
-    assert_eq!(container_status(&cloud, "once")["restartCount"], 0);
+    assert_eq!(container_status(cloud, "once")["restartCount"], 0);
     assert_eq!(
-        container_status(&cloud, "once")["state"]["terminated"]["exitCode"],
+        container_status(cloud, "once")["state"]["terminated"]["exitCode"],
         0
     );
 }
