@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod direct;
 pub mod mqtt;
 pub mod proxy;
+pub mod registry;
 pub mod upstream_cloud;
 pub mod upstream_edge;
 

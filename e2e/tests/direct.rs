@@ -6,6 +6,7 @@
 //! starts again; a delete stops it with SIGTERM (it runs its trap) and removes everything.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::direct::{oci_list as crun_list, oci_runtime, Cleanup};
@@ -225,4 +226,72 @@ fn a_missing_oci_runtime_is_named_with_how_to_set_it() {
         "{err}"
     );
     assert!(!edge.config_path().exists(), "a failed join writes nothing");
+}
+
+/// A real registry on loopback: the pod's image is pulled (gzip layers, digests checked),
+/// an image the registry lacks fails its pod with the registry's answer, and with the
+/// registry gone a pod whose image is `Always` pulled starts from the local copy.
+#[test]
+fn direct_pods_pull_from_a_registry_and_survive_it_going_away() {
+    let mut registry = e2e::registry::Registry::start();
+    registry.push(&e2e::containerd::busybox_archive(), "busybox:pulled");
+    let image = registry.image("busybox:pulled");
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let _cleanup = Cleanup::new(&edge);
+    let out = edge.join_direct(&cloud, oci_runtime());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
+    let _run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    let pod_yaml = |name: &str, image: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: edge0\n  hostNetwork: true\n  \
+             containers: [{{name: app, image: \"{image}\", imagePullPolicy: Always, command: [sleep, \"3600\"]}}]\n"
+        )
+    };
+    cloud.apply_ok(&pod_yaml("pulled", &image));
+    cloud.apply_ok(&pod_yaml("missing", &registry.image("nope:1")));
+    wait_for("the pulled pod Running", T, || {
+        (pod(&cloud, "pulled")?["status"]["phase"] == "Running").then_some(())
+    });
+    let cs = container_status(&cloud, "pulled");
+    let image_id = cs["imageID"].as_str().unwrap_or("").to_owned();
+    assert!(
+        image_id.starts_with(&format!("127.0.0.1:{}/busybox@sha256:", registry.port)),
+        "{cs}"
+    );
+    // Its layers came gzip-compressed (skopeo compressed them on the push).
+    let hex = image_id.rsplit("sha256:").next().unwrap();
+    let manifest =
+        std::fs::read_to_string(edge.dir.path().join("images/blobs/sha256").join(hex)).unwrap();
+    assert!(manifest.contains("gzip"), "{manifest}");
+    let listed = Command::new(e2e::bin("edgecore"))
+        .args(["image", "list", "--data-dir"])
+        .arg(edge.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&image),
+        "{listed:?}"
+    );
+    let waiting = wait_for("the missing image reported", T, || {
+        let w = container_status(&cloud, "missing")["state"]["waiting"].clone();
+        let reason = w["reason"].as_str()?.to_owned();
+        (reason == "ErrImagePull" || reason == "ImagePullBackOff").then_some(w)
+    });
+    assert!(waiting.to_string().contains("404"), "{waiting}");
+
+    registry.stop();
+    cloud.apply_ok(&pod_yaml("offline", &image));
+    wait_for(
+        "a pod from the local copy with the registry gone",
+        T,
+        || (pod(&cloud, "offline")?["status"]["phase"] == "Running").then_some(()),
+    );
+    assert_eq!(pod(&cloud, "pulled").unwrap()["status"]["phase"], "Running");
 }

@@ -187,7 +187,7 @@ fn platform_manifest(
 }
 
 /// Records the image a manifest describes.
-fn record(store: &ImageStore, name: &str, manifest: &str) -> Result<Image, ImageError> {
+pub(crate) fn record(store: &ImageStore, name: &str, manifest: &str) -> Result<Image, ImageError> {
     let m = json_of(store, manifest)?;
     let config_digest = m["config"]["digest"].as_str().unwrap_or("").to_owned();
     let config = json_of(store, &config_digest)?;

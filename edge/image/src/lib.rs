@@ -14,7 +14,9 @@
 //! Layers may be plain or gzip tar; zstd layers are refused with a clear error.
 
 pub mod archive;
+pub mod http;
 pub mod reference;
+pub mod registry;
 mod unpack;
 
 use std::io::{Read, Write};
@@ -323,5 +325,7 @@ fn fastrand_u64() -> u64 {
     t ^ N.fetch_add(1, Ordering::Relaxed).rotate_left(48)
 }
 
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;

@@ -18,8 +18,8 @@
 //! with reason `Unknown` (a shim per container would keep it; the point here is no extra
 //! process per pod).
 //!
-//! Images come from [`image::ImageStore`] under `<data dir>/images` (imported archives):
-//! pulling from a registry is not done in this mode yet.
+//! Images come from [`image::ImageStore`] under `<data dir>/images`: imported archives, or
+//! pulled from a registry by the pull policy (registries on loopback only in this build).
 
 mod logs;
 mod records;
@@ -82,6 +82,8 @@ pub struct DirectRuntime {
     state: RefCell<State>,
     /// Runs the log pumps beside whatever the adapter is driven with.
     pumps: smol::LocalExecutor<'static>,
+    /// Pulls failing on an offline gateway repeat with every start: one line a minute.
+    pull_log: RefCell<bus::Throttle>,
 }
 
 impl DirectRuntime {
@@ -122,6 +124,7 @@ impl DirectRuntime {
             images,
             state: RefCell::new(state),
             pumps: smol::LocalExecutor::new(),
+            pull_log: Default::default(),
         })
     }
 
@@ -399,14 +402,47 @@ impl DirectRuntime {
         })
     }
 
-    fn image(&self, reference: &str, pull: PullPolicy) -> Result<image::Image, StartError> {
-        match (self.images.get(reference), pull) {
-            (Some(i), _) => Ok(i),
-            (None, PullPolicy::Never) => Err(StartError::NeverPull),
-            (None, _) => Err(StartError::Pull(format!(
-                "image {reference} is not in edgecore's image store and this runtime does not pull from registries yet: import it with `edgecore image import <archive>`"
-            ))),
-        }
+    /// The image by the pull policy, pulled from its registry when the policy says so (a
+    /// registry that does not answer leaves a local copy in use), and its unpacked layers.
+    /// Pull and unpack are blocking file and network work: off the executor.
+    async fn image(
+        &self,
+        reference: &str,
+        pull: PullPolicy,
+    ) -> Result<(image::Image, PathBuf), StartError> {
+        let local = self.images.get(reference);
+        let want = match (pull, &local) {
+            (PullPolicy::Never, None) => return Err(StartError::NeverPull),
+            (PullPolicy::Never, Some(_)) | (PullPolicy::IfNotPresent, Some(_)) => false,
+            _ => true,
+        };
+        let img = match local {
+            Some(i) if !want => i,
+            local => {
+                let (store, r) = (self.images.clone(), reference.to_owned());
+                match smol::unblock(move || image::registry::pull(&store, &r, None)).await {
+                    Ok(i) => i,
+                    Err(e) => match local {
+                        Some(i) => {
+                            if let Some(n) =
+                                self.pull_log.borrow_mut().allow(std::time::Instant::now())
+                            {
+                                log::warn!(
+                                    "pulling {reference} failed ({e}); using the local copy{n}"
+                                );
+                            }
+                            i
+                        }
+                        None => return Err(StartError::Pull(e.to_string())),
+                    },
+                }
+            }
+        };
+        let (store, i) = (self.images.clone(), img.clone());
+        let lower = smol::unblock(move || store.rootfs(&i))
+            .await
+            .map_err(|e| StartError::Pull(e.to_string()))?;
+        Ok((img, lower))
     }
 
     /// Everything of `start_container` up to a created container; its id and the readers.
@@ -423,11 +459,7 @@ impl DirectRuntime {
             .get(sandbox_id)
             .cloned()
             .ok_or_else(|| StartError::Create(format!("sandbox {sandbox_id} does not exist")))?;
-        let img = self.image(&c.image, c.pull)?;
-        let lower = self
-            .images
-            .rootfs(&img)
-            .map_err(|e| StartError::Pull(e.to_string()))?;
+        let (img, lower) = self.image(&c.image, c.pull).await?;
         let id = new_id();
         let dir = self.cdir(&id);
         let log_path = sandbox.log_dir.join(&c.log_path);
