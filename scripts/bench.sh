@@ -6,6 +6,8 @@
 #   delivery   edgecore RSS and store size with 300 objects, redb next to sled; apply →
 #              edge acknowledgement throughput and p50/p99 latency for 1,000 pods
 #   pods       apply → Running for 1 and 20 pods on containerd; edgecore RSS and CPU with 21
+#   runtimes   RSS and PSS of the runtime side per pod: containerd (daemon, shims, pauses) next
+#              to the direct runtime (edgecore alone), and apply → Running for 10 pods on each
 #   broker     the embedded MQTT broker next to mosquitto: msg/s and latency at QoS 0/1/2,
 #              1 → 50 fan-out, 50 → 1 fan-in (messages lost), peak RSS
 source "$(dirname "$0")/env.sh"
@@ -18,6 +20,8 @@ cargo bench --locked -p e2e --bench delivery
 # Pods on a private containerd (started and stopped by the bench itself).
 cargo build --release --locked -p edgecore
 cargo bench --locked -p e2e --bench pods
+cargo build --release --locked -p cloudcore
+cargo bench --locked -p e2e --bench runtimes
 # Devices: 1,000 devices and 50 MQTT clients, embedded broker next to mosquitto.
 cargo bench --locked -p e2e --bench devices
 # The broker alone: throughput and latency per QoS, fan-out, fan-in, next to mosquitto.

@@ -264,7 +264,7 @@ state = "{state}"
     }
 
     /// PIDs of the shims this containerd started (their command line names our socket).
-    fn shims(&self) -> Vec<i32> {
+    pub fn shims(&self) -> Vec<i32> {
         let needle = self.socket.display().to_string();
         let mut pids = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
