@@ -21,16 +21,17 @@
 //! Images come from [`image::ImageStore`] under `<data dir>/images`: imported archives, or
 //! pulled from a registry by the pull policy (registries on loopback only in this build).
 
+mod bundle;
 mod logs;
 mod records;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use image::ImageStore;
-use oci::{BundleSpec, Mount, Network, OciRuntime};
+use oci::OciRuntime;
 
 use self::records::{alive, proc_start, write_json, ContainerRec, Phase, SandboxRec};
 use super::runtime::{
@@ -267,65 +268,6 @@ impl DirectRuntime {
         Ok(())
     }
 
-    /// Image config user (`uid`, `uid:gid`, or a name in the rootfs' /etc/passwd).
-    fn user(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
-        if user.is_empty() {
-            return Ok((0, 0));
-        }
-        let (u, g) = match user.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (user, None),
-        };
-        let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-        let entry = passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && (f[0] == u || f[2] == u));
-        let uid = match u.parse() {
-            Ok(n) => n,
-            Err(_) => entry
-                .as_ref()
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?,
-        };
-        let gid = match g {
-            Some(g) => g
-                .parse()
-                .map_err(|_| format!("group {g:?} must be numeric"))?,
-            None => entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0),
-        };
-        Ok((uid, gid))
-    }
-
-    /// Mounts the container's root: the image's layers as the lower dir of an overlay.
-    fn mount_rootfs(lower: &Path, dir: &Path) -> Result<PathBuf, String> {
-        let (rootfs, upper, work) = (dir.join("rootfs"), dir.join("upper"), dir.join("work"));
-        for d in [&rootfs, &upper, &work] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            upper.display(),
-            work.display()
-        );
-        let data = std::ffi::CString::new(opts).map_err(|e| e.to_string())?;
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            data.as_c_str(),
-        )
-        .map_err(|e| {
-            format!(
-                "mounting the overlay root filesystem at {}: {e}",
-                rootfs.display()
-            )
-        })?;
-        Ok(rootfs)
-    }
-
     /// Removes a container's directory, its root unmounted first.
     fn remove_dir(&self, id: &str) {
         let dir = self.cdir(id);
@@ -335,71 +277,6 @@ impl DirectRuntime {
                 log::warn!("cannot remove {}: {e}", dir.display());
             }
         }
-    }
-
-    fn bundle(
-        &self,
-        id: &str,
-        sandbox: &SandboxRec,
-        c: &ContainerSpec,
-        img: &image::Image,
-        rootfs: &Path,
-    ) -> Result<BundleSpec, String> {
-        let ic = &img.config;
-        // kubelet's rule: command replaces the entrypoint, args the cmd.
-        let args: Vec<String> = match (c.command.is_empty(), c.args.is_empty()) {
-            (false, _) => c.command.iter().chain(&c.args).cloned().collect(),
-            (true, false) => ic.entrypoint.iter().chain(&c.args).cloned().collect(),
-            (true, true) => ic.entrypoint.iter().chain(&ic.cmd).cloned().collect(),
-        };
-        if args.is_empty() {
-            return Err(format!(
-                "image {} has no command and the container gives none",
-                img.name
-            ));
-        }
-        let mut env: Vec<String> = ic.env.clone();
-        for (k, v) in &c.env {
-            env.retain(|e| e.split('=').next() != Some(k.as_str()));
-            env.push(format!("{k}={v}"));
-        }
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-        }
-        let (uid, gid) = Self::user(rootfs, &ic.user)?;
-        Ok(BundleSpec {
-            args,
-            env,
-            cwd: if c.working_dir.is_empty() {
-                ic.working_dir.clone()
-            } else {
-                c.working_dir.clone()
-            },
-            uid,
-            gid,
-            hostname: sandbox.netns.as_ref().map(|_| sandbox.name.clone()),
-            network: match &sandbox.netns {
-                Some(p) => Network::Joined(p.clone()),
-                None => Network::Host,
-            },
-            mounts: c
-                .mounts
-                .iter()
-                .map(|m| Mount {
-                    source: m.host_path.clone(),
-                    destination: m.container_path.clone(),
-                    read_only: m.read_only,
-                })
-                .collect(),
-            cgroups_path: format!("/edgecore/{id}"),
-            memory_limit: c.memory_limit,
-            cpu_shares: c
-                .cpu_millis_request
-                .or(c.cpu_millis_limit)
-                .map(oci::bundle::cpu_shares),
-            cpu_quota: c.cpu_millis_limit.map(oci::bundle::cpu_quota),
-            rootfs: "rootfs".into(),
-        })
     }
 
     /// The image by the pull policy, pulled from its registry when the policy says so (a
@@ -484,8 +361,8 @@ impl DirectRuntime {
         };
         let made = (|| {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let rootfs = Self::mount_rootfs(&lower, &dir)?;
-            let spec = self.bundle(&id, &sb, c, &img, &rootfs)?;
+            let rootfs = bundle::mount_rootfs(&lower, &dir)?;
+            let spec = bundle::spec(&id, &sb, c, &img, &rootfs)?;
             std::fs::write(dir.join("config.json"), spec.config().to_string())
                 .map_err(|e| e.to_string())?;
             logs::make_fifos(&dir).map_err(|e| format!("making the output FIFOs: {e}"))?;
@@ -601,7 +478,7 @@ impl Runtime for DirectRuntime {
             None
         } else {
             let path = dir.join("netns");
-            match netns(&path).await {
+            match bundle::netns(&path).await {
                 Ok(()) => Some(path.display().to_string()),
                 Err(e) => {
                     let _ = std::fs::remove_dir_all(&dir);
@@ -744,34 +621,4 @@ impl Runtime for DirectRuntime {
     async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<i32, String> {
         self.oci.exec(id, cmd, timeout).await
     }
-}
-
-/// A new network namespace kept by a bind mount at `path`, its loopback up (`unshare` and
-/// `ip` from util-linux and iproute2, or BusyBox's).
-async fn netns(path: &Path) -> Result<(), String> {
-    std::fs::write(path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut arg = std::ffi::OsString::from("--net=");
-    arg.push(path);
-    let out = smol::process::Command::new("unshare")
-        .arg(&arg)
-        .arg("true")
-        .output()
-        .await
-        .map_err(|e| format!("making a network namespace needs `unshare` (util-linux): {e}"))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(path);
-        return Err(format!(
-            "making a network namespace: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let lo = smol::process::Command::new("nsenter")
-        .arg(&arg)
-        .args(["ip", "link", "set", "lo", "up"])
-        .output()
-        .await;
-    if !matches!(&lo, Ok(o) if o.status.success()) {
-        log::warn!("the pod network namespace {} has no loopback (`nsenter` and `ip` are needed to bring it up)", path.display());
-    }
-    Ok(())
 }
