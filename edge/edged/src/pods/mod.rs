@@ -12,6 +12,7 @@ pub mod cri_runtime;
 pub mod direct;
 pub mod env;
 pub mod plan;
+pub mod pull_secrets;
 pub mod report;
 pub mod runtime;
 pub mod spec;

@@ -745,7 +745,7 @@ impl Reconciler {
                                         sandbox_id: sb.id.clone(),
                                         sandbox: Box::new(sandbox_spec(sb.attempt)),
                                         container: Box::new(container_spec(
-                                            c, attempt, envs, spec, &cfg.root,
+                                            c, attempt, envs, spec, desired, &cfg.root,
                                         )),
                                     });
                                 }
@@ -951,6 +951,7 @@ fn container_spec(
     attempt: u32,
     env: Vec<(String, String)>,
     spec: &PodSpec,
+    desired: &DesiredPods,
     root: &std::path::Path,
 ) -> ContainerSpec {
     let vol_dir = root.join(&spec.uid).join("volumes");
@@ -978,6 +979,11 @@ fn container_spec(
         attempt,
         image: c.image.clone(),
         pull: c.pull,
+        registry_auth: super::pull_secrets::credentials(
+            desired,
+            &spec.namespace,
+            &spec.pull_secrets,
+        ),
         command: c.command.clone(),
         args: c.args.clone(),
         working_dir: c.working_dir.clone(),

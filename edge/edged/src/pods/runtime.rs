@@ -81,6 +81,22 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+/// Credentials for one registry host (`127.0.0.1:5000`, `docker.io`), from the pod's
+/// `imagePullSecrets`.
+#[derive(Clone, PartialEq)]
+pub struct RegistryAuth {
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    // Never the password in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({}, {})", self.registry, self.username)
+    }
+}
+
 /// A container to create and start, fully resolved (env, mounts, limits).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContainerSpec {
@@ -88,6 +104,8 @@ pub struct ContainerSpec {
     pub attempt: u32,
     pub image: String,
     pub pull: PullPolicy,
+    /// Credentials for pulling the image.
+    pub registry_auth: Vec<RegistryAuth>,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,

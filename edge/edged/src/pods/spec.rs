@@ -186,6 +186,8 @@ pub struct PodSpec {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub host_network: bool,
+    /// `imagePullSecrets` names.
+    pub pull_secrets: Vec<String>,
     pub restart: RestartPolicy,
     pub containers: Vec<Container>,
     pub volumes: BTreeMap<String, Volume>,
@@ -589,6 +591,12 @@ impl PodSpec {
             labels: string_map(&meta["labels"]),
             annotations: string_map(&meta["annotations"]),
             host_network: spec["hostNetwork"] == true,
+            pull_secrets: spec["imagePullSecrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["name"].as_str().map(str::to_owned))
+                .collect(),
             restart,
             containers,
             volumes,

@@ -189,6 +189,7 @@ mod tests {
             attempt: 0,
             image: "localhost/app:1".into(),
             pull: crate::pods::spec::PullPolicy::IfNotPresent,
+            registry_auth: Vec::new(),
             command: command.iter().map(|s| s.to_string()).collect(),
             args: args.iter().map(|s| s.to_string()).collect(),
             working_dir: String::new(),

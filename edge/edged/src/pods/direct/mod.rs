@@ -35,7 +35,8 @@ use oci::OciRuntime;
 
 use self::records::{alive, proc_start, write_json, ContainerRec, Phase, SandboxRec};
 use super::runtime::{
-    CState, ContainerObs, ContainerSpec, Runtime, SandboxObs, SandboxSpec, Snapshot, StartError,
+    CState, ContainerObs, ContainerSpec, RegistryAuth, Runtime, SandboxObs, SandboxSpec, Snapshot,
+    StartError,
 };
 use super::spec::PullPolicy;
 
@@ -286,6 +287,7 @@ impl DirectRuntime {
         &self,
         reference: &str,
         pull: PullPolicy,
+        auth: &[RegistryAuth],
     ) -> Result<(image::Image, PathBuf), StartError> {
         let local = self.images.get(reference);
         let want = match (pull, &local) {
@@ -297,7 +299,17 @@ impl DirectRuntime {
             Some(i) if !want => i,
             local => {
                 let (store, r) = (self.images.clone(), reference.to_owned());
-                match smol::unblock(move || image::registry::pull(&store, &r, None)).await {
+                let host = image::reference::normalize(reference)
+                    .and_then(|n| n.split('/').next().map(super::pull_secrets::registry_host));
+                let creds = auth
+                    .iter()
+                    .find(|a| Some(&a.registry) == host.as_ref())
+                    .map(|a| image::registry::Credentials {
+                        username: a.username.clone(),
+                        password: a.password.clone(),
+                    });
+                let pull = move || image::registry::pull(&store, &r, creds.as_ref());
+                match smol::unblock(pull).await {
                     Ok(i) => i,
                     Err(e) => match local {
                         Some(i) => {
@@ -336,7 +348,7 @@ impl DirectRuntime {
             .get(sandbox_id)
             .cloned()
             .ok_or_else(|| StartError::Create(format!("sandbox {sandbox_id} does not exist")))?;
-        let (img, lower) = self.image(&c.image, c.pull).await?;
+        let (img, lower) = self.image(&c.image, c.pull, &c.registry_auth).await?;
         let id = new_id();
         let dir = self.cdir(&id);
         let log_path = sandbox.log_dir.join(&c.log_path);
