@@ -295,3 +295,53 @@ fn direct_pods_pull_from_a_registry_and_survive_it_going_away() {
     );
     assert_eq!(pod(&cloud, "pulled").unwrap()["status"]["phase"], "Running");
 }
+
+/// A registry with token auth (its own token server wanting a password): a pod whose
+/// `imagePullSecrets` hold the password pulls and runs; one without them is refused with
+/// the registry's answer.
+#[test]
+fn direct_pods_pull_with_image_pull_secrets_from_a_token_registry() {
+    let registry = e2e::registry::Registry::start_with_auth("puller", "s3cret");
+    registry.push(&e2e::containerd::busybox_archive(), "private/busybox:1");
+    let image = registry.image("private/busybox:1");
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let _cleanup = Cleanup::new(&edge);
+    let out = edge.join_direct(&cloud, oci_runtime());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
+    let _run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    let auths = serde_json::json!({"auths": {format!("127.0.0.1:{}", registry.port): {"username": "puller", "password": "s3cret"}}});
+    cloud.apply_ok(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: reg}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{auths}'\n"
+    ));
+    let pod_yaml = |name: &str, secrets: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: edge0\n  hostNetwork: true\n{secrets}  \
+             containers: [{{name: app, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+        )
+    };
+    // Without the secret first: refused by the token server, nothing pulled.
+    cloud.apply_ok(&pod_yaml("anonymous", ""));
+    let w = wait_for("the anonymous pull refused", T, || {
+        let w = container_status(&cloud, "anonymous")["state"]["waiting"].clone();
+        w["message"].as_str()?.contains("token").then_some(w)
+    });
+    assert!(w.to_string().contains("401"), "{w}");
+    assert!(
+        !w.to_string().contains("s3cret"),
+        "no password in a status: {w}"
+    );
+    cloud.apply_ok(&pod_yaml(
+        "authorized",
+        "  imagePullSecrets: [{name: reg}]\n",
+    ));
+    wait_for("the pod with the pull secret Running", T, || {
+        (pod(&cloud, "authorized")?["status"]["phase"] == "Running").then_some(())
+    });
+}
