@@ -99,6 +99,32 @@ fn direct_pods_run_restart_survive_a_killed_edgecore_and_stop_gracefully() {
         .expect("crun runs web");
     assert_eq!(status, "running");
 
+    // The pod's limits are the container's cgroup's (v1 controllers or the v2 tree).
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = |ctl: &str| {
+        cg.lines()
+            .find_map(|l| l.split_once(&format!(":{ctl}:")).map(|(_, p)| p.to_owned()))
+    };
+    let (memory, cpu) = match (v1("memory"), v1("cpu"), v1("cpu,cpuacct")) {
+        (Some(m), c, cc) => (
+            std::fs::read_to_string(format!("/sys/fs/cgroup/memory{m}/memory.limit_in_bytes")),
+            std::fs::read_to_string(format!(
+                "/sys/fs/cgroup/{}{}/cpu.cfs_quota_us",
+                if c.is_some() { "cpu" } else { "cpu,cpuacct" },
+                c.or(cc).unwrap_or_default()
+            )),
+        ),
+        _ => {
+            let p = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            (
+                std::fs::read_to_string(format!("/sys/fs/cgroup{p}/memory.max")),
+                std::fs::read_to_string(format!("/sys/fs/cgroup{p}/cpu.max")),
+            )
+        }
+    };
+    assert_eq!(memory.unwrap().trim(), (64u64 << 20).to_string(), "{cg}");
+    assert!(cpu.unwrap().trim().starts_with("25000"), "{cg}");
+
     // Its own network namespace (not the host's), and logs in the CRI format.
     let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
     assert_ne!(
