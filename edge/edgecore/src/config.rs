@@ -418,6 +418,9 @@ impl Config {
             RUNTIME_DIRECT if self.oci_runtime.as_os_str().is_empty() => {
                 bail!("runtime \"direct\" needs oci_runtime, the path of a crun or runc binary")
             }
+            RUNTIME_DIRECT if !cfg!(feature = "direct") => {
+                bail!("runtime \"direct\": this edgecore was built without the direct runtime (feature `direct`)")
+            }
             RUNTIME_DIRECT => {}
             other => bail!("runtime {other:?} must be \"cri\" or \"direct\""),
         }
@@ -487,9 +490,16 @@ mod tests {
         let mut direct = c.clone();
         direct.runtime = "direct".into();
         direct.cri_endpoint = "not a socket".into();
-        direct
-            .validate()
-            .expect("the CRI endpoint is not used in direct mode");
+        if cfg!(feature = "direct") {
+            direct
+                .validate()
+                .expect("the CRI endpoint is not used in direct mode");
+        } else {
+            assert!(
+                direct.validate().is_err(),
+                "a build without it refuses direct"
+            );
+        }
     }
 
     #[test]

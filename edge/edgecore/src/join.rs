@@ -119,7 +119,10 @@ pub fn join(args: JoinArgs) -> anyhow::Result<()> {
             let bin = args.oci_runtime.clone().unwrap_or_else(|| {
                 Config::new("x", &args.data_dir, String::new(), String::new()).oci_runtime
             });
+            #[cfg(feature = "direct")]
             oci::OciRuntime::check(&bin).map_err(anyhow::Error::msg)?;
+            #[cfg(not(feature = "direct"))]
+            bail!("this edgecore was built without the direct runtime (feature `direct`); {} is not used", bin.display());
         }
         Some(other) => bail!("--runtime {other:?} must be cri or direct"),
     }

@@ -5,6 +5,7 @@
 
 mod certs;
 mod config;
+#[cfg(feature = "direct")]
 mod image_cmd;
 mod join;
 mod meta;
@@ -182,7 +183,10 @@ fn real_main() -> anyhow::Result<()> {
             }
             Some("run") => cmd_run(p),
             Some("meta") => meta::cmd_meta(p),
+            #[cfg(feature = "direct")]
             Some("image") => image_cmd::cmd_image(p),
+            #[cfg(not(feature = "direct"))]
+            Some("image") => usage("this edgecore was built without the direct runtime (feature `direct`), which `image` is for"),
             _ => usage(format!("unknown command {cmd:?}")),
         },
         Some(Long("version")) | Some(Short('V')) => {

@@ -245,11 +245,9 @@ fn start_edged(
         data_dir: cfg.data_dir.clone(),
         cri_endpoint: (cfg.runtime == crate::config::RUNTIME_CRI && !cfg.cri_endpoint.is_empty())
             .then(|| cfg.cri_endpoint.clone()),
-        direct: (cfg.runtime == crate::config::RUNTIME_DIRECT).then(|| {
-            edged::pods::direct::DirectConfig {
-                data_dir: cfg.data_dir.clone(),
-                oci_runtime: cfg.oci_runtime.clone(),
-            }
+        direct: (cfg.runtime == crate::config::RUNTIME_DIRECT).then(|| edged::pods::DirectConfig {
+            data_dir: cfg.data_dir.clone(),
+            oci_runtime: cfg.oci_runtime.clone(),
         }),
         crash_backoff: cfg.crash_backoff,
         pod_sync_period: cfg.pod_sync_period,

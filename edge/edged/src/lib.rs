@@ -47,7 +47,7 @@ pub struct EdgedConfig {
     /// CRI endpoint (`unix:///…`); `None` runs no pods (unless `direct` is set).
     pub cri_endpoint: Option<String>,
     /// The daemonless runtime (OCI bundles run by crun), used instead of CRI when set.
-    pub direct: Option<pods::direct::DirectConfig>,
+    pub direct: Option<pods::DirectConfig>,
     /// First restart back-off of a crashed container (kubelet: 10 s), doubling to 5 min.
     pub crash_backoff: Duration,
     /// How often the runtime is compared with the desired pods.
@@ -431,6 +431,15 @@ fn rfc3339(t: SystemTime) -> String {
 /// Runs Edged until shutdown: the node lifecycle and the pods, as two loops of one task, so a
 /// slow container runtime (an image pull) never delays the lease or node status.
 pub async fn run(cfg: EdgedConfig, mailbox: Mailbox, bus: Bus, shutdown: Shutdown) {
+    #[cfg(not(feature = "direct"))]
+    if cfg.direct.is_some() {
+        log::error!("this edgecore was built without the direct runtime (feature `direct`); no pods will run");
+        let loops = Loops::new(&cfg);
+        return loops
+            .run::<pods::cri_runtime::CriRuntime>(None, &mailbox, &bus, &shutdown)
+            .await;
+    }
+    #[cfg(feature = "direct")]
     if let Some(d) = &cfg.direct {
         let loops = Loops::new(&cfg);
         return match pods::direct::DirectRuntime::new(d) {

@@ -9,6 +9,7 @@
 //! pass and the node loop never waits on this one.
 
 pub mod cri_runtime;
+#[cfg(feature = "direct")]
 pub mod direct;
 pub mod env;
 pub mod plan;
@@ -63,6 +64,15 @@ pub struct Inputs {
     /// Answers to the pod loop's requests; bounded by the reporter's one request per pod.
     pub replies: smol::channel::Receiver<(RequestId, Outcome)>,
     pub health: Rc<Watch<RuntimeHealth>>,
+}
+
+/// Settings of the direct runtime (the `direct` feature).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirectConfig {
+    /// edgecore's data dir (`direct/` and `images/` are made in it).
+    pub data_dir: PathBuf,
+    /// The OCI runtime binary.
+    pub oci_runtime: PathBuf,
 }
 
 /// Pod loop settings.

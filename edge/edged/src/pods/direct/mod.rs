@@ -47,14 +47,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Exit code reported when edgecore could not collect it (not its child after a restart).
 pub const UNKNOWN_EXIT: i32 = 255;
 
-/// Settings of the direct runtime.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DirectConfig {
-    /// edgecore's data dir (`direct/` and `images/` are made in it).
-    pub data_dir: PathBuf,
-    /// The OCI runtime binary.
-    pub oci_runtime: PathBuf,
-}
+pub use super::DirectConfig;
 
 fn now_ns() -> i64 {
     super::now_ns()
