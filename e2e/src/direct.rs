@@ -61,6 +61,34 @@ impl Cleanup {
     pub fn new(edge: &Edge) -> Cleanup {
         Cleanup(edge.dir.path().to_owned())
     }
+
+    /// What a power cut leaves (with edgecore already killed): the containers' processes
+    /// gone (SIGKILL), their root filesystems and the pods' network namespaces unmounted,
+    /// and the OCI runtime's state and edgecore's records on disk as they were.
+    pub fn power_cut(&self, edge: &Edge) {
+        for (_, _, pid) in oci_list(edge) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        crate::wait_for("the containers gone", Duration::from_secs(30), || {
+            oci_list(edge)
+                .iter()
+                .all(|(_, status, _)| status == "stopped")
+                .then_some(())
+        });
+        self.unmount();
+    }
+
+    fn unmount(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = self.0.display().to_string();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+            if m.starts_with(&prefix) {
+                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
 }
 
 impl Drop for Cleanup {
@@ -82,13 +110,7 @@ impl Drop for Cleanup {
                 .args(["delete", "--force", id.trim()])
                 .status();
         }
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let prefix = self.0.display().to_string();
-        for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
-            if m.starts_with(&prefix) {
-                let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
-            }
-        }
+        self.unmount();
     }
 }
 

@@ -371,3 +371,47 @@ fn direct_pods_pull_with_image_pull_secrets_from_a_token_registry() {
         (pod(&cloud, "authorized")?["status"]["phase"] == "Running").then_some(())
     });
 }
+
+/// A power cut: edgecore and the containers die, the mounts (root filesystems, the pod's
+/// network namespace) are gone, the records and the OCI runtime's state stay. The next
+/// edgecore sees the exits, gives the pod a new sandbox (its namespace is only a file now)
+/// and a new container, and reports it Running again.
+#[test]
+fn direct_pods_come_back_after_a_power_cut() {
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let cleanup = Cleanup::new(&edge);
+    let mut run = e2e::direct::start_edge(&cloud, &edge);
+    let host = TempDir::new("direct-host");
+    cloud.apply_ok(&web(host.path()));
+    wait_for("web Running and Ready", T, || {
+        running_and_ready(&cloud, "web").then_some(())
+    });
+    let before = container_status(&cloud, "web")["containerID"].clone();
+
+    run.signal(Signal::KILL);
+    assert_eq!(run.wait_exit(Duration::from_secs(10)), None);
+    cleanup.power_cut(&edge);
+    let run = edge.run("1s");
+    wait_for("web Running and Ready after the power cut", T, || {
+        (running_and_ready(&cloud, "web")
+            && container_status(&cloud, "web")["containerID"] != before)
+            .then_some(())
+    });
+    assert!(
+        run.log().contains("lost its network namespace"),
+        "{}",
+        run.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("starts")).unwrap(),
+        "start\nstart\n"
+    );
+    // The old sandbox is gone: one left, and its namespace is a live mount again.
+    wait_for("one sandbox", T, || {
+        let n = std::fs::read_dir(edge.dir.path().join("direct/sandboxes"))
+            .unwrap()
+            .count();
+        (n == 1).then_some(())
+    });
+}

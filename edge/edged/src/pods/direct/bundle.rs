@@ -133,6 +133,17 @@ pub fn spec(
     })
 }
 
+/// Whether `path` holds a network namespace (a bind mount of nsfs, whose device differs
+/// from its directory's), not the plain file left after a reboot.
+pub fn is_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    match (std::fs::metadata(path), std::fs::metadata(dir)) {
+        (Ok(f), Ok(d)) => f.dev() != d.dev(),
+        _ => false,
+    }
+}
+
 /// A new network namespace kept by a bind mount at `path`, its loopback up (`unshare` and
 /// `ip` from util-linux and iproute2, or BusyBox's).
 pub async fn netns(path: &Path) -> Result<(), String> {

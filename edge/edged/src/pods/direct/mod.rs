@@ -27,7 +27,7 @@ mod records;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use image::ImageStore;
@@ -100,7 +100,17 @@ impl DirectRuntime {
             .flatten()
             .flatten()
         {
-            if let Some(s) = SandboxRec::load(&e.path().join("sandbox.json")) {
+            if let Some(mut s) = SandboxRec::load(&e.path().join("sandbox.json")) {
+                // After a reboot the namespace's bind mount is gone and the file is only a
+                // file: the sandbox is not ready, so the pod gets a new one.
+                let lost = s
+                    .netns
+                    .as_deref()
+                    .is_some_and(|p| !bundle::is_netns(Path::new(p)));
+                if s.ready && lost {
+                    log::info!("sandbox {} lost its network namespace (reboot?)", s.id);
+                    s.ready = false;
+                }
                 state.sandboxes.insert(s.id.clone(), s);
             }
         }
