@@ -14,6 +14,8 @@ pub struct Registry {
     pub port: u16,
     /// `user:password` when the registry wants token auth.
     pub creds: Option<String>,
+    /// The CA (PEM) of the registry's server certificate when it speaks HTTPS.
+    pub ca_pem: Option<String>,
 }
 
 /// Docker Hub's token flow, on loopback: `GET /token?service=…&scope=…` with Basic
@@ -128,15 +130,21 @@ fn fastrand_u64() -> u64 {
 
 impl Registry {
     pub fn start() -> Registry {
-        Self::launch(None)
+        Self::launch(None, false)
     }
 
     /// A registry that wants a token from its own token server, which wants `user:password`.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Self::launch(Some((user, password)))
+        Self::launch(Some((user, password)), false)
     }
 
-    fn launch(auth: Option<(&str, &str)>) -> Registry {
+    /// A registry speaking HTTPS with a certificate for 127.0.0.1 from a CA made here
+    /// ([`Registry::ca_pem`]).
+    pub fn start_tls() -> Registry {
+        Self::launch(None, true)
+    }
+
+    fn launch(auth: Option<(&str, &str)>, tls: bool) -> Registry {
         let dir = TempDir::new("registry");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -155,6 +163,30 @@ impl Registry {
                 dir.path().join("token-ca.pem").display()
             ));
         }
+        let mut ca_pem = None;
+        if tls {
+            let ca = pki::Ca::load_or_create(&dir.path().join("tls-ca")).unwrap();
+            let (chain, key) = ca.issue_server_cert(&["127.0.0.1".to_owned()]).unwrap();
+            let pem: String = chain
+                .iter()
+                .map(|c| pki::der_to_pem(c.as_ref(), "CERTIFICATE"))
+                .collect();
+            std::fs::write(dir.path().join("tls.crt"), pem).unwrap();
+            std::fs::write(
+                dir.path().join("tls.key"),
+                pki::der_to_pem(key.secret_der(), "PRIVATE KEY"),
+            )
+            .unwrap();
+            text = text.replace(
+                &format!("http: {{addr: \"127.0.0.1:{port}\"}}\n"),
+                &format!(
+                    "http:\n  addr: \"127.0.0.1:{port}\"\n  tls: {{certificate: {}, key: {}}}\n",
+                    dir.path().join("tls.crt").display(),
+                    dir.path().join("tls.key").display()
+                ),
+            );
+            ca_pem = Some(ca.cert_pem());
+        }
         std::fs::write(&config, text).unwrap();
         let mut cmd = Command::new("docker-registry");
         cmd.arg("serve").arg(&config);
@@ -167,6 +199,7 @@ impl Registry {
             proc: Some(proc),
             port,
             creds: auth.map(|(u, p)| format!("{u}:{p}")),
+            ca_pem,
         }
     }
 

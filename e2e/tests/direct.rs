@@ -415,3 +415,45 @@ fn direct_pods_come_back_after_a_power_cut() {
         (n == 1).then_some(())
     });
 }
+
+/// A registry speaking HTTPS with a certificate from its own CA (`images/certs.d/<host:port>`
+/// says a loopback registry speaks HTTPS): refused (unknown issuer) until the CA is in its
+/// `ca.crt`, then pulled and run.
+#[test]
+fn direct_pods_pull_over_https_once_the_registrys_ca_is_trusted() {
+    let registry = e2e::registry::Registry::start_tls();
+    registry.push(&e2e::containerd::busybox_archive(), "tls/busybox:1");
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let _cleanup = Cleanup::new(&edge);
+    let out = edge.join_direct(&cloud, oci_runtime());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
+    edge.set_config("crash_backoff", serde_json::json!("1s"));
+    let _run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    // certs.d/<host:port> says the loopback registry speaks HTTPS; its CA is not there yet.
+    let dir = edge
+        .dir
+        .path()
+        .join(format!("images/certs.d/127.0.0.1:{}", registry.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    cloud.apply_ok(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: tls}}\nspec:\n  nodeName: edge0\n  hostNetwork: true\n  \
+         containers: [{{name: app, image: \"{}\", command: [sleep, \"3600\"]}}]\n",
+        registry.image("tls/busybox:1")
+    ));
+    let w = wait_for("the untrusted registry refused", T, || {
+        let w = container_status(&cloud, "tls")["state"]["waiting"].clone();
+        w["message"].as_str()?.contains("certificate").then_some(w)
+    });
+    assert!(w.to_string().contains("UnknownIssuer"), "{w}");
+    std::fs::write(dir.join("ca.crt"), registry.ca_pem.as_ref().unwrap()).unwrap();
+    wait_for("the pod Running once the CA is trusted", T, || {
+        (pod(&cloud, "tls")?["status"]["phase"] == "Running").then_some(())
+    });
+}

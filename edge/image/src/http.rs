@@ -1,11 +1,25 @@
 //! The little HTTP/1.1 a registry pull needs: one GET per connection (`Connection: close`),
 //! the head bounded and parsed with httparse, the body by `Content-Length`, chunked, or to
-//! the close, streamed to the caller. Plain TCP only: registries on loopback, as the
-//! container runtimes allow insecure registries there by default.
+//! the close, streamed to the caller. HTTPS (rustls, the system's CA bundle plus a CA of
+//! the registry's own from `certs.d/<host>/ca.crt`, Docker's convention), or plain HTTP to
+//! loopback only, as the container runtimes allow insecure registries there by default.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+/// Where the system keeps its CA bundle (Debian, Fedora, Alpine/BusyBox images).
+const SYSTEM_CAS: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// Largest response head.
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
@@ -27,9 +41,10 @@ impl Response {
     }
 }
 
-/// A parsed `http://host[:port]/path?query`.
+/// A parsed `http[s]://host[:port]/path?query`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Url {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -37,9 +52,11 @@ pub struct Url {
 
 impl Url {
     pub fn parse(url: &str) -> Result<Url, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url}: only http:// registries on loopback are supported"))?;
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(r), _) => (true, r),
+            (None, Some(r)) => (false, r),
+            _ => return Err(format!("{url} is not an http:// or https:// URL")),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -49,9 +66,15 @@ impl Url {
                 h.to_owned(),
                 p.parse().map_err(|_| format!("{url}: bad port"))?,
             ),
-            _ => (authority.to_owned(), 80),
+            _ => (authority.to_owned(), if tls { 443 } else { 80 }),
         };
+        if !tls && !is_loopback(&host) {
+            return Err(format!(
+                "{url}: plain HTTP is only used on loopback; this registry must speak HTTPS"
+            ));
+        }
         Ok(Url {
+            tls,
             host,
             port,
             path: path.to_owned(),
@@ -71,19 +94,66 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `GET url` with `headers`.
-pub fn get(url: &Url, headers: &[(&str, String)]) -> Result<Response, String> {
+/// TLS settings for `host`: the system's CAs and the registry's own
+/// (`<certs_dir>/<host[:port]>/ca.crt`).
+pub fn tls_config(certs_dir: &Path, authority: &str) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    let own: PathBuf = certs_dir.join(authority).join("ca.crt");
+    for path in SYSTEM_CAS.iter().map(PathBuf::from).chain([own]) {
+        let Ok(iter) = CertificateDer::pem_file_iter(&path) else {
+            continue;
+        };
+        for c in iter.flatten() {
+            // A bundle may hold certificates rustls cannot use; the others still count.
+            let _ = roots.add(c);
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no CA certificates to verify {authority} with: install ca-certificates or put the registry's CA in {}/{authority}/ca.crt",
+            certs_dir.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// `GET url` with `headers`; `tls` is the config for an https URL.
+pub fn get(
+    url: &Url,
+    headers: &[(&str, String)],
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<Response, String> {
     let addr = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
         .next()
         .ok_or_else(|| format!("{} has no address", url.host))?;
-    let mut tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+    let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))
         .map_err(|e| e.to_string())?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))
         .map_err(|e| e.to_string())?;
+    let mut tcp: Box<dyn Stream> = match (url.tls, tls) {
+        (false, _) => Box::new(tcp),
+        (true, Some(cfg)) => {
+            let host = url.host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("{} is not a server name: {e}", url.host))?;
+            let conn = ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+            Box::new(StreamOwned::new(conn, tcp))
+        }
+        (true, None) => return Err(format!("https://{} needs TLS settings", url.host)),
+    };
     let mut req = format!(
         "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: edgecore\r\nConnection: close\r\n",
         url.path, url.host, url.port
@@ -197,7 +267,11 @@ mod tests {
             ("127.0.0.1", 5000, "/v2/a/manifests/x?y=1")
         );
         assert_eq!(Url::parse("http://localhost").unwrap().port, 80);
-        assert!(Url::parse("https://example.com/").is_err());
+        let u = Url::parse("https://registry.example.com/v2/").unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
+        let e = Url::parse("http://registry.example.com/v2/").unwrap_err();
+        assert!(e.contains("HTTPS"), "{e}");
+        assert!(Url::parse("ftp://x/").is_err());
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(is_loopback("[::1]:5000"));

@@ -5,10 +5,13 @@
 //! refs/<sha256(name)>.json  an image: its name, manifest and config digests, layers, config
 //! rootfs/<config hex>/      the layers unpacked in order (whiteouts applied): a lower dir
 //! tmp/                      staging; everything reaches its place by rename
+//! certs.d/<host:port>/     a registry's own CA (`ca.crt`); its presence also means HTTPS
+//!                           for a registry on loopback
 //! ```
 //!
-//! Images arrive by [`ImageStore::import`] of an archive (`oci-archive`, as `skopeo copy … oci-archive:`
-//! writes, or `docker-archive`, as `docker save` does), for gateways without a registry.
+//! Images arrive by [`archive::import`] of an archive (`oci-archive`, as `skopeo copy …
+//! oci-archive:` writes, or `docker-archive`, as `docker save` does), for gateways without a
+//! registry, or by [`registry::pull`].
 //! Every blob is hashed as it is written and kept under that digest, so a reference only
 //! resolves to content that matches it; a blob named by a digest it does not have is refused.
 //! Layers may be plain or gzip tar; zstd layers are refused with a clear error.

@@ -4,9 +4,9 @@
 //! token auth (the `WWW-Authenticate` challenge, a token from its realm, credentials sent
 //! to the realm when given). Blocking: the caller runs it off its executor.
 //!
-//! This build speaks plain HTTP only, so it pulls from registries on loopback (which the
-//! container runtimes treat as insecure registries by default); other registries are
-//! refused with a message saying so.
+//! HTTPS to every registry, verified against the system's CAs and the registry's own CA in
+//! `<store>/certs.d/<host[:port]>/ca.crt`; plain HTTP only to a registry on loopback that
+//! has no such CA (the container runtimes treat loopback registries as insecure by default).
 
 use std::io::Read;
 
@@ -87,6 +87,7 @@ fn query_escape(s: &str) -> String {
 }
 
 struct Client<'a> {
+    certs_dir: std::path::PathBuf,
     host: String,
     repo: String,
     creds: Option<&'a Credentials>,
@@ -95,7 +96,23 @@ struct Client<'a> {
 
 impl Client<'_> {
     fn url(&self, path: &str) -> Result<Url, ImageError> {
-        Url::parse(&format!("http://{}{path}", self.host)).map_err(ImageError::Unsupported)
+        let plain = http::is_loopback(&self.host) && !self.certs_dir.join(&self.host).exists();
+        let scheme = if plain { "http" } else { "https" };
+        Url::parse(&format!("{scheme}://{}{path}", self.host)).map_err(ImageError::Unsupported)
+    }
+
+    fn fetch(&self, url: &Url, headers: &[(&str, String)]) -> Result<Response, String> {
+        let tls = match url.tls {
+            true => {
+                let authority = match url.port {
+                    443 => url.host.clone(),
+                    p => format!("{}:{p}", url.host),
+                };
+                Some(http::tls_config(&self.certs_dir, &authority)?)
+            }
+            false => None,
+        };
+        http::get(url, headers, tls)
     }
 
     /// GET with auth: on a 401 the challenge is answered once; redirects are followed
@@ -112,7 +129,8 @@ impl Client<'_> {
             if let (Some(a), true) = (&self.auth, same) {
                 headers.push(("Authorization", a.clone()));
             }
-            let resp = http::get(&url, &headers)
+            let resp = self
+                .fetch(&url, &headers)
                 .map_err(|e| ImageError::Io(format!("registry {}: {e}", self.host)))?;
             match resp.status {
                 401 if !answered => {
@@ -168,14 +186,10 @@ impl Client<'_> {
                 q.push(format!("scope={}", query_escape(&scope)));
                 let url = Url::parse(&format!("{realm}?{}", q.join("&")))
                     .map_err(ImageError::Unsupported)?;
-                if !http::is_loopback(&url.host) {
-                    return Err(ImageError::Unsupported(format!(
-                        "the token realm {realm} is not on loopback"
-                    )));
-                }
                 let headers: Vec<(&str, String)> =
                     basic.into_iter().map(|b| ("Authorization", b)).collect();
-                let mut resp = http::get(&url, &headers)
+                let mut resp = self
+                    .fetch(&url, &headers)
                     .map_err(|e| ImageError::Io(format!("token from {realm}: {e}")))?;
                 if resp.status != 200 {
                     return Err(ImageError::Io(format!(
@@ -289,12 +303,8 @@ pub fn pull(
     let name = reference::normalize(reference)
         .ok_or_else(|| ImageError::Invalid(format!("{reference:?} is not an image reference")))?;
     let (host, repo, what) = split(&name)?;
-    if !http::is_loopback(&host) {
-        return Err(ImageError::Unsupported(format!(
-            "pulling from {host} needs HTTPS, which this edgecore does not speak yet: pull from a registry on loopback, or import an archive (`edgecore image import`)"
-        )));
-    }
     let mut c = Client {
+        certs_dir: store.root().join("certs.d"),
         host,
         repo,
         creds,

@@ -186,13 +186,19 @@ fn a_corrupt_layer_is_refused_and_nothing_is_tagged() {
 }
 
 #[test]
-fn registries_off_loopback_are_refused_with_the_way_out() {
+fn a_registry_off_loopback_is_only_spoken_to_over_https() {
     let (dir, s) = store("remote");
-    let e = pull(&s, "busybox", None).unwrap_err();
+    let e = super::http::Url::parse("http://192.0.2.1:1/v2/").unwrap_err();
+    assert!(e.contains("HTTPS"), "{e}");
+    // A registry with its own CA in certs.d is spoken to over HTTPS even on loopback: a
+    // plain-HTTP server there fails the TLS handshake.
+    let (routes, _, _) = image_routes(false);
+    let (port, log) = serve(routes, 5);
+    std::fs::create_dir_all(s.root().join(format!("certs.d/127.0.0.1:{port}"))).unwrap();
+    let e = pull(&s, &format!("127.0.0.1:{port}/app:1"), None).unwrap_err();
     assert!(
-        e.to_string().contains("registry-1.docker.io")
-            && e.to_string().contains("edgecore image import"),
-        "{e}"
+        log.lock().unwrap().iter().all(|l| !l.starts_with("/v2/")),
+        "no plain request: {e}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

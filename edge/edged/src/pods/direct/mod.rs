@@ -19,7 +19,7 @@
 //! process per pod).
 //!
 //! Images come from [`image::ImageStore`] under `<data dir>/images`: imported archives, or
-//! pulled from a registry by the pull policy (registries on loopback only in this build).
+//! pulled from a registry by the pull policy with the pod's `imagePullSecrets`.
 
 mod bundle;
 mod logs;
