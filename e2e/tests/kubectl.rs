@@ -378,3 +378,276 @@ fn kubectl_get_watch_follows_additions_changes_and_deletions() {
         "an unchanged object is not told again: {log}"
     );
 }
+
+/// Writes `text` to `dir/name` and returns its path (as a `-f` argument).
+fn file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+fn err(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+}
+
+const SETTINGS: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n";
+
+#[test]
+fn kubectl_creates_patches_labels_replaces_and_deletes_configmaps() {
+    let cloud = Cloud::start(&[]);
+    let home = TempDir::new("kubectl-writes");
+    let kc = kubeconfig(&cloud, home.path());
+    let k = |args: &[&str]| kubectl(home.path(), &kc, args);
+    let cm = file(home.path(), "cm.yaml", SETTINGS);
+
+    assert_eq!(
+        ok(&k(&["create", "-f", &cm])),
+        "configmap/settings created\n"
+    );
+    let stored = || {
+        let (status, v) = cloud.admin("GET", "/api/v1/configmaps/default/settings", b"");
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    assert_eq!(stored()["data"], json!({ "mode": "fast" }));
+    let old = ok(&k(&["get", "cm", "settings", "-o", "yaml"]));
+    let taken = k(&["create", "-f", &cm]);
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(
+        err(&taken).contains("Error from server (AlreadyExists)")
+            && err(&taken).contains("configmaps \"settings\" already exists"),
+        "{}",
+        err(&taken)
+    );
+    // Server-side dry run: answered, not stored.
+    let dry = file(
+        home.path(),
+        "dry.yaml",
+        &SETTINGS.replace("settings", "dry"),
+    );
+    assert!(ok(&k(&["create", "-f", &dry, "--dry-run=server"])).contains("(server dry run)"));
+    assert_eq!(
+        cloud.admin("GET", "/api/v1/configmaps/default/dry", b"").0,
+        404
+    );
+
+    // The three patch types, label and annotate: each stored, each moving the version.
+    let merge = k(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"mode":"slow","extra":"1"}}"#,
+    ]);
+    assert_eq!(ok(&merge), "configmap/settings patched\n");
+    assert_eq!(stored()["data"], json!({ "mode": "slow", "extra": "1" }));
+    let jp = k(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/extra"},{"op":"replace","path":"/data/mode","value":"json"}]"#,
+    ]);
+    assert_eq!(ok(&jp), "configmap/settings patched\n");
+    assert_eq!(stored()["data"], json!({ "mode": "json" }));
+    let failed = k(&[
+        "patch",
+        "cm",
+        "settings",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/nope"}]"#,
+    ]);
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "a JSON patch that does not apply"
+    );
+    ok(&k(&[
+        "patch",
+        "cm",
+        "settings",
+        "-p",
+        r#"{"data":{"mode":"strategic"}}"#,
+    ]));
+    assert_eq!(stored()["data"]["mode"], "strategic");
+    assert_eq!(
+        ok(&k(&["label", "cm", "settings", "tier=edge"])),
+        "configmap/settings labeled\n"
+    );
+    assert_eq!(
+        ok(&k(&["annotate", "cm", "settings", "owner=ops"])),
+        "configmap/settings annotated\n"
+    );
+    let meta = &stored()["metadata"];
+    assert_eq!(
+        (&meta["labels"]["tier"], &meta["annotations"]["owner"]),
+        (&json!("edge"), &json!("ops"))
+    );
+    assert_eq!(
+        ok(&k(&["get", "cm", "-l", "tier=edge", "-o", "name"])),
+        "configmap/settings\n"
+    );
+
+    // Replacing with the copy read before the patches: its resourceVersion is stale.
+    let old = file(
+        home.path(),
+        "old.yaml",
+        &old.replace("mode: fast", "mode: stale"),
+    );
+    let stale = k(&["replace", "-f", &old]);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(
+        err(&stale).contains("Error from server (Conflict)")
+            && err(&stale).contains("the object has been modified; please apply your changes to the latest version and try again"),
+        "{}",
+        err(&stale)
+    );
+    assert_eq!(
+        stored()["data"]["mode"],
+        "strategic",
+        "the stale copy is not stored"
+    );
+    // Invalid: kubectl shows the field.
+    let bad = file(
+        home.path(),
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {containers: []}\n",
+    );
+    let invalid = k(&["create", "-f", &bad]);
+    assert_eq!(invalid.status.code(), Some(1));
+    // kubectl prints an Invalid Status from its causes: the field as kube-apiserver names it.
+    assert_eq!(
+        err(&invalid),
+        "The Pod \"bad\" is invalid: spec.containers: a pod needs at least one container"
+    );
+
+    assert_eq!(
+        ok(&k(&["delete", "cm", "settings"])),
+        "configmap \"settings\" deleted\n"
+    );
+    assert_eq!(
+        cloud
+            .admin("GET", "/api/v1/configmaps/default/settings", b"")
+            .0,
+        404
+    );
+    let gone = k(&["delete", "cm", "settings"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(err(&gone).contains("(NotFound)"), "{}", err(&gone));
+}
+
+const WEB: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  nodeName: edge0
+  hostNetwork: true
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: localhost/busybox:test
+    command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+"#;
+
+#[test]
+fn kubectl_applies_a_pod_to_an_edge_changes_it_and_deletes_it_waiting() {
+    let ctrd = Containerd::start();
+    let cloud = Cloud::start(&[]);
+    let edge = Edge::new("edge0");
+    let out = edge.join_with(&cloud, &cloud.token(), &ctrd.endpoint());
+    assert!(out.status.success(), "{}", err(&out));
+    let _run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    let home = TempDir::new("kubectl-apply");
+    let kc = kubeconfig(&cloud, home.path());
+    let k = |args: &[&str]| kubectl(home.path(), &kc, args);
+
+    let web = file(home.path(), "web.yaml", WEB);
+    // Without --validate=false: the OpenAPI v3 served tells kubectl the server validates.
+    let applied = k(&["apply", "-f", &web]);
+    assert_eq!(ok(&applied), "pod/web created\n");
+    assert_eq!(err(&applied), "", "no warning from apply");
+    wait_for("web Running in kubectl", T, || {
+        let t = words(&ok(&k(&["get", "pods"])));
+        (row(&t, &["web"])[2] == "Running").then_some(())
+    });
+    // Unchanged re-apply; then a change (a label) that reaches the edge's store.
+    assert_eq!(ok(&k(&["apply", "-f", &web])), "pod/web unchanged\n");
+    let changed = file(
+        home.path(),
+        "web2.yaml",
+        &WEB.replace("{app: web}", "{app: web, stage: two}"),
+    );
+    let reapplied = k(&["apply", "-f", &changed]);
+    assert_eq!(ok(&reapplied), "pod/web configured\n");
+    assert_eq!(err(&reapplied), "", "the patch computed without a warning");
+    wait_for("the label on the edge", T, || {
+        let p = edge.stored("Pod", "web")?;
+        (p["metadata"]["labels"]["stage"] == "two").then_some(())
+    });
+    let (_, pod) = cloud.admin("GET", "/api/v1/pods/default/web", b"");
+    assert!(
+        pod["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .is_some_and(|a| a.contains("stage")),
+        "{pod}"
+    );
+    assert_eq!(
+        ok(&k(&["label", "pod", "web", "tier=gw"])),
+        "pod/web labeled\n"
+    );
+    assert_eq!(
+        ok(&k(&["annotate", "pod", "web", "note=hi"])),
+        "pod/web annotated\n"
+    );
+    wait_for("label and annotation on the edge", T, || {
+        let p = edge.stored("Pod", "web")?;
+        (p["metadata"]["labels"]["tier"] == "gw" && p["metadata"]["annotations"]["note"] == "hi")
+            .then_some(())
+    });
+
+    // An edge's node certificate may not write.
+    let pki = edge.dir.path().join("pki");
+    let node = other_kubeconfig(
+        &kc,
+        json!({ "client-certificate": pki.join("edge.crt"), "client-key": pki.join("edge.key") }),
+        &home.path().join("node.kubeconfig"),
+    );
+    let out = kubectl(
+        home.path(),
+        &node,
+        &["label", "pod", "web", "tier=hacked", "--overwrite"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err(&out).contains("Error from server (Forbidden)"),
+        "{}",
+        err(&out)
+    );
+    let out = kubectl(
+        home.path(),
+        &node,
+        &["delete", "pod", "web", "--wait=false"],
+    );
+    assert!(
+        err(&out).contains("cannot delete resource \"pods\""),
+        "{}",
+        err(&out)
+    );
+
+    // Delete waits: Terminating while the edge stops it, then gone, and kubectl returns.
+    let deleted = k(&["delete", "pod", "web", "--wait", "--timeout=60s"]);
+    assert_eq!(ok(&deleted), "pod \"web\" deleted\n");
+    let missing = k(&["get", "pod", "web"]);
+    assert_eq!(missing.status.code(), Some(1), "gone once kubectl returns");
+    wait_for("the edge lets the pod go", T, || {
+        edge.stored("Pod", "web").is_none().then_some(())
+    });
+}

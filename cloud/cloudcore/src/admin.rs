@@ -108,7 +108,7 @@ pub async fn serve(
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -215,19 +215,11 @@ fn route(hub: &Hub, token: &str, req: &cloudhub::http::Request) -> (u16, serde_j
                             .find_map(|kv| kv.strip_prefix(n)?.strip_prefix('='))
                     };
                     let grace = param("gracePeriodSeconds").and_then(|g| g.parse::<u64>().ok());
-                    if let Some(marked) = graceful_pod_delete(hub, &key, grace) {
-                        return marked;
-                    }
-                    let result = hub.store.borrow_mut().delete(&key);
-                    match result {
-                        Ok(obj) => {
-                            hub.events.borrow_mut().record(
-                                &key,
-                                SystemTime::now(),
-                                "Deleted",
-                                "deleted through the admin API".into(),
-                            );
-                            hub.store_changed();
+                    match crate::writes::delete(hub, &key, grace) {
+                        Ok(kubeapi::Deleted::Terminating(obj)) => {
+                            (200, json!({ "terminating": obj }))
+                        }
+                        Ok(kubeapi::Deleted::Gone(obj)) => {
                             // Who was deleted, not the object: an answer the size of the
                             // object is what made `delete` of a large one exit 1.
                             let meta = &obj["metadata"];
@@ -291,52 +283,6 @@ fn enrollments(hub: &Hub) -> serde_json::Value {
         })
         .collect();
     json!({ "items": items, "nodeLimit": hub.cfg.node_limit })
-}
-
-/// The pod strategy's graceful delete (Kubernetes `CheckGracefulDelete`): a pod bound to a
-/// node and still running is only marked (`deletionTimestamp`, the grace period given, else
-/// its `terminationGracePeriodSeconds`) and its node stops it, then deletes it. Grace 0, a pod
-/// never scheduled, or one already finished is deleted at once (`None`: the caller deletes).
-fn graceful_pod_delete(
-    hub: &Hub,
-    key: &ObjectKey,
-    grace: Option<u64>,
-) -> Option<(u16, serde_json::Value)> {
-    if key.kind != Kind::Pod {
-        return None;
-    }
-    let grace = {
-        let store = hub.store.borrow();
-        let pod = &store.get(key)?.object;
-        let scheduled = pod["spec"]["nodeName"]
-            .as_str()
-            .is_some_and(|n| !n.is_empty());
-        let finished = matches!(
-            pod["status"]["phase"].as_str(),
-            Some("Succeeded" | "Failed")
-        );
-        let grace = grace
-            .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_u64())
-            .unwrap_or(30);
-        if !scheduled || finished || grace == 0 {
-            return None;
-        }
-        grace
-    };
-    let result = hub.store.borrow_mut().mark_deleting(key, grace, unix_now());
-    Some(match result {
-        Ok(obj) => {
-            hub.events.borrow_mut().record(
-                key,
-                SystemTime::now(),
-                "Killing",
-                format!("deletion requested; its node stops it within {grace}s, then it is gone"),
-            );
-            hub.store_changed();
-            (200, serde_json::json!({ "terminating": obj }))
-        }
-        Err(e) => (500, serde_json::json!({ "error": e.to_string() })),
-    })
 }
 
 fn unknown_kind(kind: &str) -> (u16, serde_json::Value) {

@@ -1,13 +1,14 @@
 //! The Kubernetes API's runner (the sans-IO core is the `kubeapi` crate): TLS with the cloud
 //! CA's server certificate on `--api-port`, client certificates from the CA as identities,
 //! one request per connection over cloudhub's HTTP/1.1, the objects read from the same store
-//! and registry the admin API reads.
+//! and registry the admin API reads, and written through the same functions its writes use
+//! (`writes`), answered once durable.
 
 use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use cloudhub::http::{read_request, write_response};
+use cloudhub::http::{read_request, write_response, RequestError};
 use cloudhub::{Cap, Hub};
 use cloudstore::{Kind, ObjectKey};
 use futures_rustls::TlsAcceptor;
@@ -17,8 +18,9 @@ use smol::future::FutureExt;
 use smol::io::{AsyncWrite, AsyncWriteExt};
 use smol::{Async, LocalExecutor};
 
-/// Bodies accepted: the API serves reads, so a request carries none worth more.
-pub const MAX_BODY_BYTES: usize = 64 << 10;
+/// Bodies accepted: kube-apiserver's `MaxRequestBodyBytes` (3 MiB), twice an object at the
+/// store's limit, so an oversized object is refused by the store with the limit named.
+pub const MAX_BODY_BYTES: usize = 3 << 20;
 /// A handshake with its request, or an answer, that takes longer ends its connection.
 const CONN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The namespaces every cluster has, listed even when nothing is stored in them.
@@ -95,9 +97,34 @@ async fn connection(
                 method: &req.method,
                 target: &req.path,
                 accept: req.header("accept"),
+                content_type: req.header("content-type"),
+                body: &req.body,
             };
-            kubeapi::handle(&r, &user, &HubObjects(hub), server, unix_now())
+            let outcome = kubeapi::handle(&r, &user, &HubObjects(hub), server, unix_now());
+            // A write is answered only once it is durable (the store's group commit).
+            match outcome {
+                kubeapi::Outcome::Response(resp) if req.method != "GET" && resp.status < 300 => {
+                    match hub.durable().await {
+                        Ok(()) => resp.into(),
+                        Err(e) => kubeapi::status(
+                            500,
+                            "InternalError",
+                            &format!("not stored: {e}"),
+                            Value::Null,
+                        )
+                        .into(),
+                    }
+                }
+                other => other,
+            }
         }
+        Err(e @ RequestError::TooLarge(_)) => kubeapi::status(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: {e} (MAX_BODY_BYTES)"),
+            Value::Null,
+        )
+        .into(),
         Err(e) => kubeapi::status(400, "BadRequest", &e.to_string(), Value::Null).into(),
     };
     let response = match outcome {
@@ -181,17 +208,6 @@ fn unix_now() -> i64 {
 /// The hub's objects as the API serves them.
 struct HubObjects<'a>(&'a Hub);
 
-fn stored_kind(r: Resource) -> Option<Kind> {
-    match r {
-        Resource::Pods => Some(Kind::Pod),
-        Resource::ConfigMaps => Some(Kind::ConfigMap),
-        Resource::Secrets => Some(Kind::Secret),
-        Resource::Devices => Some(Kind::Device),
-        Resource::DeviceModels => Some(Kind::DeviceModel),
-        Resource::Nodes | Resource::Namespaces | Resource::Events | Resource::Leases => None,
-    }
-}
-
 impl HubObjects<'_> {
     fn nodes(&self) -> Value {
         self.0
@@ -242,6 +258,29 @@ impl HubObjects<'_> {
 }
 
 impl Objects for HubObjects<'_> {
+    fn put(
+        &self,
+        r: Resource,
+        obj: &Value,
+        expect: cloudstore::Put,
+        dry_run: bool,
+    ) -> Result<Value, cloudstore::StoreError> {
+        let kind = r.kind().expect("kubeapi writes only stored kinds");
+        crate::writes::put(self.0, kind, obj, expect, dry_run).map(|(_, o)| o)
+    }
+
+    fn delete(
+        &self,
+        r: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        grace: Option<u64>,
+    ) -> Result<kubeapi::Deleted, cloudstore::StoreError> {
+        let kind = r.kind().expect("kubeapi writes only stored kinds");
+        let key = ObjectKey::new(kind, namespace.unwrap_or(""), name);
+        crate::writes::delete(self.0, &key, grace)
+    }
+
     fn list(&self, r: Resource, namespace: Option<&str>) -> (Vec<Value>, String) {
         let store = self.0.store.borrow();
         let rv = store.last_rv().to_string();
@@ -279,7 +318,7 @@ impl Objects for HubObjects<'_> {
             }
             Resource::Events => self.events(namespace),
             _ => {
-                let kind = stored_kind(r).expect("every other resource is stored");
+                let kind = r.kind().expect("every other resource is stored");
                 store
                     .list(kind, namespace)
                     .map(|(_, e)| e.object.clone())
@@ -290,7 +329,7 @@ impl Objects for HubObjects<'_> {
     }
 
     fn get(&self, r: Resource, namespace: Option<&str>, name: &str) -> Option<Value> {
-        match (stored_kind(r), r) {
+        match (r.kind(), r) {
             (Some(kind), _) => {
                 let key = ObjectKey::new(kind, namespace.unwrap_or(""), name);
                 self.0.store.borrow().get(&key).map(|e| e.object.clone())

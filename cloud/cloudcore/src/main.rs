@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod manifest;
 mod nodecli;
+mod writes;
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ pub mod defaults;
 mod epoch;
 pub mod kinds;
 pub mod limits;
+mod put;
 pub mod smp;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use serde_json::{json, Value};
 
 pub use epoch::EpochSeen;
 pub use kinds::{FieldError, Kind};
+pub use put::Put;
 
 use commit::{Table, WriteSet};
 
@@ -62,6 +64,12 @@ pub enum StoreError {
     /// The object would break a limit every stored object keeps ([`limits::check_stored`]).
     #[error("{1}: {0}")]
     Refused(limits::Refusal, ObjectKey),
+    /// A create of a name that is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(ObjectKey),
+    /// An update whose resourceVersion is not the stored one.
+    #[error("{0} has been modified since version {1}")]
+    Conflict(ObjectKey, String),
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -303,61 +311,20 @@ impl CloudStore {
         let mut results = Vec::new();
         let mut rv = self.last_rv;
         for (kind, manifest) in objs {
-            let ns = manifest["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default");
-            let name = manifest["metadata"]["name"].as_str().unwrap_or("");
-            let key = ObjectKey::new(*kind, ns, name);
-            let mut desired = desired_part(manifest);
-            desired["kind"] = json!(kind.name());
-            desired["metadata"]["namespace"] = json!(ns);
-            if *kind == Kind::Secret {
-                fold_string_data(&mut desired);
-            }
-            defaults::apply(*kind, &mut desired, false);
+            let key = key_of(*kind, manifest);
             let current = staged
                 .iter()
                 .rev()
                 .find(|(k, _)| *k == key)
                 .map(|(_, e)| e)
                 .or_else(|| self.objects.get(&key));
-            let (mut obj, change, generation) = match current {
-                Some(cur) if desired_part(&cur.object) == desired => {
-                    results.push((key, Change::Unchanged, cur.rv()));
-                    continue;
-                }
-                Some(cur) => {
-                    let mut o = desired.clone();
-                    o["metadata"]["uid"] = cur.object["metadata"]["uid"].clone();
-                    o["metadata"]["creationTimestamp"] =
-                        cur.object["metadata"]["creationTimestamp"].clone();
-                    // A deletion in progress cannot be undone by an update.
-                    for k in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
-                        if let Some(v) = cur.object["metadata"].get(k) {
-                            o["metadata"][k] = v.clone();
-                        }
-                    }
-                    if let Some(st) = cur.object.get("status") {
-                        o["status"] = st.clone();
-                    }
-                    let spec_changed = cur.object.get("spec") != desired.get("spec");
-                    let gen = cur.object["metadata"]["generation"].as_u64().unwrap_or(1)
-                        + u64::from(spec_changed);
-                    (o, Change::Configured, gen)
-                }
-                None => {
-                    let mut o = desired.clone();
-                    o["metadata"]["uid"] = json!(proto::message::new_msg_id());
-                    o["metadata"]["creationTimestamp"] = json!(proto::time::rfc3339(now_unix));
-                    defaults::apply(*kind, &mut o, true);
-                    (o, Change::Created, 1)
-                }
+            let Some((obj, change)) = prepare(*kind, manifest, current, rv + 1, now_unix)
+                .map_err(|r| StoreError::Refused(r, key.clone()))?
+            else {
+                results.push((key, Change::Unchanged, current.map_or(0, Entry::rv)));
+                continue;
             };
             rv += 1;
-            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-            obj["metadata"]["generation"] = json!(generation);
-            limits::check_stored(&obj, current.map(|c| &c.object))
-                .map_err(|r| StoreError::Refused(r, key.clone()))?;
             staged.push((
                 key.clone(),
                 Entry {
@@ -444,7 +411,12 @@ impl CloudStore {
         Ok(obj)
     }
 
-    fn write_entry(&mut self, key: &ObjectKey, entry: Entry, rv: u64) -> Result<(), StoreError> {
+    pub(crate) fn write_entry(
+        &mut self,
+        key: &ObjectKey,
+        entry: Entry,
+        rv: u64,
+    ) -> Result<(), StoreError> {
         self.stage(Table::Objects, key.db_key(), Some(encode_entry(&entry)));
         self.stage_rv(rv);
         self.last_rv = rv;
@@ -575,6 +547,69 @@ impl CloudStore {
         };
         self.finish()
     }
+}
+
+/// The key of a manifest object of `kind` (namespace `default` when it names none).
+pub fn key_of(kind: Kind, manifest: &Value) -> ObjectKey {
+    let ns = manifest["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    let name = manifest["metadata"]["name"].as_str().unwrap_or("");
+    ObjectKey::new(kind, ns, name)
+}
+
+/// The object a write of `manifest` stores over `current`, at resourceVersion `rv`: the
+/// fields a user may set from the manifest, defaulted; uid, creation time, a deletion in
+/// progress and status kept from `current`; the generation moved by a spec change. `None`
+/// when nothing a user may set changes (an apply that is `unchanged`).
+fn prepare(
+    kind: Kind,
+    manifest: &Value,
+    current: Option<&Entry>,
+    rv: u64,
+    now_unix: i64,
+) -> Result<Option<(Value, Change)>, limits::Refusal> {
+    let key = key_of(kind, manifest);
+    let mut desired = desired_part(manifest);
+    desired["kind"] = json!(kind.name());
+    desired["metadata"]["namespace"] = json!(key.namespace);
+    if kind == Kind::Secret {
+        fold_string_data(&mut desired);
+    }
+    defaults::apply(kind, &mut desired, false);
+    let (mut obj, change, generation) = match current {
+        Some(cur) if desired_part(&cur.object) == desired => return Ok(None),
+        Some(cur) => {
+            let mut o = desired.clone();
+            o["metadata"]["uid"] = cur.object["metadata"]["uid"].clone();
+            o["metadata"]["creationTimestamp"] =
+                cur.object["metadata"]["creationTimestamp"].clone();
+            // A deletion in progress cannot be undone by an update.
+            for k in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+                if let Some(v) = cur.object["metadata"].get(k) {
+                    o["metadata"][k] = v.clone();
+                }
+            }
+            if let Some(st) = cur.object.get("status") {
+                o["status"] = st.clone();
+            }
+            let spec_changed = cur.object.get("spec") != desired.get("spec");
+            let gen = cur.object["metadata"]["generation"].as_u64().unwrap_or(1)
+                + u64::from(spec_changed);
+            (o, Change::Configured, gen)
+        }
+        None => {
+            let mut o = desired.clone();
+            o["metadata"]["uid"] = json!(proto::message::new_msg_id());
+            o["metadata"]["creationTimestamp"] = json!(proto::time::rfc3339(now_unix));
+            defaults::apply(kind, &mut o, true);
+            (o, Change::Created, 1)
+        }
+    };
+    obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+    obj["metadata"]["generation"] = json!(generation);
+    limits::check_stored(&obj, current.map(|c| &c.object))?;
+    Ok(Some((obj, change)))
 }
 
 /// `stringData` is write-only sugar: fold it into base64 `data` as the apiserver does.

@@ -7,22 +7,31 @@
 //! - [`table`]: the `Table` form `kubectl get` asks for, with the printers' columns.
 //! - [`watch`]: `?watch=1`, as a diff of the list against what the watcher was told.
 //!
-//! This slice serves reads (get, list, watch) to the admin identity (`O=system:masters`); anyone
-//! else authenticated is refused 403 until Node-authorizer rules come, and a request without
-//! a client certificate 401, except the health and version endpoints.
+//! - [`write`]: create, update, patch and delete of the stored kinds, `dryRun=All`.
+//! - [`jsonpatch`]: RFC 6902, for `kubectl patch --type json`.
+//! - [`openapi`]: the least OpenAPI v3 kubectl needs to write without `--validate=false`.
+//!
+//! The admin identity (`O=system:masters`) reads everything and writes the stored kinds (pods,
+//! configmaps, secrets, devices, devicemodels); anyone else authenticated is refused 403 until
+//! Node-authorizer rules come, and a request without a client certificate 401, except the
+//! health and version endpoints.
 
 #![forbid(unsafe_code)]
 
+pub mod jsonpatch;
+pub mod openapi;
 pub mod resources;
 pub mod selectors;
 pub mod table;
 pub mod watch;
+pub mod write;
 
 use serde_json::{json, Value};
 
 pub use resources::Resource;
 use selectors::{FieldSelector, LabelSelector};
 use table::Include;
+pub use write::Deleted;
 
 /// The Kubernetes version this API speaks (the one the edges report as their kubelet's).
 pub const KUBE_MAJOR: &str = "1";
@@ -50,6 +59,9 @@ pub struct Request<'a> {
     /// Path with query string.
     pub target: &'a str,
     pub accept: Option<&'a str>,
+    /// `Content-Type` (a patch's type) and the body.
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
 }
 
 /// One response.
@@ -71,6 +83,43 @@ pub trait Objects {
             .0
             .into_iter()
             .find(|o| o["metadata"]["name"] == name)
+    }
+
+    /// Creates or updates an object of a stored kind ([`Resource::kind`]) as the store's
+    /// `put` does; the object as stored (with `dry_run`, as it would be).
+    fn put(
+        &self,
+        r: Resource,
+        obj: &Value,
+        expect: cloudstore::Put,
+        dry_run: bool,
+    ) -> Result<Value, cloudstore::StoreError> {
+        let _ = (obj, expect, dry_run);
+        Err(cloudstore::StoreError::Patch(
+            405,
+            format!("{} are read-only here", r.info().plural),
+        ))
+    }
+
+    /// Deletes an object of a stored kind; a pod running on a node gracefully, within
+    /// `grace` seconds (its own `terminationGracePeriodSeconds` if `None`).
+    fn delete(
+        &self,
+        r: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        grace: Option<u64>,
+    ) -> Result<Deleted, cloudstore::StoreError> {
+        let _ = (namespace, name, grace);
+        Err(cloudstore::StoreError::Patch(
+            405,
+            format!("{} are read-only here", r.info().plural),
+        ))
+    }
+
+    /// Random text, for `generateName` suffixes.
+    fn entropy(&self) -> String {
+        proto::message::new_msg_id()
     }
 }
 
@@ -183,7 +232,7 @@ impl Query {
 
 /// Where a resource request points.
 #[derive(Debug, PartialEq)]
-struct Target<'a> {
+pub(crate) struct Target<'a> {
     resource: Resource,
     namespace: Option<&'a str>,
     name: Option<&'a str>,
@@ -198,6 +247,9 @@ enum Route<'a> {
     GroupList,
     Group(&'a str),
     ResourceList(&'a str, &'a str),
+    OpenApiRoot,
+    /// `/openapi/v3/<group-version path>`.
+    OpenApi(String),
     Resource(Target<'a>),
     NotFound,
 }
@@ -210,6 +262,8 @@ fn route(path: &str) -> Route<'_> {
         ["api"] => return Route::ApiVersions,
         ["apis"] => return Route::GroupList,
         ["apis", g] => return Route::Group(g),
+        ["openapi", "v3"] => return Route::OpenApiRoot,
+        ["openapi", "v3", gv @ ..] => return Route::OpenApi(gv.join("/")),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Route::NotFound,
@@ -334,6 +388,10 @@ pub fn handle(
             }
         }
         ("GET", _) => "get",
+        ("POST", Route::Resource(t)) if t.name.is_none() => "create",
+        ("PUT", Route::Resource(t)) if t.name.is_some() => "update",
+        ("PATCH", Route::Resource(t)) if t.name.is_some() => "patch",
+        ("DELETE", Route::Resource(t)) if t.name.is_some() => "delete",
         _ => return method_not_allowed(req.method).into(),
     };
     // Discovery is open to every authenticated user (kube-apiserver's system:discovery
@@ -361,7 +419,15 @@ pub fn handle(
         Route::GroupList => ok(resources::api_group_list()),
         Route::Group(g) => resources::api_group(g).map_or_else(not_found_path, ok),
         Route::ResourceList(g, v) => resources::resource_list(g, v).map_or_else(not_found_path, ok),
-        Route::Resource(t) => return read(&t, verb, &query, req.accept, objects, now),
+        Route::OpenApiRoot => ok(openapi::root(&server.build)),
+        Route::OpenApi(gv) => openapi::group_version(&gv).map_or_else(not_found_path, ok),
+        Route::Resource(t) if matches!(verb, "get" | "list" | "watch") => {
+            return read(&t, verb, &query, req.accept, objects, now)
+        }
+        Route::Resource(t) if t.resource.kind().is_some() => {
+            write::write(&t, verb, req, &query, objects)
+        }
+        Route::Resource(_) => method_not_allowed(req.method),
         Route::Version | Route::Health | Route::NotFound => not_found_path(),
     };
     r.into()
@@ -371,9 +437,7 @@ fn method_not_allowed(method: &str) -> Response {
     status(
         405,
         "MethodNotAllowed",
-        &format!(
-            "{method} is not supported yet: this API serves get, list and the discovery documents"
-        ),
+        &format!("{method} is not supported on this resource: the server does not allow this method on the requested resource"),
         json!({}),
     )
 }
@@ -493,3 +557,5 @@ fn read(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_tests;

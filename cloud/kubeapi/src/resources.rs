@@ -29,9 +29,14 @@ pub struct Info {
     pub short_names: &'static [&'static str],
 }
 
-/// Read verbs only: this slice serves no writes, and discovery says so (kubectl refuses
-/// verbs a resource does not list before it sends anything).
-pub const VERBS: [&str; 3] = ["get", "list", "watch"];
+/// Verbs of the kinds only read here (nodes, namespaces, events, leases). Discovery lists
+/// only what is served: kubectl refuses verbs a resource does not list before it sends
+/// anything.
+pub const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
+/// Verbs of the stored kinds (deletecollection is not served).
+pub const WRITE_VERBS: [&str; 7] = [
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 pub const CORE: &str = "";
 pub const COORDINATION: &str = "coordination.k8s.io";
@@ -113,6 +118,34 @@ impl Resource {
         })
     }
 
+    /// The store's kind, for the kinds the store holds (and the API writes).
+    pub fn kind(self) -> Option<cloudstore::Kind> {
+        use cloudstore::Kind;
+        match self {
+            Resource::Pods => Some(Kind::Pod),
+            Resource::ConfigMaps => Some(Kind::ConfigMap),
+            Resource::Secrets => Some(Kind::Secret),
+            Resource::Devices => Some(Kind::Device),
+            Resource::DeviceModels => Some(Kind::DeviceModel),
+            Resource::Nodes | Resource::Namespaces | Resource::Events | Resource::Leases => None,
+        }
+    }
+
+    /// Served as custom resources would be (no strategic merge patch, no unconditional
+    /// update).
+    pub fn is_custom(self) -> bool {
+        self.info().group == DEVICES
+    }
+
+    /// The verbs discovery lists.
+    pub fn verbs(self) -> &'static [&'static str] {
+        if self.kind().is_some() {
+            &WRITE_VERBS
+        } else {
+            &READ_VERBS
+        }
+    }
+
     /// `apiVersion` of its objects.
     pub fn api_version(self) -> String {
         let i = self.info();
@@ -160,15 +193,15 @@ pub fn api_group(group: &str) -> Option<Value> {
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let resources: Vec<Value> = Resource::ALL
         .into_iter()
-        .map(Resource::info)
-        .filter(|i| i.group == group && i.version == version)
-        .map(|i| {
+        .map(|r| (r.info(), r.verbs()))
+        .filter(|(i, _)| i.group == group && i.version == version)
+        .map(|(i, verbs)| {
             let mut r = json!({
                 "name": i.plural,
                 "singularName": i.singular,
                 "namespaced": i.namespaced,
                 "kind": i.kind,
-                "verbs": VERBS,
+                "verbs": verbs,
             });
             if !i.short_names.is_empty() {
                 r["shortNames"] = json!(i.short_names);

@@ -53,6 +53,8 @@ fn get(target: &str, user: &User, accept: Option<&str>) -> Response {
         method: "GET",
         target,
         accept,
+        content_type: None,
+        body: b"",
     };
     match handle(&req, user, &fixture(), &server(), 1_700_000_000) {
         Outcome::Response(r) => r,
@@ -246,8 +248,10 @@ fn get_answers_the_object_or_not_found_as_kubectl_expects() {
     assert_eq!(get("/nowhere", &admin(), None).status, 404);
     let post = Request {
         method: "POST",
-        target: "/api/v1/namespaces/default/pods",
+        target: "/api/v1/nodes",
         accept: None,
+        content_type: None,
+        body: b"",
     };
     assert!(matches!(
         handle(&post, &admin(), &fixture(), &server(), 0),
@@ -262,6 +266,8 @@ fn watches_are_authorized_and_their_selectors_checked_before_they_start() {
             method: "GET",
             target,
             accept: None,
+            content_type: None,
+            body: b"",
         };
         handle(&req, user, &fixture(), &server(), 0)
     };
@@ -341,7 +347,7 @@ fn discovery_lists_the_served_kinds() {
         (&json!(true), &json!("Pod"), &json!(["po"]))
     );
     assert_eq!(pods["categories"], json!(["all"]), "kubectl get all");
-    assert_eq!(pods["verbs"], json!(["get", "list", "watch"]));
+    assert_eq!(pods["verbs"], json!(resources::WRITE_VERBS));
     let groups = get("/apis", &admin(), None);
     let names: Vec<_> = groups.body["groups"]
         .as_array()
