@@ -1,8 +1,10 @@
 //! The real kubectl (`/usr/bin/kubectl`, v1.32) against cloudcore's Kubernetes API: a real
 //! cloudcore, a real edgecore running a pod on a private containerd, a kubeconfig from
 //! `cloudcore kubeconfig`. Read workflows: `get` with kubectl's columns (`-o wide` too),
-//! `-o json` as stored, label and field selectors, NotFound; no certificate is 401, an
-//! edge's node certificate 403.
+//! `-o json` as stored, label and field selectors, NotFound, `get -w`; no certificate is 401,
+//! an edge's node certificate 403. Write workflows: `create`, `apply` (client-side, no
+//! `--validate=false`), `replace` of a stale copy, `patch` of all three types, `label`,
+//! `annotate`, `edit`, `delete --wait` of a pod an edge runs, `--dry-run=server`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -514,6 +516,18 @@ fn kubectl_creates_patches_labels_replaces_and_deletes_configmaps() {
         "strategic",
         "the stale copy is not stored"
     );
+    // `kubectl edit` with an editor that changes one value: a strategic merge patch.
+    let edit = Command::new(KUBECTL)
+        .env("HOME", home.path())
+        .env("KUBECONFIG", &kc)
+        .env("KUBE_EDITOR", "sed -i s/strategic/edited/")
+        .arg("--cache-dir")
+        .arg(home.path().join("cache"))
+        .args(["edit", "cm", "settings"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&edit), "configmap/settings edited\n");
+    assert_eq!(stored()["data"]["mode"], "edited");
     // Invalid: kubectl shows the field.
     let bad = file(
         home.path(),
