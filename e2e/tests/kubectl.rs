@@ -529,6 +529,27 @@ fn kubectl_creates_patches_labels_replaces_and_deletes_configmaps() {
     assert_eq!(ok(&edit), "configmap/settings edited\n");
     assert_eq!(stored()["data"]["mode"], "edited");
     // Invalid: kubectl shows the field.
+    // The status subresource: only the status changes.
+    let lone = file(
+        home.path(),
+        "lone.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lone}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
+    assert_eq!(ok(&k(&["create", "-f", &lone])), "pod/lone created\n");
+    let st = k(&[
+        "patch",
+        "pod",
+        "lone",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"message":"set by kubectl"},"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    assert_eq!(ok(&st), "pod/lone patched\n");
+    let (_, pod) = cloud.admin("GET", "/api/v1/pods/default/lone", b"");
+    assert_eq!(pod["status"]["message"], "set by kubectl");
+    assert!(pod["metadata"]["labels"].is_null(), "{pod}");
     let bad = file(
         home.path(),
         "bad.yaml",

@@ -258,6 +258,24 @@ impl HubObjects<'_> {
 }
 
 impl Objects for HubObjects<'_> {
+    fn put_status(
+        &self,
+        r: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        status: &Value,
+        expect_rv: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, cloudstore::StoreError> {
+        let kind = r.kind().expect("kubeapi writes only stored kinds");
+        let key = ObjectKey::new(kind, namespace.unwrap_or(""), name);
+        // Watchers see it on their next poll; edges are not sent statuses.
+        self.0
+            .store
+            .borrow_mut()
+            .put_status(&key, status, expect_rv, dry_run)
+    }
+
     fn put(
         &self,
         r: Resource,

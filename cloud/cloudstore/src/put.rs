@@ -57,6 +57,43 @@ impl CloudStore {
     }
 }
 
+impl CloudStore {
+    /// Replaces an object's status (the `/status` subresource), at `expect_rv` if given.
+    /// Moves its resourceVersion, not its push version: a status is the edge's to report, not
+    /// something to send it. Returns the object as stored (with `dry_run`, as it would be).
+    pub fn put_status(
+        &mut self,
+        key: &crate::ObjectKey,
+        status: &Value,
+        expect_rv: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, StoreError> {
+        let Some(cur) = self.objects.get(key) else {
+            return Err(StoreError::NotFound(key.to_string()));
+        };
+        if let Some(rv) = expect_rv.filter(|rv| *rv != cur.rv().to_string()) {
+            return Err(StoreError::Conflict(key.clone(), rv.to_owned()));
+        }
+        if cur.object.get("status").unwrap_or(&Value::Null) == status {
+            return Ok(cur.object.clone());
+        }
+        let mut obj = cur.object.clone();
+        obj["status"] = status.clone();
+        let rv = self.last_rv + 1;
+        obj["metadata"]["resourceVersion"] = serde_json::json!(rv.to_string());
+        crate::limits::check_stored(&obj, Some(&cur.object))
+            .map_err(|r| StoreError::Refused(r, key.clone()))?;
+        if !dry_run {
+            let entry = Entry {
+                object: obj.clone(),
+                push_rv: cur.push_rv,
+            };
+            self.write_entry(key, entry, rv)?;
+        }
+        Ok(obj)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,24 @@ pub trait Objects {
         ))
     }
 
+    /// Replaces the status of an object (the `/status` subresource), at `expect_rv` if
+    /// given; the object as stored (with `dry_run`, as it would be).
+    fn put_status(
+        &self,
+        r: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        status: &Value,
+        expect_rv: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, cloudstore::StoreError> {
+        let _ = (namespace, name, status, expect_rv, dry_run);
+        Err(cloudstore::StoreError::Patch(
+            405,
+            format!("{} are read-only here", r.info().plural),
+        ))
+    }
+
     /// Random text, for `generateName` suffixes.
     fn entropy(&self) -> String {
         proto::message::new_msg_id()
@@ -236,6 +254,8 @@ pub(crate) struct Target<'a> {
     resource: Resource,
     namespace: Option<&'a str>,
     name: Option<&'a str>,
+    /// The `/status` subresource (of pods).
+    status: bool,
 }
 
 /// What a path asks for.
@@ -274,11 +294,21 @@ fn route(path: &str) -> Route<'_> {
             resource,
             namespace,
             name,
+            status: false,
         }),
         None => Route::NotFound,
     };
     match rest {
         [] => Route::ResourceList(group, version),
+        // `pods/<name>/status`: the one subresource served.
+        ["namespaces", ns, "pods", name, "status"] if group.is_empty() && version == "v1" => {
+            Route::Resource(Target {
+                resource: Resource::Pods,
+                namespace: Some(*ns),
+                name: Some(*name),
+                status: true,
+            })
+        }
         // `/api/v1/namespaces/<ns>/<plural>[/<name>]`: namespaced kinds in one namespace.
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 1 => {
             let r = find(plural).filter(|r| r.info().namespaced);
@@ -328,8 +358,8 @@ fn forbidden(user: &str, verb: &str, t: &Target) -> Response {
         403,
         "Forbidden",
         &format!(
-            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}",
-            info.plural, info.group
+            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{}{}\" in API group \"{}\" {scope}",
+            info.plural, if t.status { "/status" } else { "" }, info.group
         ),
         details,
     )
@@ -424,6 +454,10 @@ pub fn handle(
         Route::Resource(t) if matches!(verb, "get" | "list" | "watch") => {
             return read(&t, verb, &query, req.accept, objects, now)
         }
+        Route::Resource(t) if t.status && matches!(verb, "update" | "patch") => {
+            write::write_status(&t, verb, req, &query, objects)
+        }
+        Route::Resource(t) if t.status => method_not_allowed(req.method),
         Route::Resource(t) if t.resource.kind().is_some() => {
             write::write(&t, verb, req, &query, objects)
         }

@@ -213,6 +213,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             r
         })
         .collect();
+    let mut resources = resources;
+    if group.is_empty() && version == "v1" {
+        resources.push(json!({
+            "name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
     if resources.is_empty() {
         return None;
     }

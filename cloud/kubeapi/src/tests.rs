@@ -78,6 +78,7 @@ fn paths_route_to_what_the_apiserver_serves_there() {
             resource,
             namespace,
             name,
+            status: false,
         })
     };
     assert_eq!(route("/api/v1/pods"), t(Resource::Pods, None, None));

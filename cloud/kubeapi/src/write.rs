@@ -288,6 +288,14 @@ fn patch(
     dry: bool,
 ) -> Result<Response, Response> {
     let name = t.name.unwrap_or("");
+    let patched = patched(t, req, objects)?;
+    put_named(t, name, patched, objects, dry)
+}
+
+/// The stored object with the request's patch applied; with no resourceVersion of its own,
+/// the one it was applied to.
+fn patched(t: &Target, req: &Request, objects: &dyn Objects) -> Result<Value, Response> {
+    let name = t.name.unwrap_or("");
     let current = objects
         .get(t.resource, t.namespace, name)
         .ok_or_else(|| refused(t, name, StoreError::NotFound(name.into())))?;
@@ -345,7 +353,44 @@ fn patch(
     {
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
     }
-    put_named(t, name, patched, objects, dry)
+    Ok(patched)
+}
+
+/// PUT or PATCH of `pods/<name>/status`: only the status changes (the rest of the body or
+/// patch result is ignored, as the status strategy ignores it), conditioned on the
+/// resourceVersion given or patched against.
+pub(crate) fn write_status(
+    t: &Target,
+    verb: &str,
+    req: &Request,
+    q: &Query,
+    objects: &dyn Objects,
+) -> Response {
+    let run = || -> Result<Response, Response> {
+        let dry = dry_run(q, &Value::Null)?;
+        let name = t.name.unwrap_or("");
+        let obj = if verb == "update" {
+            let mut obj = parse_body(req.body)?;
+            place(t, &mut obj)?;
+            let given = obj["metadata"]["name"].as_str().unwrap_or("");
+            if given != name {
+                return Err(bad_request(&format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            obj
+        } else {
+            patched(t, req, objects)?
+        };
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|v| !v.is_empty());
+        let stored = objects
+            .put_status(t.resource, t.namespace, name, &obj["status"], rv, dry)
+            .map_err(|e| refused(t, name, e))?;
+        Ok(created(200, t, stored))
+    };
+    run().unwrap_or_else(|r| r)
 }
 
 fn delete(

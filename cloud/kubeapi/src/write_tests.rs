@@ -31,6 +31,21 @@ impl Objects for Store {
             .map(|(_, o)| o)
     }
 
+    fn put_status(
+        &self,
+        r: Resource,
+        namespace: Option<&str>,
+        name: &str,
+        status: &Value,
+        expect_rv: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, StoreError> {
+        let key = ObjectKey::new(r.kind().unwrap(), namespace.unwrap_or(""), name);
+        self.0
+            .borrow_mut()
+            .put_status(&key, status, expect_rv, dry_run)
+    }
+
     fn delete(
         &self,
         r: Resource,
@@ -448,5 +463,94 @@ fn openapi_v3_tells_kubectl_the_server_validates_the_stored_kinds() {
         )
         .status,
         401
+    );
+}
+
+impl Store {
+    fn status_of(&self, name: &str) -> Value {
+        self.get(Resource::Pods, Some("default"), name).unwrap()["status"].clone()
+    }
+}
+
+#[test]
+fn pod_status_is_written_through_its_subresource_only() {
+    let s = store("status");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "a", "image": "x"}]}});
+    let created = send(
+        &s,
+        &admin(),
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        JSON,
+        &pod,
+    );
+    assert_eq!(created.status, 201);
+    let url = "/api/v1/namespaces/default/pods/p/status";
+    let r = send(
+        &s,
+        &admin(),
+        "PATCH",
+        url,
+        "application/merge-patch+json",
+        &json!({"status": {"phase": "Running"}, "spec": {"nodeName": "ignored"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.status_of("p")["phase"], "Running");
+    assert!(
+        s.get(Resource::Pods, Some("default"), "p").unwrap()["spec"]["nodeName"].is_null(),
+        "the status subresource changes only the status"
+    );
+    // PUT replaces the status, at the version given: the created copy's is stale now.
+    let mut stale = created.body.clone();
+    stale["status"] = json!({"phase": "Failed"});
+    let r = send(&s, &admin(), "PUT", url, JSON, &stale);
+    assert_eq!((r.status, &r.body["reason"]), (409, &json!("Conflict")));
+    let mut fresh = typed(
+        Resource::Pods,
+        s.get(Resource::Pods, Some("default"), "p").unwrap(),
+    );
+    fresh["status"] = json!({"phase": "Succeeded"});
+    assert_eq!(send(&s, &admin(), "PUT", url, JSON, &fresh).status, 200);
+    assert_eq!(s.status_of("p"), json!({"phase": "Succeeded"}));
+    // The main resource's update keeps the status.
+    fresh["status"] = json!({"phase": "Pending"});
+    fresh["metadata"]["resourceVersion"] = Value::Null;
+    assert_eq!(
+        send(
+            &s,
+            &admin(),
+            "PUT",
+            "/api/v1/namespaces/default/pods/p",
+            JSON,
+            &fresh
+        )
+        .status,
+        200
+    );
+    assert_eq!(s.status_of("p")["phase"], "Succeeded");
+    assert_eq!(
+        send(&s, &admin(), "DELETE", url, JSON, &Value::Null).status,
+        405
+    );
+    let node = User::Cert {
+        name: "system:node:edge0".into(),
+        groups: vec!["system:nodes".into()],
+    };
+    let r = send(
+        &s,
+        &node,
+        "PATCH",
+        url,
+        "application/merge-patch+json",
+        &json!({}),
+    );
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot patch resource \"pods/status\""),
+        "{}",
+        r.body
     );
 }
