@@ -434,6 +434,31 @@ fn kubectl_creates_patches_labels_replaces_and_deletes_configmaps() {
         404
     );
 
+    // kubectl's generators send protobuf.
+    let lit = k(&[
+        "create",
+        "configmap",
+        "lit",
+        "--from-literal=a=b",
+        "--from-literal=c=d",
+    ]);
+    assert_eq!(ok(&lit), "configmap/lit created\n");
+    let (_, v) = cloud.admin("GET", "/api/v1/configmaps/default/lit", b"");
+    assert_eq!(v["data"], json!({ "a": "b", "c": "d" }));
+    assert!(v["metadata"].get("generateName").is_none(), "{v}");
+    let sec = k(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=pw=hello",
+    ]);
+    assert_eq!(ok(&sec), "secret/pw created\n");
+    assert_eq!(
+        ok(&k(&["get", "secret", "pw", "-o", "jsonpath={.data.pw}"])),
+        "aGVsbG8="
+    );
+
     // The three patch types, label and annotate: each stored, each moving the version.
     let merge = k(&[
         "patch",

@@ -628,7 +628,8 @@ fn fold_string_data(secret: &mut Value) {
     }
 }
 
-fn base64(data: &[u8]) -> String {
+/// Standard base64 with padding, as JSON carries bytes.
+pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {

@@ -9,6 +9,7 @@
 //!
 //! - [`write`]: create, update, patch and delete of the stored kinds, `dryRun=All`.
 //! - [`jsonpatch`]: RFC 6902, for `kubectl patch --type json`.
+//! - [`protobuf`]: the protobuf bodies of `kubectl create configmap|secret generic`.
 //! - [`openapi`]: the least OpenAPI v3 kubectl needs to write without `--validate=false`.
 //!
 //! The admin identity (`O=system:masters`) reads everything and writes the stored kinds (pods,
@@ -20,6 +21,7 @@
 
 pub mod jsonpatch;
 pub mod openapi;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod table;

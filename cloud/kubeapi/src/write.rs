@@ -128,6 +128,42 @@ fn parse_body(body: &[u8]) -> Result<Value, Response> {
     })
 }
 
+/// A request's media type, without parameters.
+fn media_type<'a>(req: &Request<'a>) -> &'a str {
+    req.content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+}
+
+fn unsupported_media(accepted: &[&str]) -> Response {
+    status(
+        415,
+        "UnsupportedMediaType",
+        &format!(
+            "the body of the request was in an unknown format - accepted media types include: {}",
+            accepted.join(", ")
+        ),
+        Value::Null,
+    )
+}
+
+/// An object or DeleteOptions body: JSON, or protobuf for the configmaps and secrets
+/// kubectl's generators send that way (`kubectl create configmap|secret generic`).
+fn object_body(req: &Request) -> Result<Value, Response> {
+    match media_type(req) {
+        "" | "application/json" => parse_body(req.body),
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(req.body)
+            .map_err(|e| bad_request(&format!("the protobuf body cannot be read: {e}"))),
+        _ => Err(unsupported_media(&[
+            "application/json",
+            crate::protobuf::MEDIA_TYPE,
+        ])),
+    }
+}
+
 /// Puts the URL's namespace into `obj` (or refuses a different one) and checks its kind.
 fn place(t: &Target, obj: &mut Value) -> Result<(), Response> {
     let info = t.resource.info();
@@ -183,7 +219,7 @@ pub(crate) fn write(
     objects: &dyn Objects,
 ) -> Response {
     let options = match verb {
-        "delete" if !req.body.is_empty() => match parse_body(req.body) {
+        "delete" if !req.body.is_empty() => match object_body(req) {
             Ok(o) => o,
             Err(r) => return r,
         },
@@ -208,7 +244,7 @@ fn create(
     objects: &dyn Objects,
     dry: bool,
 ) -> Result<Response, Response> {
-    let mut obj = parse_body(req.body)?;
+    let mut obj = object_body(req)?;
     place(t, &mut obj)?;
     if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
         if let Some(prefix) = obj["metadata"]["generateName"]
@@ -243,7 +279,7 @@ fn update(
     objects: &dyn Objects,
     dry: bool,
 ) -> Result<Response, Response> {
-    let mut obj = parse_body(req.body)?;
+    let mut obj = object_body(req)?;
     place(t, &mut obj)?;
     let url_name = t.name.unwrap_or("");
     put_named(t, url_name, obj, objects, dry)
@@ -296,18 +332,30 @@ fn patch(
 /// the one it was applied to.
 fn patched(t: &Target, req: &Request, objects: &dyn Objects) -> Result<Value, Response> {
     let name = t.name.unwrap_or("");
+    let media = media_type(req);
+    let mut accepted = vec![
+        "application/json-patch+json",
+        "application/merge-patch+json",
+    ];
+    if !t.resource.is_custom() {
+        accepted.push("application/strategic-merge-patch+json");
+    }
+    if media == "application/apply-patch+yaml" {
+        return Err(status(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply (application/apply-patch+yaml) is not served by cloudcore: use client-side kubectl apply",
+            Value::Null,
+        ));
+    }
+    if !accepted.contains(&media) {
+        return Err(unsupported_media(&accepted));
+    }
     let current = objects
         .get(t.resource, t.namespace, name)
         .ok_or_else(|| refused(t, name, StoreError::NotFound(name.into())))?;
     let current = typed(t.resource, current);
     let patch = parse_body(req.body)?;
-    let media = req
-        .content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
     let mut patched = match media {
         "application/merge-patch+json" => {
             let mut o = current.clone();
@@ -327,24 +375,7 @@ fn patched(t: &Target, req: &Request, objects: &dyn Objects) -> Result<Value, Re
             smp::apply(&current, &patch, schema)
                 .map_err(|e| refused(t, name, StoreError::Patch(e.code, e.message)))?
         }
-        _ => {
-            let mut accepted = vec![
-                "application/json-patch+json",
-                "application/merge-patch+json",
-            ];
-            if !t.resource.is_custom() {
-                accepted.push("application/strategic-merge-patch+json");
-            }
-            return Err(status(
-                415,
-                "UnsupportedMediaType",
-                &format!(
-                    "the body of the request was in an unknown format - accepted media types include: {}",
-                    accepted.join(", ")
-                ),
-                Value::Null,
-            ));
-        }
+        _ => return Err(unsupported_media(&accepted)),
     };
     // A patch without a resourceVersion applies to the version it was applied to.
     if patched["metadata"]["resourceVersion"]
@@ -370,7 +401,7 @@ pub(crate) fn write_status(
         let dry = dry_run(q, &Value::Null)?;
         let name = t.name.unwrap_or("");
         let obj = if verb == "update" {
-            let mut obj = parse_body(req.body)?;
+            let mut obj = object_body(req)?;
             place(t, &mut obj)?;
             let given = obj["metadata"]["name"].as_str().unwrap_or("");
             if given != name {
