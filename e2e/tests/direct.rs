@@ -31,6 +31,25 @@ fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
         p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
     })
 }
+/// An edge joined to `cloud` in direct mode with a 300 ms pod sync (and `extra` config), its
+/// containers cleaned up when the guard goes, running and Ready.
+fn direct_edge(cloud: &Cloud, extra: &[(&str, Value)]) -> (Edge, Cleanup, e2e::Proc) {
+    let edge = Edge::new("edge0");
+    let cleanup = Cleanup::new(&edge);
+    let out = edge.join_direct(cloud, oci_runtime());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
+    for (k, v) in extra {
+        edge.set_config(k, v.clone());
+    }
+    let run = edge.run("1s");
+    cloud.wait_ready("edge0", true, T);
+    (edge, cleanup, run)
+}
 
 fn web(host: &Path) -> String {
     format!(
@@ -263,17 +282,7 @@ fn direct_pods_pull_from_a_registry_and_survive_it_going_away() {
     registry.push(&e2e::containerd::busybox_archive(), "busybox:pulled");
     let image = registry.image("busybox:pulled");
     let cloud = Cloud::start(&[]);
-    let edge = Edge::new("edge0");
-    let _cleanup = Cleanup::new(&edge);
-    let out = edge.join_direct(&cloud, oci_runtime());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
-    let _run = edge.run("1s");
-    cloud.wait_ready("edge0", true, T);
+    let (edge, _cleanup, _run) = direct_edge(&cloud, &[]);
     let pod_yaml = |name: &str, image: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: edge0\n  hostNetwork: true\n  \
@@ -331,17 +340,7 @@ fn direct_pods_pull_with_image_pull_secrets_from_a_token_registry() {
     registry.push(&e2e::containerd::busybox_archive(), "private/busybox:1");
     let image = registry.image("private/busybox:1");
     let cloud = Cloud::start(&[]);
-    let edge = Edge::new("edge0");
-    let _cleanup = Cleanup::new(&edge);
-    let out = edge.join_direct(&cloud, oci_runtime());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
-    let _run = edge.run("1s");
-    cloud.wait_ready("edge0", true, T);
+    let (_edge, _cleanup, _run) = direct_edge(&cloud, &[]);
     let auths = serde_json::json!({"auths": {format!("127.0.0.1:{}", registry.port): {"username": "puller", "password": "s3cret"}}});
     cloud.apply_ok(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: reg}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{auths}'\n"
@@ -424,18 +423,7 @@ fn direct_pods_pull_over_https_once_the_registrys_ca_is_trusted() {
     let registry = e2e::registry::Registry::start_tls();
     registry.push(&e2e::containerd::busybox_archive(), "tls/busybox:1");
     let cloud = Cloud::start(&[]);
-    let edge = Edge::new("edge0");
-    let _cleanup = Cleanup::new(&edge);
-    let out = edge.join_direct(&cloud, oci_runtime());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    edge.set_config("pod_sync_period", serde_json::json!("300ms"));
-    edge.set_config("crash_backoff", serde_json::json!("1s"));
-    let _run = edge.run("1s");
-    cloud.wait_ready("edge0", true, T);
+    let (edge, _cleanup, _run) = direct_edge(&cloud, &[("crash_backoff", serde_json::json!("1s"))]);
     // certs.d/<host:port> says the loopback registry speaks HTTPS; its CA is not there yet.
     let dir = edge
         .dir
