@@ -461,11 +461,13 @@ impl Edge {
         self.join_with(cloud, token, "")
     }
 
-    /// `edgecore join` with a CRI endpoint (empty: this edge runs no pods).
+    /// `edgecore join` with a CRI endpoint (empty: this edge runs no pods). With `--force`:
+    /// tests join again over an enrollment on purpose (tests/provision.rs checks the refusal).
     pub fn join_with(&self, cloud: &Cloud, token: &str, cri: &str) -> Output {
         let out = Command::new(bin("edgecore"))
             .args([
                 "join",
+                "--force",
                 "--cloud",
                 "127.0.0.1",
                 "--token",

@@ -375,7 +375,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read(path).with_context(|| {
             format!(
-                "cannot read {} (has this gateway joined a cloud? run `edgecore join` first)",
+                "cannot read {} (has this gateway joined a cloud? run `edgecore join` first, or give \
+                 `edgecore run` a provisioning file)",
                 path.display()
             )
         })?;

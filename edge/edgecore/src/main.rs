@@ -9,6 +9,7 @@ mod config;
 mod image_cmd;
 mod join;
 mod meta;
+mod provision;
 mod run;
 mod tls;
 
@@ -23,8 +24,8 @@ const USAGE: &str = "\
 edgecore: the edge agent of a KubeEdge-compatible edge system
 
 USAGE:
-    edgecore join --cloud <HOST> --token <TOKEN> [--node-name <NAME>] [--data-dir <DIR>]
-    edgecore run [--data-dir <DIR> | --config <FILE>]
+    edgecore join --cloud <HOST> --token <TOKEN> [--node-name <NAME>] [--data-dir <DIR>] [--force]
+    edgecore run [--data-dir <DIR> | --config <FILE>] [--provision <FILE>]
     edgecore meta list [pods|configmaps|secrets] [--data-dir <DIR>] [-o json]
     edgecore meta get <kind> <namespace>/<name> [--data-dir <DIR>]
     edgecore meta check [--data-dir <DIR>]
@@ -35,8 +36,12 @@ USAGE:
 COMMANDS:
     join    Enroll with a cloud: check its CA against the token, get a node certificate
             and write <data-dir>/edgecore.json. Nothing is written unless every step works.
+            Refuses to replace a working enrollment unless --force is given.
     run     Connect to the cloud, register this node and keep it reported Ready.
             Reconnects on its own; SIGTERM or SIGINT closes the tunnel cleanly.
+            Not enrolled yet and a provisioning file found (--provision, else
+            /boot/edgecore-provision.json, else /etc/edgecore/provision.json): joins from
+            it once and removes its token first.
     meta    Show what MetaManager stored from the cloud (works while edgecore runs, and
             with no cloud at all); `check` verifies every record's checksum. A corrupt
             record is named on stderr and makes the command exit 1.
@@ -58,10 +63,12 @@ JOIN OPTIONS:
                             edgecore running OCI bundles itself [default: cri]
     --oci-runtime <PATH>    The OCI runtime binary of `direct` (crun; runc is accepted)
                             [default: /usr/bin/crun]
+    --force                 Enroll again over a working enrollment (new key and certificate)
 
 RUN OPTIONS:
     --data-dir <DIR>        Data dir holding edgecore.json [default: /var/lib/edgecore]
     --config <FILE>         Config file (overrides --data-dir)
+    --provision <FILE>      Provisioning file to enroll from when not enrolled yet
     --heartbeat <DURATION>  Keepalive period, e.g. 15s (overrides the config)
     --status-interval <D>   Node status period (overrides the config)
     --lease-interval <D>    Node lease renewal period (overrides the config)
@@ -87,6 +94,7 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let (mut cloud, mut token, mut node, mut dir) = (None, None, None, None);
     let (mut ws_port, mut cert_port, mut project, mut cri) = (10000u16, 10002u16, None, None);
     let (mut runtime, mut oci_runtime) = (None, None);
+    let mut force = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("cloud") => cloud = Some(text(p.value()?)?),
@@ -106,6 +114,7 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
             Long("cri-endpoint") => cri = Some(text(p.value()?)?),
             Long("runtime") => runtime = Some(text(p.value()?)?),
             Long("oci-runtime") => oci_runtime = Some(PathBuf::from(p.value()?)),
+            Long("force") => force = true,
             Long("help") | Short('h') => {
                 print!("{USAGE}");
                 return Ok(());
@@ -120,11 +129,19 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
         return usage("join needs --token <TOKEN> or --token-file <FILE>");
     };
     let node_name = node.unwrap_or_else(hostname);
+    let data_dir = dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
+    if let Some(enrolled) = provision::working_enrollment(&data_dir).filter(|_| !force) {
+        bail!(
+            "{} already holds a working enrollment ({enrolled}); joining again replaces its key \
+             and certificate: pass --force to do that",
+            data_dir.display()
+        );
+    }
     join::join(join::JoinArgs {
         cloud,
         token: token.trim().to_owned(),
         node_name,
-        data_dir: dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR)),
+        data_dir,
         ws_port,
         cert_port,
         project_id: project,
@@ -135,12 +152,13 @@ fn cmd_join(mut p: lexopt::Parser) -> anyhow::Result<()> {
 }
 
 fn cmd_run(mut p: lexopt::Parser) -> anyhow::Result<()> {
-    let (mut dir, mut file) = (None, None);
+    let (mut dir, mut file, mut provision) = (None, None, None);
     let (mut heartbeat, mut status, mut lease, mut level) = (None, None, None, None);
     while let Some(arg) = p.next()? {
         match arg {
             Long("data-dir") => dir = Some(PathBuf::from(p.value()?)),
             Long("config") => file = Some(PathBuf::from(p.value()?)),
+            Long("provision") => provision = Some(PathBuf::from(p.value()?)),
             Long("heartbeat") => heartbeat = Some(duration(p.value()?)?),
             Long("status-interval") => status = Some(duration(p.value()?)?),
             Long("lease-interval") => lease = Some(duration(p.value()?)?),
@@ -152,10 +170,17 @@ fn cmd_run(mut p: lexopt::Parser) -> anyhow::Result<()> {
             _ => return Err(UsageError(arg.unexpected().to_string()).into()),
         }
     }
+    let named_config = file.is_some();
     let path = file.unwrap_or_else(|| {
         dir.unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR))
             .join(config::CONFIG_FILE)
     });
+    // First boot: enroll from a provisioning file (a config named by --config is not one
+    // provisioning writes, so it is left alone unless --provision asks for it).
+    if !named_config || provision.is_some() {
+        let data_dir = path.parent().unwrap_or(Path::new("."));
+        provision::before_run(data_dir, provision.as_deref())?;
+    }
     let mut cfg = config::Config::load(&path).map_err(|e| UsageError(format!("{e:#}")))?;
     if let Some(h) = heartbeat {
         cfg.heartbeat = h;
