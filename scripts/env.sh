@@ -50,6 +50,12 @@ ensure_runtime() {
   ensure_apt containerd runc crun skopeo docker-registry busybox-static mosquitto mosquitto-clients
 }
 
+# Linters for the image trees (e2e/tests/images.rs): shellcheck, and the Python modules
+# Buildroot's utils/check-package imports (run when BUILDROOT_DIR names a Buildroot checkout).
+ensure_lint() {
+  ensure_apt shellcheck python3-magic python3-flake8
+}
+
 ensure_cross() {
   ensure_apt gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross \
     gcc-riscv64-linux-gnu libc6-dev-riscv64-cross qemu-user file

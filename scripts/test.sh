@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls this). Installs what it needs first.
 #
 #   1. rustfmt and clippy (-D warnings) over the workspace
-#   2. unit, golden and end-to-end tests (real cloudcore and edgecore processes on loopback)
+#   2. unit, golden and end-to-end tests (real cloudcore and edgecore processes on loopback),
+#      and the image trees' lints (Buildroot's check-package too when BUILDROOT_DIR is set)
 #   3. release cross builds for aarch64 (static musl), armv7 and riscv64 (static glibc), each
 #      run under qemu-user
 #   4. the logic crates' unit tests built for each gateway target, run under qemu-user
@@ -11,6 +12,7 @@
 source "$(dirname "$0")/env.sh"
 ensure_rust
 ensure_runtime
+ensure_lint
 ensure_cross
 ensure_qemu
 
