@@ -18,6 +18,14 @@ ifeq ($(BR2_PACKAGE_EDGE_MQTT_TLS),)
 EDGE_MQTT_CARGO_BUILD_OPTS = --no-default-features
 endif
 
+# As edgecore.mk: the project's size profile over Buildroot's global one.
+ifeq ($(BR2_PACKAGE_EDGECORE_SMALL),y)
+EDGE_MQTT_CARGO_ENV = \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+	CARGO_PROFILE_RELEASE_LTO=true \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+endif
+
 EDGE_MQTT_PROFILE = $(if $(BR2_ENABLE_DEBUG),debug,release)
 
 define EDGE_MQTT_INSTALL_TARGET_CMDS

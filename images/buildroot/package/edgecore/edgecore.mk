@@ -25,6 +25,15 @@ EDGECORE_CARGO_BUILD_OPTS = \
 	--no-default-features \
 	--features "$(strip $(EDGECORE_FEATURES))"
 
+# pkg-cargo.mk sets the profile from Buildroot's global options (-O2, no LTO and 16 codegen
+# units by default); the package's own env comes after it and restores the project's.
+ifeq ($(BR2_PACKAGE_EDGECORE_SMALL),y)
+EDGECORE_CARGO_ENV = \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+	CARGO_PROFILE_RELEASE_LTO=true \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+endif
+
 EDGECORE_DATA_DIR = $(call qstrip,$(BR2_PACKAGE_EDGECORE_DATA_DIR))
 EDGECORE_PROFILE = $(if $(BR2_ENABLE_DEBUG),debug,release)
 EDGECORE_BIN = $(@D)/target/$(RUSTC_TARGET_NAME)/$(EDGECORE_PROFILE)/edgecore
