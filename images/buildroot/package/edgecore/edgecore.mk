@@ -18,6 +18,7 @@ BR_NO_CHECK_HASH_FOR += $(EDGECORE_SOURCE)
 
 EDGECORE_FEATURES = \
 	$(if $(BR2_PACKAGE_EDGECORE_EDGED),edged) \
+	$(if $(BR2_PACKAGE_EDGECORE_RUNTIME_DIRECT),direct) \
 	$(if $(BR2_PACKAGE_EDGECORE_METAMANAGER),metamanager) \
 	$(if $(BR2_PACKAGE_EDGECORE_EVENTBUS),eventbus) \
 	$(if $(BR2_PACKAGE_EDGECORE_DEVICETWIN),devicetwin)
@@ -43,6 +44,13 @@ EDGECORE_DEPENDENCIES += containerd
 EDGECORE_CRI_ENDPOINT = unix:///run/containerd/containerd.sock
 endif
 
+ifeq ($(BR2_PACKAGE_EDGECORE_RUNTIME_DIRECT),y)
+EDGECORE_DEPENDENCIES += crun
+EDGECORE_RUNTIME = direct
+else
+EDGECORE_RUNTIME = cri
+endif
+
 # The binary cargo build made (cargo install would build it a second time), the
 # defaults S99edgecore reads, and the data dir.
 define EDGECORE_INSTALL_TARGET_CMDS
@@ -59,12 +67,13 @@ EDGECORE_PROVISION_CLOUD = $(call qstrip,$(BR2_PACKAGE_EDGECORE_PROVISION_CLOUD)
 # per device in a file, usually on the boot partition.
 define EDGECORE_INSTALL_PROVISIONING
 	mkdir -p $(TARGET_DIR)/etc/edgecore
-	printf '{\n  "cloud": "%s",\n  "token_file": "%s",\n  "node_name_from": "%s",\n  "node_name_prefix": "%s",\n  "cri_endpoint": "%s"\n}\n' \
+	printf '{\n  "cloud": "%s",\n  "token_file": "%s",\n  "node_name_from": "%s",\n  "node_name_prefix": "%s",\n  "cri_endpoint": "%s",\n  "runtime": "%s"\n}\n' \
 		'$(EDGECORE_PROVISION_CLOUD)' \
 		'$(call qstrip,$(BR2_PACKAGE_EDGECORE_PROVISION_TOKEN_FILE))' \
 		'$(call qstrip,$(BR2_PACKAGE_EDGECORE_PROVISION_NODE_NAME_FROM))' \
 		'$(call qstrip,$(BR2_PACKAGE_EDGECORE_PROVISION_NODE_NAME_PREFIX))' \
 		'$(EDGECORE_CRI_ENDPOINT)' \
+		'$(EDGECORE_RUNTIME)' \
 		> $(TARGET_DIR)/etc/edgecore/provision.json
 endef
 
