@@ -50,10 +50,18 @@ ensure_runtime() {
   ensure_apt containerd runc crun skopeo docker-registry busybox-static mosquitto mosquitto-clients
 }
 
-# Linters for the image trees (e2e/tests/images.rs): shellcheck, and the Python modules
-# Buildroot's utils/check-package imports (run when BUILDROOT_DIR names a Buildroot checkout).
+# Linters for the image trees (e2e/tests/images.rs): shellcheck, the Python modules Buildroot's
+# utils/check-package imports (run when BUILDROOT_DIR names a Buildroot checkout), oelint-adv.
 ensure_lint() {
-  ensure_apt shellcheck python3-magic python3-flake8
+  ensure_apt shellcheck python3-magic python3-flake8 python3-venv
+  # oelint-adv (the Yocto layer's linter) is on PyPI only: a venv in the persistent cache.
+  local venv="${EDGECORE_CACHE:-/var/cache/edgecore}/venv-oelint"
+  if [ ! -x "$venv/bin/oelint-adv" ]; then
+    log "installing oelint-adv into $venv"
+    /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q oelint-adv ||
+      { echo "cannot install oelint-adv into $venv" >&2; exit 1; }
+  fi
+  export OELINT_ADV="$venv/bin/oelint-adv"
 }
 
 ensure_cross() {
