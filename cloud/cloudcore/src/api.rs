@@ -157,8 +157,9 @@ async fn timeout<T>(d: Duration) -> std::io::Result<T> {
     ))
 }
 
-/// How often a watch looks for changes: the store has no change feed yet, so a watch polls
-/// its list (bounded by `MAX_WATCHED_OBJECTS` objects and the port's connection cap).
+/// How often a watch looks for changes: in the store's history for the stored kinds, in
+/// the list for the rest (bounded by `MAX_WATCHED_OBJECTS` objects and the port's
+/// connection cap).
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// Streams a watch's events as chunked newline-separated JSON until it ends, its time is up
@@ -258,6 +259,24 @@ impl HubObjects<'_> {
 }
 
 impl Objects for HubObjects<'_> {
+    fn changes(
+        &self,
+        r: Resource,
+        since: Option<u64>,
+    ) -> Option<Result<(Vec<cloudstore::history::Event>, u64), cloudstore::history::TooOld>> {
+        let kind = r.kind()?;
+        let store = self.0.store.borrow();
+        let last = store.last_rv();
+        let events = match since {
+            None => Vec::new(),
+            Some(rv) => match store.history().since(rv) {
+                Ok(events) => events.filter(|e| e.key.kind == kind).cloned().collect(),
+                Err(too_old) => return Some(Err(too_old)),
+            },
+        };
+        Some(Ok((events, last)))
+    }
+
     fn put_status(
         &self,
         r: Resource,

@@ -222,6 +222,8 @@ impl CloudStore {
             .map_err(io)?
             .map(|v| v.value())
             .unwrap_or(100);
+        // What changed before is not known (a restart, or a failed commit rolled back).
+        self.history = crate::history::History::new(self.last_rv);
         self.objects_version += 1;
         Ok(())
     }

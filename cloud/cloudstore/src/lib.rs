@@ -19,6 +19,7 @@
 mod commit;
 pub mod defaults;
 mod epoch;
+pub mod history;
 pub mod kinds;
 pub mod limits;
 mod put;
@@ -233,6 +234,8 @@ pub struct CloudStore {
     generation: u64,
     durable: u64,
     commits: u64,
+    /// Recent changes, for watches (in memory: a restart starts it afresh).
+    history: history::History,
 }
 
 impl CloudStore {
@@ -263,6 +266,7 @@ impl CloudStore {
             generation: 0,
             durable: 0,
             commits: 0,
+            history: history::History::new(0),
         };
         store.reload()?;
         Ok(store)
@@ -342,7 +346,10 @@ impl CloudStore {
             self.last_rv = rv;
             self.objects_version += 1;
             for (k, e) in staged {
-                self.objects.insert(k, e);
+                let rv = e.rv();
+                let object = e.object.clone();
+                let prev = self.objects.insert(k.clone(), e).map(|p| p.object);
+                self.record(k, rv, object, prev);
             }
             self.finish()?;
         }
@@ -360,7 +367,12 @@ impl CloudStore {
         last["apiVersion"] = json!(key.kind.api_version());
         last["kind"] = json!(key.kind.name());
         let held = self.synced.keys().any(|(_, u)| *u == uid);
+        // A deletion is a change at its own version, as etcd's are: watches are told it at
+        // that version, and a watch resumed from before it can be told it again.
+        let rv = self.last_rv + 1;
         self.stage(Table::Objects, key.db_key(), None);
+        self.stage_rv(rv);
+        self.last_rv = rv;
         if held {
             let bytes = serde_json::to_vec(&last).map_err(io)?;
             self.stage(Table::Tombstones, uid.clone(), Some(bytes));
@@ -368,6 +380,15 @@ impl CloudStore {
         }
         self.objects_version += 1;
         let removed = self.objects.remove(key).expect("checked above").object;
+        let mut gone = removed.clone();
+        gone["metadata"]["resourceVersion"] = json!(rv.to_string());
+        self.history.record(history::Event {
+            rv,
+            key: key.clone(),
+            kind: history::EventType::Deleted,
+            object: gone,
+            prev: Some(removed.clone()),
+        });
         self.finish()?;
         Ok(removed)
     }
@@ -421,8 +442,29 @@ impl CloudStore {
         self.stage_rv(rv);
         self.last_rv = rv;
         self.objects_version += 1;
-        self.objects.insert(key.clone(), entry);
+        let object = entry.object.clone();
+        let prev = self.objects.insert(key.clone(), entry).map(|p| p.object);
+        self.record(key.clone(), rv, object, prev);
         self.finish()
+    }
+
+    fn record(&mut self, key: ObjectKey, rv: u64, object: Value, prev: Option<Value>) {
+        let kind = match prev {
+            None => history::EventType::Added,
+            Some(_) => history::EventType::Modified,
+        };
+        self.history.record(history::Event {
+            rv,
+            key,
+            kind,
+            object,
+            prev,
+        });
+    }
+
+    /// Recent changes (see [`history`]).
+    pub fn history(&self) -> &history::History {
+        &self.history
     }
 
     /// Merges a status report into an object. Moves its resourceVersion, not its push version.
@@ -666,6 +708,42 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"nodeName": "edge0", "containers": [{"name": "c", "image": image}]}}),
         )
+    }
+
+    #[test]
+    fn every_write_is_in_the_history_at_its_version_and_a_reopen_starts_it_afresh() {
+        use history::EventType::*;
+        let p = tmp("history");
+        let mut s = CloudStore::open(&p).unwrap();
+        let start = s.last_rv();
+        s.apply(&[pod("p", "a")], 0).unwrap();
+        s.apply(&[pod("p", "b")], 0).unwrap();
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        s.delete(&key).unwrap();
+        let seen: Vec<_> = s
+            .history()
+            .since(start)
+            .unwrap()
+            .map(|e| (e.kind, e.rv))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Added, start + 1),
+                (Modified, start + 2),
+                (Deleted, start + 3)
+            ]
+        );
+        assert_eq!(s.last_rv(), start + 3, "a deletion moves the version");
+        drop(s);
+        let s = CloudStore::open(&p).unwrap();
+        assert_eq!(s.last_rv(), start + 3, "versions are durable");
+        assert_eq!(s.history().start(), start + 3);
+        assert!(
+            s.history().since(start + 2).is_err(),
+            "the past is not known"
+        );
+        assert_eq!(s.history().since(start + 3).unwrap().count(), 0);
     }
 
     #[test]

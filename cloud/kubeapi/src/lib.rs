@@ -5,7 +5,8 @@
 //! - [`resources`]: what is served, and the discovery documents.
 //! - [`selectors`]: `labelSelector` and `fieldSelector`.
 //! - [`table`]: the `Table` form `kubectl get` asks for, with the printers' columns.
-//! - [`watch`]: `?watch=1`, as a diff of the list against what the watcher was told.
+//! - [`watch`]: `?watch=1`, from the store's history of changes (410 Gone when too old),
+//!   bookmarks; kinds without a history as a diff of the list.
 //!
 //! - [`write`]: create, update, patch and delete of the stored kinds, `dryRun=All`.
 //! - [`jsonpatch`]: RFC 6902, for `kubectl patch --type json`.
@@ -135,6 +136,18 @@ pub trait Objects {
             405,
             format!("{} are read-only here", r.info().plural),
         ))
+    }
+
+    /// Changes to `r` after resourceVersion `since` (`None`: from now, so none) and the
+    /// version they bring a watcher to; `None` for kinds without a history (they are watched
+    /// by diffing their list), `Err` when `since` is older than what is kept.
+    fn changes(
+        &self,
+        r: Resource,
+        since: Option<u64>,
+    ) -> Option<Result<(Vec<cloudstore::history::Event>, u64), cloudstore::history::TooOld>> {
+        let _ = (r, since);
+        None
     }
 
     /// Random text, for `generateName` suffixes.
@@ -571,6 +584,7 @@ fn read(
             .and_then(|v| v.parse().ok())
             .unwrap_or(watch::DEFAULT_TIMEOUT_SECS)
             .min(watch::MAX_TIMEOUT_SECS);
+        w.bookmarks = q.flag("allowWatchBookmarks");
         return Outcome::Watch(Box::new(w));
     }
     let (items, rv) = objects.list(t.resource, t.namespace);
