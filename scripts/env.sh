@@ -96,5 +96,21 @@ ensure_qemu() {
   fi
 }
 
+# The official Kubernetes Python client (e2e/tests/python_client.rs), in a venv in the
+# persistent cache next to the target dir (the clone's ./target without one);
+# EDGECORE_KUBE_PYTHON points the test at it.
+ensure_python_client() {
+  ensure_apt python3-venv
+  local venv
+  venv="$(dirname "$CARGO_TARGET_DIR")/pyvenv"
+  [ "$CARGO_TARGET_DIR" = "$ROOT/target" ] && venv="$ROOT/target/pyvenv"
+  if ! "$venv/bin/python" -c 'import kubernetes' 2>/dev/null; then
+    log "installing the Kubernetes Python client in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q kubernetes
+  fi
+  export EDGECORE_KUBE_PYTHON="$venv/bin/python"
+}
+
 # Logic crates whose unit tests also run on each gateway target under qemu-user.
 CROSS_TEST_CRATES=(-p proto -p bus -p store -p devicetwin -p mqtt -p broker -p eventbus -p metamanager -p edgehub)

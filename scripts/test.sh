@@ -15,6 +15,7 @@ ensure_runtime
 ensure_lint
 ensure_cross
 ensure_qemu
+ensure_python_client
 
 log "cargo target dir: $CARGO_TARGET_DIR"
 log "rustfmt"

@@ -252,7 +252,7 @@ impl Cloud {
             dir,
             ws,
             cert,
-            ..
+            api,
         } = self;
         if kill {
             proc.signal(rustix::process::Signal::KILL);
@@ -271,6 +271,7 @@ impl Cloud {
             dir,
             ws: ws.port(),
             cert: cert.port(),
+            api: api.port(),
         }
     }
 
@@ -430,13 +431,27 @@ pub struct StoppedCloud {
     pub dir: TempDir,
     ws: u16,
     cert: u16,
+    api: u16,
 }
 
 impl StoppedCloud {
-    /// Starts cloudcore again on the same data dir and ports, so joined edges find it.
+    /// Starts cloudcore again on the same data dir and ports, so joined edges and API clients
+    /// find it.
     pub fn start(self, extra: &[&str]) -> Cloud {
-        let (ws, cert) = (self.ws.to_string(), self.cert.to_string());
-        let mut args = vec!["--ws-port", ws.as_str(), "--cert-port", cert.as_str()];
+        let (ws, cert, api) = (
+            self.ws.to_string(),
+            self.cert.to_string(),
+            self.api.to_string(),
+        );
+        // The API's port too: API clients resume their watches at the same address.
+        let mut args = vec![
+            "--ws-port",
+            ws.as_str(),
+            "--cert-port",
+            cert.as_str(),
+            "--api-port",
+            api.as_str(),
+        ];
         args.extend_from_slice(extra);
         Cloud::start_in(self.dir, &args)
     }
