@@ -711,3 +711,70 @@ fn kubectl_applies_a_pod_to_an_edge_changes_it_and_deletes_it_waiting() {
         edge.stored("Pod", "web").is_none().then_some(())
     });
 }
+
+/// `cloudcore kubeconfig --token`: kubectl with a bearer token instead of a certificate;
+/// `api-token create` for another user (authenticated, not authorized); a revoked or unknown
+/// token is 401 from the next request on.
+#[test]
+fn kubectl_with_bearer_tokens_until_they_are_revoked() {
+    let cloud = Cloud::start(&[]);
+    let home = TempDir::new("kubectl-token");
+    let text = ok(&cloud.cli(&["kubeconfig", "--token"]));
+    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let user = &doc["users"][0]["user"];
+    assert!(user.get("client-certificate-data").is_none(), "{text}");
+    let token = user["token"].as_str().unwrap().to_owned();
+    let admin = home.path().join("token.kubeconfig");
+    std::fs::write(&admin, &text).unwrap();
+    let kc = |args: &[&str]| kubectl(home.path(), &admin, args);
+    ok(&kc(&[
+        "create",
+        "configmap",
+        "by-token",
+        "--from-literal=a=1",
+    ]));
+    assert!(ok(&kc(&["get", "configmaps"])).contains("by-token"));
+    let stored = std::fs::read_to_string(cloud.dir.path().join("api-tokens")).unwrap();
+    assert!(!stored.contains(&token), "kept hashed: {stored}");
+
+    let viewer = ok(&cloud.cli(&["api-token", "create", "--user", "viewer", "--group", "ops"]));
+    let viewer_kc = other_kubeconfig(
+        &admin,
+        json!({ "token": viewer.trim() }),
+        &home.path().join("viewer.kubeconfig"),
+    );
+    let out = kubectl(home.path(), &viewer_kc, &["get", "pods"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("User \"viewer\" cannot list resource \"pods\""),
+        "{err}"
+    );
+
+    let id = token.split('.').next().unwrap();
+    ok(&cloud.cli(&["api-token", "revoke", id]));
+    let listed = ok(&cloud.cli(&["api-token", "list"]));
+    assert!(
+        !listed.contains(id) && listed.contains("viewer"),
+        "{listed}"
+    );
+    for kubeconfig in [
+        admin.clone(),
+        other_kubeconfig(
+            &admin,
+            json!({ "token": "000000.00000000000000000000000000000000" }),
+            &home.path().join("unknown.kubeconfig"),
+        ),
+    ] {
+        let out = kubectl(home.path(), &kubeconfig, &["get", "configmaps"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("You must be logged in to the server (Unauthorized)"),
+            "{err}"
+        );
+    }
+    // Bad input: refused by name, nothing written.
+    let out = cloud.cli(&["api-token", "create", "--user", "a b"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--user must be"));
+}

@@ -1,10 +1,12 @@
 //! The Kubernetes API's runner (the sans-IO core is the `kubeapi` crate): TLS with the cloud
-//! CA's server certificate on `--api-port`, client certificates from the CA as identities,
+//! CA's server certificate on `--api-port`, client certificates from the CA and bearer tokens
+//! (`apitokens`) as identities,
 //! one request per connection over cloudhub's HTTP/1.1, the objects read from the same store
 //! and registry the admin API reads, and written through the same functions its writes use
 //! (`writes`), answered once durable.
 
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +36,7 @@ pub async fn serve(
     listener: Async<TcpListener>,
     tls: TlsAcceptor,
     server: Rc<kubeapi::Server>,
+    data_dir: Rc<PathBuf>,
     ex: Rc<LocalExecutor<'static>>,
 ) {
     let cap = Cap::new(cloudhub::MAX_HANDSHAKES);
@@ -50,9 +53,10 @@ pub async fn serve(
             continue;
         };
         let (hub, tls, server) = (hub.clone(), tls.clone(), server.clone());
+        let data_dir = data_dir.clone();
         ex.spawn(async move {
             cloudhub::capped(&guard, async {
-                if let Err(e) = connection(&hub, &tls, &server, tcp).await {
+                if let Err(e) = connection(&hub, &tls, &server, &data_dir, tcp).await {
                     log::debug!("API connection from {peer}: {e}");
                 }
             })
@@ -74,6 +78,7 @@ async fn connection(
     hub: &Hub,
     tls: &TlsAcceptor,
     server: &kubeapi::Server,
+    data_dir: &Path,
     tcp: Async<TcpStream>,
 ) -> std::io::Result<()> {
     // The handshake and the request within the connection timeout; a watch then runs for
@@ -92,32 +97,37 @@ async fn connection(
     };
     let (mut tls, user, req) = read.or(timeout(CONN_TIMEOUT)).await?;
     let outcome = match req {
-        Ok(req) => {
-            let r = kubeapi::Request {
-                method: &req.method,
-                target: &req.path,
-                accept: req.header("accept"),
-                content_type: req.header("content-type"),
-                body: &req.body,
-            };
-            let outcome = kubeapi::handle(&r, &user, &HubObjects(hub), server, unix_now());
-            // A write is answered only once it is durable (the store's group commit).
-            match outcome {
-                kubeapi::Outcome::Response(resp) if req.method != "GET" && resp.status < 300 => {
-                    match hub.durable().await {
-                        Ok(()) => resp.into(),
-                        Err(e) => kubeapi::status(
-                            500,
-                            "InternalError",
-                            &format!("not stored: {e}"),
-                            Value::Null,
-                        )
-                        .into(),
+        Ok(req) => match bearer(&req, user, data_dir) {
+            Err(refused) => refused.into(),
+            Ok(user) => {
+                let r = kubeapi::Request {
+                    method: &req.method,
+                    target: &req.path,
+                    accept: req.header("accept"),
+                    content_type: req.header("content-type"),
+                    body: &req.body,
+                };
+                let outcome = kubeapi::handle(&r, &user, &HubObjects(hub), server, unix_now());
+                // A write is answered only once it is durable (the store's group commit).
+                match outcome {
+                    kubeapi::Outcome::Response(resp)
+                        if req.method != "GET" && resp.status < 300 =>
+                    {
+                        match hub.durable().await {
+                            Ok(()) => resp.into(),
+                            Err(e) => kubeapi::status(
+                                500,
+                                "InternalError",
+                                &format!("not stored: {e}"),
+                                Value::Null,
+                            )
+                            .into(),
+                        }
                     }
+                    other => other,
                 }
-                other => other,
             }
-        }
+        },
         Err(e @ RequestError::TooLarge(_)) => kubeapi::status(
             413,
             "RequestEntityTooLarge",
@@ -147,6 +157,36 @@ async fn connection(
     write_response(&mut tls, response.status, ctype, &body)
         .or(timeout(CONN_TIMEOUT))
         .await
+}
+
+/// The user a request's bearer token names, when it brings one and no client certificate
+/// (kube-apiserver tries its authenticators in turn): a token that names nobody (unknown or
+/// revoked) is 401, as there.
+fn bearer(
+    req: &cloudhub::http::Request,
+    user: User,
+    data_dir: &Path,
+) -> Result<User, kubeapi::Response> {
+    let token = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    let (Some(token), User::Anonymous) = (token, &user) else {
+        return Ok(user);
+    };
+    let records = crate::apitokens::load(data_dir).unwrap_or_else(|e| {
+        log::warn!("API tokens unreadable, none accepted: {e:#}");
+        Vec::new()
+    });
+    match crate::apitokens::lookup(&records, token) {
+        Some((name, groups)) => Ok(User::Token { name, groups }),
+        None => Err(kubeapi::status(
+            401,
+            "Unauthorized",
+            "Unauthorized",
+            Value::Null,
+        )),
+    }
 }
 
 async fn timeout<T>(d: Duration) -> std::io::Result<T> {

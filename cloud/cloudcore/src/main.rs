@@ -5,6 +5,7 @@
 
 mod admin;
 mod api;
+mod apitokens;
 mod cli;
 mod manifest;
 mod nodecli;
@@ -34,7 +35,10 @@ USAGE:
     cloudcore delete <kind> <NAME> [-n NS] [--grace-period N] [--force] [--wait=false]
     cloudcore delete node <NAME>
     cloudcore get enrollments
-    cloudcore kubeconfig [--data-dir <DIR>] [--user <NAME>] [--server <URL>]
+    cloudcore kubeconfig [--data-dir <DIR>] [--user <NAME>] [--server <URL>] [--token]
+    cloudcore api-token create --user <NAME> [--group <G>]... [--data-dir <DIR>]
+    cloudcore api-token revoke <ID> [--data-dir <DIR>]
+    cloudcore api-token list [--data-dir <DIR>]
     cloudcore --version
 
 COMMANDS:
@@ -44,6 +48,11 @@ COMMANDS:
     kubeconfig  Print a kubeconfig for kubectl: an admin client certificate (CN=<user>,
             O=system:masters, 365 days) from the CA in the data dir, the CA embedded, the
             server from the running cloudcore's first advertised address and API port.
+            --token: a bearer token (as `api-token create --group system:masters`)
+            instead of the certificate.
+    api-token  Bearer tokens for the Kubernetes API: `create` prints a new one for a user
+            and groups (kept only hashed, in <data-dir>/api-tokens), `revoke` ends one by
+            its id (the part before the dot) from the next request on, `list` shows them.
     token   Print an enrollment token for `edgecore join` (works without a running server).
             A token enrolls only names nobody holds: a name already enrolled gets a
             certificate only by presenting its current one (renewal) or after
@@ -222,6 +231,7 @@ fn cmd_serve(mut p: lexopt::Parser) -> anyhow::Result<()> {
         api_listener,
         api_tls,
         api_server,
+        Rc::new(data_dir.clone()),
         ex.clone(),
     ))
     .detach();
@@ -312,10 +322,12 @@ fn cmd_kubeconfig(mut p: lexopt::Parser) -> anyhow::Result<()> {
     let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     let mut user = "admin".to_owned();
     let mut server = None;
+    let mut token = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("data-dir") => data_dir = PathBuf::from(p.value()?),
             Long("user") => user = text(p.value()?)?,
+            Long("token") => token = true,
             Long("server") => server = Some(text(p.value()?)?),
             Long("help") | Short('h') => {
                 print!("{USAGE}");
@@ -335,9 +347,20 @@ fn cmd_kubeconfig(mut p: lexopt::Parser) -> anyhow::Result<()> {
         }
     };
     let ca = load_ca(&data_dir)?;
-    let validity = Duration::from_secs(KUBECONFIG_CERT_DAYS * 86400);
-    let (cert, key) = ca.issue_client_cert(&user, kubeapi::MASTERS_GROUP, validity)?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let credential = if token {
+        let groups = [kubeapi::MASTERS_GROUP.to_owned()];
+        let t =
+            apitokens::create(&data_dir, &user, &groups).map_err(|e| UsageError(e.to_string()))?;
+        serde_json::json!({ "token": t })
+    } else {
+        let validity = Duration::from_secs(KUBECONFIG_CERT_DAYS * 86400);
+        let (cert, key) = ca.issue_client_cert(&user, kubeapi::MASTERS_GROUP, validity)?;
+        serde_json::json!({
+            "client-certificate-data": b64(&cert),
+            "client-key-data": b64(&key),
+        })
+    };
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -345,15 +368,48 @@ fn cmd_kubeconfig(mut p: lexopt::Parser) -> anyhow::Result<()> {
             "server": server,
             "certificate-authority-data": b64(&ca.cert_pem()),
         } }],
-        "users": [{ "name": user, "user": {
-            "client-certificate-data": b64(&cert),
-            "client-key-data": b64(&key),
-        } }],
+        "users": [{ "name": user, "user": credential }],
         "contexts": [{ "name": "cloudcore", "context": { "cluster": "cloudcore", "user": user } }],
         "current-context": "cloudcore",
         "preferences": {},
     });
     print!("{}", serde_yaml::to_string(&doc)?);
+    Ok(())
+}
+
+fn cmd_api_token(mut p: lexopt::Parser) -> anyhow::Result<()> {
+    let action = match p.next()? {
+        Some(Value(a)) => text(a)?,
+        _ => return usage("api-token wants create, revoke or list"),
+    };
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let (mut user, mut groups, mut id) = (None, Vec::new(), None);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("data-dir") => data_dir = PathBuf::from(p.value()?),
+            Long("user") => user = Some(text(p.value()?)?),
+            Long("group") => groups.push(text(p.value()?)?),
+            Value(v) if id.is_none() => id = Some(text(v)?),
+            _ => return Err(UsageError(arg.unexpected().to_string()).into()),
+        }
+    }
+    match (action.as_str(), user, id) {
+        ("create", Some(user), None) => {
+            let t = apitokens::create(&data_dir, &user, &groups)
+                .map_err(|e| UsageError(e.to_string()))?;
+            println!("{t}");
+        }
+        ("revoke", None, Some(id)) => {
+            anyhow::ensure!(apitokens::revoke(&data_dir, &id)?, "no API token {id:?}");
+        }
+        ("list", None, None) => {
+            println!("ID      USER    GROUPS");
+            for r in apitokens::load(&data_dir)? {
+                println!("{:<7} {:<7} {}", r.id, r.user, r.groups.join(","));
+            }
+        }
+        _ => return usage("api-token create --user NAME [--group G]... | revoke ID | list"),
+    }
     Ok(())
 }
 
@@ -364,6 +420,7 @@ fn real_main() -> anyhow::Result<()> {
             Some("serve") => cmd_serve(p),
             Some("token") => cmd_token(p),
             Some("kubeconfig") => cmd_kubeconfig(p),
+            Some("api-token") => cmd_api_token(p),
             Some("get") => cli::cmd_get(p),
             Some("apply") => cli::cmd_apply(p),
             Some("delete") => cli::cmd_delete(p),

@@ -44,12 +44,17 @@ pub const KUBE_GIT_VERSION: &str = "v1.32.10";
 /// The group the admin identity belongs to, as in kube-apiserver's RBAC bootstrap.
 pub const MASTERS_GROUP: &str = "system:masters";
 
-/// Who sent a request, from its verified client certificate.
+/// Who sent a request, from its verified client certificate or bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum User {
     Anonymous,
     /// `CN` is the name, each `O` a group (as kube-apiserver's x509 authenticator reads them).
     Cert {
+        name: String,
+        groups: Vec<String>,
+    },
+    /// A bearer token's user and groups (as the runner's token file records them).
+    Token {
         name: String,
         groups: Vec<String>,
     },
@@ -420,7 +425,7 @@ pub fn handle(
     }
     let (name, groups) = match user {
         User::Anonymous => return status(401, "Unauthorized", "Unauthorized", Value::Null).into(),
-        User::Cert { name, groups } => (name, groups),
+        User::Cert { name, groups } | User::Token { name, groups } => (name, groups),
     };
     let admin = groups.iter().any(|g| g == MASTERS_GROUP);
     let verb = match (req.method, &route) {
