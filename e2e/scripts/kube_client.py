@@ -1,6 +1,6 @@
 """The official Kubernetes Python client against cloudcore's API (run by
 e2e/tests/python_client.rs): lists pods with a label selector, patches a ConfigMap (strategic
-merge), then watches the pods from the list's resourceVersion with bookmarks, printing one JSON
+merge), deletes the ConfigMaps labelled doomed=yes (deletecollection), then watches the pods from the list's resourceVersion with bookmarks, printing one JSON
 line per thing seen. A watch that breaks (cloudcore restarting) is resumed from the last
 resourceVersion seen; one that is refused 410 Gone lists again, as a reflector does.
 
@@ -37,6 +37,8 @@ def main():
     say(list=names, rv=rv)
     patched = v1.patch_namespaced_config_map(cm, ns, {"data": {"greeting": "hi"}})
     say(patched=patched.data)
+    gone = v1.delete_collection_namespaced_config_map(ns, label_selector="doomed=yes")
+    say(deleted_collection=gone.kind)
 
     failures = 0
     while True:

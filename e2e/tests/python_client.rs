@@ -1,10 +1,10 @@
 //! The official Kubernetes Python client (`pip install kubernetes`, in the venv
 //! `scripts/env.sh` makes) against cloudcore's API, through `e2e/scripts/kube_client.py`: a
 //! kubeconfig from `cloudcore kubeconfig`, pods listed with a label selector, a ConfigMap
-//! patched (strategic merge), and a pod watch with bookmarks that survives cloudcore restarts:
-//! resumed from its last resourceVersion when the restarted server can serve it (nothing
-//! replayed), refused `410 Gone` when a change it was not told of is lost with the history,
-//! upon which the client lists again.
+//! patched (strategic merge), ConfigMaps deleted by label (deletecollection), and a pod watch
+//! with bookmarks that survives cloudcore restarts: resumed from its last resourceVersion when
+//! the restarted server can serve it (nothing replayed), refused `410 Gone` when a change it
+//! was not told of is lost with the history, upon which the client lists again.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,6 +110,14 @@ metadata: {name: app-config}
 data: {greeting: hello, other: "2"}
 ---
 apiVersion: v1
+kind: ConfigMap
+metadata: {name: doomed-a, labels: {doomed: "yes"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: doomed-b, labels: {doomed: "yes"}}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: unlabelled}
 spec:
@@ -150,6 +158,18 @@ fn the_python_client_lists_patches_and_watches_across_restarts() {
         json!({ "greeting": "hi", "other": "2" }),
         "a strategic merge keeps the other keys: {patched}"
     );
+    let deleted = py.next();
+    assert_eq!(deleted["deleted_collection"], "ConfigMapList", "{deleted}");
+    let left = cloud.cli(&["get", "configmaps", "-o", "json"]);
+    let left: Value = serde_json::from_slice(&left.stdout).unwrap();
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .filter(|n| *n != "kube-root-ca.crt")
+        .collect();
+    assert_eq!(names, ["app-config"], "deletecollection by label");
     // From the list's version: nothing to catch up on, and the bookmark asked for.
     let first = py.until("a bookmark", |v| v["type"] == "BOOKMARK");
     assert_eq!(first.len(), 1, "nothing but the bookmark: {first:?}");

@@ -442,6 +442,7 @@ pub fn handle(
         ("PUT", Route::Resource(t)) if t.name.is_some() => "update",
         ("PATCH", Route::Resource(t)) if t.name.is_some() => "patch",
         ("DELETE", Route::Resource(t)) if t.name.is_some() => "delete",
+        ("DELETE", Route::Resource(t)) if !t.status => "deletecollection",
         _ => return method_not_allowed(req.method).into(),
     };
     // Discovery is open to every authenticated user (kube-apiserver's system:discovery

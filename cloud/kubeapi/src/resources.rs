@@ -33,9 +33,16 @@ pub struct Info {
 /// only what is served: kubectl refuses verbs a resource does not list before it sends
 /// anything.
 pub const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
-/// Verbs of the stored kinds (deletecollection is not served).
-pub const WRITE_VERBS: [&str; 7] = [
-    "create", "delete", "get", "list", "patch", "update", "watch",
+/// Verbs of the stored kinds.
+pub const WRITE_VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 
 pub const CORE: &str = "";

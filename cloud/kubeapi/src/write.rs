@@ -210,7 +210,8 @@ fn created(code: u16, t: &Target, obj: Value) -> Response {
     }
 }
 
-/// Answers a write (`verb` create, update, patch or delete) on a stored kind.
+/// Answers a write (`verb` create, update, patch, delete or deletecollection) on a stored
+/// kind.
 pub(crate) fn write(
     t: &Target,
     verb: &str,
@@ -219,7 +220,7 @@ pub(crate) fn write(
     objects: &dyn Objects,
 ) -> Response {
     let options = match verb {
-        "delete" if !req.body.is_empty() => match object_body(req) {
+        "delete" | "deletecollection" if !req.body.is_empty() => match object_body(req) {
             Ok(o) => o,
             Err(r) => return r,
         },
@@ -233,6 +234,7 @@ pub(crate) fn write(
         "create" => create(t, req, objects, dry),
         "update" => update(t, req, objects, dry),
         "patch" => patch(t, req, objects, dry),
+        "deletecollection" => delete_collection(t, q, &options, objects, dry),
         _ => delete(t, q, &options, objects, dry),
     };
     result.unwrap_or_else(|r| r)
@@ -494,4 +496,51 @@ fn delete(
         }
     };
     Ok(r)
+}
+
+/// `DELETE` on a collection: every object the label and field selectors pick, in one
+/// namespace, each deleted as `delete` deletes it (pods gracefully); the answer is the list of
+/// what was deleted, as kube-apiserver gives it. The first refusal ends it (what was deleted
+/// before stays deleted, as there). Across all namespaces it is not served, as there.
+fn delete_collection(
+    t: &Target,
+    q: &Query,
+    options: &Value,
+    objects: &dyn Objects,
+    dry: bool,
+) -> Result<Response, Response> {
+    let info = t.resource.info();
+    if info.namespaced && t.namespace.is_none() {
+        return Err(crate::method_not_allowed("DELETE"));
+    }
+    let labels = crate::selectors::LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+        .map_err(|e| bad_request(&format!("unable to parse requirement: {e}")))?;
+    let fields =
+        crate::selectors::FieldSelector::parse(q.get("fieldSelector").unwrap_or(""), t.resource)
+            .map_err(|e| bad_request(&e))?;
+    let (items, _) = objects.list(t.resource, t.namespace);
+    let mut deleted = Vec::new();
+    for o in items
+        .into_iter()
+        .filter(|o| labels.matches(&o["metadata"]["labels"]) && fields.matches(o))
+    {
+        let name = o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let one = Target {
+            resource: t.resource,
+            namespace: t.namespace,
+            name: Some(&name),
+            status: false,
+        };
+        delete(&one, q, options, objects, dry)?;
+        deleted.push(typed(t.resource, o));
+    }
+    Ok(Response {
+        status: 200,
+        body: json!({
+            "kind": format!("{}List", info.kind),
+            "apiVersion": t.resource.api_version(),
+            "metadata": {},
+            "items": deleted,
+        }),
+    })
 }

@@ -401,7 +401,16 @@ fn delete_answers_a_status_or_the_pod_and_others_may_not_write() {
     };
     assert_eq!(
         verbs("configmaps"),
-        json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
     );
     assert_eq!(verbs("nodes"), json!(["get", "list", "watch"]));
 }
@@ -552,5 +561,85 @@ fn pod_status_is_written_through_its_subresource_only() {
             .contains("cannot patch resource \"pods/status\""),
         "{}",
         r.body
+    );
+}
+
+#[test]
+fn deletecollection_deletes_what_the_selectors_pick_and_answers_the_list() {
+    let s = store("deletecollection");
+    let named = |name: &str, label: &str| {
+        let mut c = cm();
+        c["metadata"]["name"] = json!(name);
+        c["metadata"]["labels"] = json!({ "a": label });
+        c
+    };
+    for (n, l) in [("one", "1"), ("two", "1"), ("keep", "2")] {
+        assert_eq!(
+            send(&s, &admin(), "POST", CMS, JSON, &named(n, l)).status,
+            201
+        );
+    }
+    let names = |r: &Response| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let dry = send(
+        &s,
+        &admin(),
+        "DELETE",
+        &format!("{CMS}?labelSelector=a%3D1&dryRun=All"),
+        JSON,
+        &Value::Null,
+    );
+    assert_eq!(
+        (dry.status, names(&dry)),
+        (200, vec!["one".to_owned(), "two".to_owned()])
+    );
+    assert_eq!(
+        names(&send(&s, &admin(), "GET", CMS, JSON, &Value::Null)).len(),
+        3,
+        "dry run"
+    );
+    let r = send(
+        &s,
+        &admin(),
+        "DELETE",
+        &format!("{CMS}?labelSelector=a%3D1"),
+        JSON,
+        &Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["kind"], "ConfigMapList");
+    assert_eq!(names(&r), ["one", "two"]);
+    assert_eq!(
+        names(&send(&s, &admin(), "GET", CMS, JSON, &Value::Null)),
+        ["keep"]
+    );
+    // Bad input: refused, nothing deleted.
+    let bad = send(
+        &s,
+        &admin(),
+        "DELETE",
+        &format!("{CMS}?labelSelector=a%3D%3D%3D"),
+        JSON,
+        &Value::Null,
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let all = send(
+        &s,
+        &admin(),
+        "DELETE",
+        "/api/v1/configmaps",
+        JSON,
+        &Value::Null,
+    );
+    assert_eq!(all.status, 405);
+    assert_eq!(
+        names(&send(&s, &admin(), "GET", CMS, JSON, &Value::Null)),
+        ["keep"]
     );
 }
