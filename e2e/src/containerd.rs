@@ -15,6 +15,7 @@ use crate::{wait_for, Proc, TempDir};
 
 pub const BUSYBOX: &str = "localhost/busybox:test";
 pub const PAUSE: &str = "localhost/pause:test";
+const HOST_BUSYBOX: &str = "/usr/bin/busybox";
 
 fn sha256_hex(data: &[u8]) -> String {
     proto::token::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
@@ -29,20 +30,22 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// Builds an OCI archive holding `name` with busybox and `cmd`; returns its path.
-fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
+/// Builds an OCI archive holding `name` with the static `busybox` (of Go architecture `arch`,
+/// its applets listed by this host's busybox-static) and `cmd`; returns its path.
+pub fn build_image(work: &Path, name: &str, cmd: &[&str], busybox: &Path, arch: &str) -> PathBuf {
     let rootfs = work.join(format!("rootfs-{}", sha256_hex(name.as_bytes())));
     let bin = rootfs.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::copy("/usr/bin/busybox", bin.join("busybox"))
-        .expect("busybox-static is installed (/usr/bin/busybox)");
-    let list = Command::new("/usr/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (apt-get install busybox-static)",
+            busybox.display()
+        )
+    });
+    let list = Command::new(HOST_BUSYBOX).arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let link = bin.join(applet);
         if !link.exists() {
@@ -66,7 +69,7 @@ fn build_image(work: &Path, name: &str, cmd: &[&str]) -> PathBuf {
     let layer_digest = sha256_hex(&layer);
     std::fs::write(blobs.join(&layer_digest), &layer).unwrap();
     let config = serde_json::json!({
-        "architecture": go_arch(), "os": "linux",
+        "architecture": arch, "os": "linux",
         "config": { "Env": ["PATH=/bin"], "Cmd": cmd },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] }
     })
@@ -119,11 +122,23 @@ fn images() -> &'static [(String, PathBuf)] {
         vec![
             (
                 BUSYBOX.to_owned(),
-                build_image(&work, BUSYBOX, &["/bin/sh"]),
+                build_image(
+                    &work,
+                    BUSYBOX,
+                    &["/bin/sh"],
+                    HOST_BUSYBOX.as_ref(),
+                    go_arch(),
+                ),
             ),
             (
                 PAUSE.to_owned(),
-                build_image(&work, PAUSE, &["/bin/sleep", "2147483647"]),
+                build_image(
+                    &work,
+                    PAUSE,
+                    &["/bin/sleep", "2147483647"],
+                    HOST_BUSYBOX.as_ref(),
+                    go_arch(),
+                ),
             ),
         ]
     })

@@ -3,7 +3,9 @@
 //! - edgecore on this host, idle and connected to a cloudcore on loopback (no pods), with the
 //!   embedded MQTT broker off and on: VmRSS, RssAnon, threads, descriptors, join and Ready time;
 //! - edgecore in 64 MB aarch64 and armv7 QEMU VMs after joining and serving a device twin:
-//!   its VmRSS, RssAnon and threads, and the MemAvailable it leaves.
+//!   its VmRSS, RssAnon and threads, and the MemAvailable it leaves;
+//! - edgecore in a 64 MB aarch64 VM running one pod from the cloud under crun (direct
+//!   runtime): its VmRSS and the MemAvailable left with the pod.
 //!
 //! Run with `bash scripts/footprint.sh` (builds what it needs first).
 //! `FOOTPRINT_SECS` sets how long the host edgecore stays connected before measuring [30].
@@ -11,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::{fd_count, proc_status, target_root, Cloud, Edge};
+use qemu_tests::pod::{self, PodReport};
 use qemu_tests::scenario::{self, VmReport};
 use qemu_tests::{ARM64, ARMHF};
 
@@ -160,6 +163,44 @@ fn vm_rows(t: &mut Table, r: &VmReport) {
     );
 }
 
+fn pod_rows(t: &mut Table, r: &PodReport) {
+    let a = r.arch.debian;
+    t.row(
+        &format!("{a} VM, pod on crun: MemAvailable before edgecore"),
+        mib(r.avail_before_kb),
+        "",
+        None,
+    );
+    t.row(
+        &format!("{a} VM, pod on crun: edgecore VmRSS with one pod"),
+        mib(r.rss_kb),
+        "",
+        None,
+    );
+    t.row(
+        &format!("{a} VM, pod on crun: edgecore RssAnon with one pod"),
+        mib(r.anon_kb),
+        "",
+        None,
+    );
+    t.row(
+        &format!("{a} VM, pod on crun: MemAvailable left, edgecore and pod"),
+        format!(
+            "{} ({:.0} %)",
+            mib(r.avail_after_kb),
+            r.avail_left() * 100.0
+        ),
+        ">= 40 %",
+        Some(r.avail_left() >= 0.4),
+    );
+    t.row(
+        &format!("{a} VM, pod on crun: QEMU start to pod Running (1 restart)"),
+        format!("{} ms", r.running.as_millis()),
+        "",
+        None,
+    );
+}
+
 fn main() {
     let secs: u64 = std::env::var("FOOTPRINT_SECS")
         .ok()
@@ -286,10 +327,12 @@ fn main() {
         eprintln!("booting the {} VM", arch.debian);
         vm_rows(&mut t, &scenario::run(arch));
     }
+    eprintln!("booting the arm64 VM with a pod on crun");
+    pod_rows(&mut t, &pod::run(ARM64));
 
     println!(
         "\nedgecore footprint (release; host {}: idle, connected {secs} s, no pods; \
-         VMs: {} MB, user-mode network, no pods)\n",
+         VMs: {} MB, user-mode network, no pods but the crun rows' one)\n",
         std::env::consts::ARCH,
         qemu_tests::VM_MEMORY_MB
     );

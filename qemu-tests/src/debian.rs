@@ -21,6 +21,18 @@ pub struct GuestKit {
     pub busybox: PathBuf,
 }
 
+impl GuestKit {
+    /// The modules to load, in order, through `last` (with its dependencies), or all of them
+    /// when `last` is `None`. A wanted module's dependencies come before it in the load order,
+    /// so what the first wanted modules need is a prefix of it.
+    pub fn modules_through(&self, last: Option<&str>) -> &[(String, PathBuf)] {
+        match last.and_then(|l| self.modules.iter().position(|(m, _)| m == l)) {
+            Some(i) => &self.modules[..=i],
+            None => &self.modules,
+        }
+    }
+}
+
 /// Makes sure `cache/<arch>/` holds the current kernel and busybox of `arch` and returns them.
 /// `modules` are the modules the guest loads (with their dependencies, found in modules.dep;
 /// ones built into the kernel are skipped).
@@ -37,7 +49,10 @@ pub fn guest_kit(arch: &Arch, cache: &Path, modules: &[&str]) -> Result<GuestKit
     let kernel_dir = match kernel_pkg {
         Ok((version, name)) => {
             let d = dir.join(format!("{name}_{version}"));
-            if !d.join("complete").exists() {
+            // A cached kernel fetched for another module set is fetched again.
+            let same_modules = std::fs::read_to_string(d.join("modules.wanted"))
+                .is_ok_and(|w| w == modules.join("\n"));
+            if !d.join("complete").exists() || !same_modules {
                 fetch_kernel(arch, &name, &d, modules)?;
                 prune(&dir, "linux-image-", &d);
             }
@@ -77,7 +92,7 @@ pub fn guest_kit(arch: &Arch, cache: &Path, modules: &[&str]) -> Result<GuestKit
 }
 
 /// `apt-cache show`: the candidate version of `pkg` (`name:arch`) and the names it depends on.
-fn resolve(pkg: &str) -> Result<(String, Vec<String>), String> {
+pub(crate) fn resolve(pkg: &str) -> Result<(String, Vec<String>), String> {
     let out =
         run(Command::new("apt-cache").args(["show", "--no-all-versions", pkg])).map_err(|e| {
             let arch = pkg.rsplit(':').next().unwrap_or_default();
@@ -101,7 +116,7 @@ fn resolve(pkg: &str) -> Result<(String, Vec<String>), String> {
     Ok((version, deps))
 }
 
-fn run(cmd: &mut Command) -> Result<String, String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String, String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
@@ -118,10 +133,15 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 
 /// Downloads and unpacks `pkg` into a fresh scratch directory under `into`'s parent.
 fn download(pkg: &str, into: &Path) -> Result<PathBuf, String> {
+    download_all(&[pkg.to_owned()], into)
+}
+
+/// Downloads `pkgs` and unpacks them all into one tree, `<scratch>/root`.
+pub(crate) fn download_all(pkgs: &[String], into: &Path) -> Result<PathBuf, String> {
     let scratch = into.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    eprintln!("qemu-tests: downloading {pkg}");
+    eprintln!("qemu-tests: downloading {}", pkgs.join(" "));
     // A stalled mirror must not hang the test: bounded per-connection timeouts, a few retries.
     run(Command::new("apt-get")
         .args([
@@ -130,16 +150,26 @@ fn download(pkg: &str, into: &Path) -> Result<PathBuf, String> {
             "-o",
             "Acquire::https::Timeout=30",
         ])
-        .args(["-o", "Acquire::Retries=3", "download", "-q", pkg])
+        .args(["-o", "Acquire::Retries=3", "download", "-q"])
+        .args(pkgs)
         .current_dir(&scratch))?;
-    let deb = std::fs::read_dir(&scratch)
+    let debs: Vec<PathBuf> = std::fs::read_dir(&scratch)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| format!("apt-get download {pkg} left no .deb"))?;
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    if debs.len() != pkgs.len() {
+        return Err(format!(
+            "apt-get download {} left {} .deb files",
+            pkgs.join(" "),
+            debs.len()
+        ));
+    }
     let root = scratch.join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    for deb in debs {
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    }
     Ok(scratch)
 }
 
@@ -184,6 +214,7 @@ fn fetch_kernel(arch: &Arch, name: &str, into: &Path, wanted: &[&str]) -> Result
         names.push('\n');
     }
     std::fs::write(staged.join("modules.load"), names).map_err(|e| e.to_string())?;
+    std::fs::write(staged.join("modules.wanted"), wanted.join("\n")).map_err(|e| e.to_string())?;
     finish(&scratch, &staged, into)
 }
 
@@ -202,7 +233,7 @@ fn fetch_busybox(arch: &Arch, into: &Path) -> Result<(), String> {
 }
 
 /// Marks `staged` complete and moves it into place in one rename, then drops the scratch.
-fn finish(scratch: &Path, staged: &Path, into: &Path) -> Result<(), String> {
+pub(crate) fn finish(scratch: &Path, staged: &Path, into: &Path) -> Result<(), String> {
     std::fs::write(staged.join("complete"), b"").map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(into);
     std::fs::rename(staged, into).map_err(|e| format!("{}: {e}", into.display()))?;
@@ -210,7 +241,7 @@ fn finish(scratch: &Path, staged: &Path, into: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn copy(from: &Path, to: &Path) -> Result<(), String> {
+pub(crate) fn copy(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::copy(from, to)
         .map(|_| ())
         .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
@@ -235,7 +266,7 @@ fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {
 }
 
 /// Removes other complete versions beside `keep` (an old kernel is 10 MB of cache).
-fn prune(dir: &Path, prefix: &str, keep: &Path) {
+pub(crate) fn prune(dir: &Path, prefix: &str, keep: &Path) {
     for p in entries(dir, prefix) {
         if p != keep {
             let _ = std::fs::remove_dir_all(&p);
@@ -244,7 +275,7 @@ fn prune(dir: &Path, prefix: &str, keep: &Path) {
 }
 
 /// The most recently completed cached directory starting with `prefix`.
-fn newest(dir: &Path, prefix: &str) -> Option<PathBuf> {
+pub(crate) fn newest(dir: &Path, prefix: &str) -> Option<PathBuf> {
     entries(dir, prefix)
         .into_iter()
         .filter_map(|p| {

@@ -6,12 +6,15 @@
 //! - [`debian`] fetches and caches kernels, modules and busybox with apt-get;
 //! - [`initramfs`] writes the cpio archive the VM boots from;
 //! - [`vm`] runs QEMU, captures the serial console and kills the VM by PID;
-//! - [`scenario`] is the whole guest-and-host run, shared by the tests and the footprint report.
+//! - [`scenario`] is the whole guest-and-host run, shared by the tests and the footprint report;
+//! - [`crun`] and [`pod`]: a pod from the cloud on edgecore's daemonless runtime in the VM.
 
 #![forbid(unsafe_code)]
 
+pub mod crun;
 pub mod debian;
 pub mod initramfs;
+pub mod pod;
 pub mod scenario;
 pub mod vm;
 
@@ -43,9 +46,21 @@ pub const ARMHF: Arch = Arch {
     rust_target: "armv7-unknown-linux-gnueabihf",
 };
 
-/// Modules the guest loads for its network (virtio-mmio transport, virtio-net with its
-/// failover dependencies); the rest of virtio is built into Debian's kernels.
-pub const GUEST_MODULES: &[&str] = &["virtio_mmio", "virtio_net"];
+/// Modules a guest may load, in order: its network (virtio-mmio transport, virtio-net with its
+/// failover dependencies; the rest of virtio is built into Debian's kernels), then what the pod
+/// scenario adds: overlayfs (a container's root filesystem on the direct runtime), virtio-blk
+/// and ext4 with the crc32c it loads at mount (its disk). Each scenario loads a prefix, through [`NET_MODULE`] or all.
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_net",
+    "overlay",
+    "virtio_blk",
+    "crc32c_generic",
+    "ext4",
+];
+
+/// The last module the network needs: the twin scenario loads the modules through it.
+pub const NET_MODULE: &str = "virtio_net";
 
 /// Memory of every test VM. Debian's generic kernels need more than 32 MB; 64 MB is the
 /// gateway class this project targets.

@@ -13,9 +13,10 @@ use serde_json::Value;
 use crate::debian::{guest_kit, GuestKit};
 use crate::initramfs::Initramfs;
 use crate::vm::{fields, Vm};
-use crate::{Arch, GUEST_MODULES};
+use crate::{Arch, GUEST_MODULES, NET_MODULE};
 
 const INIT: &str = include_str!("../guest/init.sh");
+const TWIN: &str = include_str!("../guest/twin.sh");
 const DEVICE: &str = "thermo";
 const DESIRED: &str = "21.5";
 const REPORT: &str = "23.4";
@@ -74,7 +75,18 @@ pub fn kit(arch: &Arch) -> GuestKit {
         .unwrap_or_else(|e| panic!("cannot get a kernel for the {} VM: {e}", arch.debian))
 }
 
-fn initramfs(arch: &Arch, kit: &GuestKit, env: &str) -> Vec<u8> {
+/// What a scenario adds to the common guest: its script (`/etc/scenario.sh`, sourced by
+/// init.sh after boot), the modules it loads (through this one, `None`: all of
+/// [`GUEST_MODULES`]) and a disk image (`/dev/vda`), if any.
+pub struct Scenario {
+    pub script: &'static str,
+    pub modules_through: Option<&'static str>,
+    pub disk: Option<PathBuf>,
+}
+
+/// The initramfs, gzip-compressed (the kernel holds the archive and its unpacked files at once
+/// while booting; in 64 MB every MiB counts).
+fn initramfs(arch: &Arch, kit: &GuestKit, env: &str, scenario: &Scenario) -> Vec<u8> {
     let read = |p: &PathBuf| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut a = Initramfs::new();
     for d in [
@@ -97,12 +109,16 @@ fn initramfs(arch: &Arch, kit: &GuestKit, env: &str) -> Vec<u8> {
         .file("/init", 0o755, INIT.as_bytes())
         .file("/etc/ek.env", 0o600, env.as_bytes());
     let mut names = String::new();
-    for (name, path) in &kit.modules {
+    for (name, path) in kit.modules_through(scenario.modules_through) {
         a.file(&format!("/lib/modules/{name}.ko"), 0o644, &read(path));
         names.push_str(name);
         names.push('\n');
     }
-    a.file("/etc/modules", 0o644, names.as_bytes());
+    a.file("/etc/modules", 0o644, names.as_bytes()).file(
+        "/etc/scenario.sh",
+        0o644,
+        scenario.script.as_bytes(),
+    );
     for bin in ["edgecore", "edge-mqtt"] {
         a.file(
             &format!("/bin/{bin}"),
@@ -110,7 +126,25 @@ fn initramfs(arch: &Arch, kit: &GuestKit, env: &str) -> Vec<u8> {
             &read(&cross_binary(arch, bin)),
         );
     }
-    a.finish()
+    gzip(&a.finish())
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip is needed to compress the initramfs");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    // Written from a thread so a full stdout pipe cannot block the write.
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("gzip");
+    writer.join().unwrap().expect("write to gzip");
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
 }
 
 fn device_manifest(node: &str) -> String {
@@ -123,25 +157,48 @@ fn device_manifest(node: &str) -> String {
     )
 }
 
-fn kb(f: &std::collections::BTreeMap<String, String>, key: &str, vm: &Vm) -> u64 {
+pub(crate) fn kb(f: &std::collections::BTreeMap<String, String>, key: &str, vm: &Vm) -> u64 {
     f.get(key)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| vm.fail(&format!("the guest's report has no number {key}")))
 }
 
 /// Builds the initramfs for a guest that joins `cloud` with `token` as node `vm-<arch>` and
-/// boots it. The returned directory holds the initramfs; keep it while the VM runs.
+/// runs the twin scenario, and boots it. The returned directory holds the initramfs; keep it
+/// while the VM runs.
 pub fn boot_guest(arch: Arch, kit: &GuestKit, cloud: &Cloud, token: &str) -> (Vm, TempDir) {
+    let env = format!("DEVICE={DEVICE}\nDESIRED={DESIRED}\nREPORT={REPORT}\n");
+    let twin = Scenario {
+        script: TWIN,
+        modules_through: Some(NET_MODULE),
+        disk: None,
+    };
+    boot_scenario(arch, kit, cloud, token, &env, &twin)
+}
+
+/// Boots a guest that joins `cloud` with `token` as node `vm-<arch>` and runs `scenario`,
+/// with `env` (`KEY=value` lines) added to /etc/ek.env.
+pub fn boot_scenario(
+    arch: Arch,
+    kit: &GuestKit,
+    cloud: &Cloud,
+    token: &str,
+    env: &str,
+    scenario: &Scenario,
+) -> (Vm, TempDir) {
     let env = format!(
-        "NODE=vm-{}\nWS={}\nCERT={}\nTOKEN={token}\nDEVICE={DEVICE}\nDESIRED={DESIRED}\nREPORT={REPORT}\n",
+        "NODE=vm-{}\nWS={}\nCERT={}\nTOKEN={token}\n{env}",
         arch.debian,
         cloud.ws.port(),
         cloud.cert.port(),
     );
     let dir = TempDir::new(&format!("vm-{}", arch.debian));
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, initramfs(&arch, kit, &env)).expect("write initramfs");
-    (Vm::boot(arch, &kit.kernel, &initrd), dir)
+    let initrd = dir.path().join("initramfs.cpio.gz");
+    std::fs::write(&initrd, initramfs(&arch, kit, &env, scenario)).expect("write initramfs");
+    (
+        Vm::boot(arch, &kit.kernel, &initrd, scenario.disk.as_deref()),
+        dir,
+    )
 }
 
 /// A cloudcore the guests can reach: its certificate names QEMU's gateway address, which

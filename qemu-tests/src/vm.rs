@@ -18,7 +18,8 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub fn boot(arch: Arch, kernel: &Path, initrd: &Path) -> Vm {
+    /// Boots `kernel` with `initrd`, and `disk` (a raw image) as `/dev/vda` if given.
+    pub fn boot(arch: Arch, kernel: &Path, initrd: &Path, disk: Option<&Path>) -> Vm {
         assert!(
             Command::new(arch.qemu).arg("--version").output().is_ok(),
             "{} is missing: apt-get install qemu-system-arm (scripts/test.sh does)",
@@ -41,6 +42,13 @@ impl Vm {
                 "-device",
                 "virtio-net-device,netdev=n0",
             ]);
+        if let Some(disk) = disk {
+            let mut drive = std::ffi::OsString::from("if=none,format=raw,id=d0,file=");
+            drive.push(disk);
+            cmd.arg("-drive")
+                .arg(drive)
+                .args(["-device", "virtio-blk-device,drive=d0"]);
+        }
         Vm {
             proc: Proc::spawn(cmd),
             arch,
