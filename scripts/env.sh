@@ -77,7 +77,8 @@ ensure_cross() {
 # QEMU system emulation for the VM tests, and package indexes for the guest architectures:
 # qemu-tests fetches the arm64/armhf kernels and busybox-static itself with apt-get download.
 ensure_qemu() {
-  ensure_apt qemu-system-arm cpio xz-utils
+  # e2fsprogs: mkfs.ext4 -d makes the pod VM's disk; binutils: readelf follows crun's libraries.
+  ensure_apt qemu-system-arm cpio xz-utils e2fsprogs binutils
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   local archs added=""
@@ -87,7 +88,7 @@ ensure_qemu() {
   done
   # Update only when the index does not know the guest packages yet; it can exit non-zero
   # while one mirror index is mid-sync, so success is judged by what resolves afterwards.
-  local pkgs=(linux-image-arm64:arm64 linux-image-armmp:armhf busybox-static:arm64 busybox-static:armhf)
+  local pkgs=(linux-image-arm64:arm64 linux-image-armmp:armhf busybox-static:arm64 busybox-static:armhf crun:arm64)
   if [ -n "$added" ] || ! apt-cache show --no-all-versions "${pkgs[@]}" >/dev/null 2>&1; then
     log "updating the package index for arm64 and armhf"
     $sudo apt-get update -qq || true

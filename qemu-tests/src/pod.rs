@@ -1,6 +1,6 @@
 //! The pod scenario: a cloudcore on the host applies a ConfigMap and a pod for the VM's node;
 //! in the VM, edgecore on its daemonless runtime runs it with Debian's crun from the busybox
-//! image imported out of the initramfs. The host checks the pod Running and Ready in the cloud
+//! image imported out of the VM's disk (its root after boot, see guest/pod.sh). The host checks the pod Running and Ready in the cloud
 //! with one restart (it crashes once), the ConfigMap's value inside the container, the memory
 //! left, and that the container survives edgecore killed and started again (adopted, not
 //! recreated).
