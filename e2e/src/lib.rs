@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod direct;
 pub mod mqtt;
+pub mod pods;
 pub mod proxy;
 pub mod registry;
 pub mod upstream_cloud;

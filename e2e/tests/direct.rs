@@ -10,27 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::direct::{oci_list as crun_list, oci_runtime, Cleanup};
+use e2e::pods::{container_status, pod, running_and_ready};
 use e2e::{wait_for, Cloud, Edge, TempDir};
 use rustix::process::Signal;
 use serde_json::Value;
 
 const T: Duration = Duration::from_secs(60);
-fn pod(cloud: &Cloud, name: &str) -> Option<Value> {
-    let (status, v) = cloud.admin("GET", &format!("/api/v1/pods/default/{name}"), b"");
-    (status == 200).then_some(v)
-}
-
-fn container_status(cloud: &Cloud, name: &str) -> Value {
-    pod(cloud, name)
-        .map(|p| p["status"]["containerStatuses"][0].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
-    pod(cloud, name).is_some_and(|p| {
-        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
-    })
-}
 /// An edge joined to `cloud` in direct mode with a 300 ms pod sync (and `extra` config), its
 /// containers cleaned up when the guard goes, running and Ready.
 fn direct_edge(cloud: &Cloud, extra: &[(&str, Value)]) -> (Edge, Cleanup, e2e::Proc) {
@@ -173,30 +158,7 @@ fn direct_pods_run_restart_survive_a_killed_edgecore_and_stop_gracefully() {
     );
 
     // The crasher: restarts with its exit code, and the back-off grows.
-    let mut seen: Vec<(u64, Instant)> = Vec::new();
-    let started = Instant::now();
-    while seen.last().is_none_or(|(n, _)| *n < 3) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "restarts too slow: {seen:?}"
-        );
-        if let Some(n) = container_status(&cloud, "crasher")["restartCount"].as_u64() {
-            if seen.last().is_none_or(|(m, _)| n > *m) {
-                seen.push((n, Instant::now()));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let cs = container_status(&cloud, "crasher");
-    let last_exit = cs["lastState"]["terminated"]["exitCode"]
-        .as_i64()
-        .or(cs["state"]["terminated"]["exitCode"].as_i64());
-    assert_eq!(last_exit, Some(3), "{cs}");
-    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].1 - w[0].1).collect();
-    assert!(
-        gaps.len() >= 2 && gaps[gaps.len() - 1] > gaps[0],
-        "back-off did not grow: {gaps:?}"
-    );
+    e2e::pods::assert_crash_backoff(&cloud, "crasher", 3, 3, Duration::from_secs(60));
 
     // edgecore killed: the container runs on, and the next edgecore adopts it.
     run.signal(Signal::KILL);

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use e2e::containerd::{Containerd, BUSYBOX};
+use e2e::pods::{container_status, pod, running_and_ready};
 use e2e::{wait_for, Cloud, Edge, Proc};
 use rustix::process::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -27,24 +28,6 @@ fn start_edge(cloud: &Cloud, ctrd: &Containerd) -> (Edge, Proc) {
     let run = edge.run("1s");
     cloud.wait_ready("edge0", true, T);
     (edge, run)
-}
-
-fn pod(cloud: &Cloud, name: &str) -> Option<Value> {
-    let (status, v) = cloud.admin("GET", &format!("/api/v1/pods/default/{name}"), b"");
-    (status == 200).then_some(v)
-}
-
-fn container_status(cloud: &Cloud, name: &str) -> Value {
-    pod(cloud, name)
-        .map(|p| p["status"]["containerStatuses"][0].clone())
-        .unwrap_or(Value::Null)
-}
-
-fn running_and_ready(cloud: &Cloud, name: &str) -> bool {
-    let Some(p) = pod(cloud, name) else {
-        return false;
-    };
-    p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
 }
 
 /// Containers the runtime holds for pods of this edgecore, by pod name: (id, state). A
@@ -184,31 +167,7 @@ fn pods_run_restart_with_back_off_mount_config_and_are_removed() {
 
     // The crasher: restartCount rises, exit code 3 is reported, and the gaps between
     // restarts grow (1 s, 2 s, 4 s back-off).
-    let mut seen: Vec<(u64, Instant)> = Vec::new();
-    let started = Instant::now();
-    while seen.last().is_none_or(|(n, _)| *n < 4) {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "restarts too slow: {seen:?}"
-        );
-        let cs = container_status(&cloud, "crasher");
-        if let Some(n) = cs["restartCount"].as_u64() {
-            if seen.last().is_none_or(|(m, _)| n > *m) {
-                seen.push((n, Instant::now()));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let cs = container_status(&cloud, "crasher");
-    let last_exit = cs["lastState"]["terminated"]["exitCode"]
-        .as_i64()
-        .or(cs["state"]["terminated"]["exitCode"].as_i64());
-    assert_eq!(last_exit, Some(3), "{cs}");
-    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].1 - w[0].1).collect();
-    assert!(
-        gaps.len() >= 2 && gaps[gaps.len() - 1] > gaps[0],
-        "back-off did not grow: {gaps:?}"
-    );
+    e2e::pods::assert_crash_backoff(&cloud, "crasher", 4, 3, Duration::from_secs(90));
     let describe = String::from_utf8(cloud.cli(&["get", "pods"]).stdout).unwrap();
     assert!(
         describe.lines().any(|l| l.starts_with("crasher")
