@@ -124,24 +124,6 @@ fn big_configmaps() -> String {
     )
 }
 
-/// The commits and bytes edgecore logged when it stopped (both 0 for an edgecore that does
-/// not log them).
-fn store_line(log: &str) -> (u64, u64) {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("store: ") && l.contains("commits"))
-        .unwrap_or_default();
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    match nums.len() {
-        n if n >= 2 => (nums[n - 2], nums[n - 1]),
-        _ => (0, 0),
-    }
-}
-
 /// `one_apply`: all 1,000 pods in one manifest (one transaction), which measures delivery
 /// alone; otherwise one apply per pod, which includes the cloud's fsync per write.
 fn burst(one_apply: bool) -> String {
@@ -204,7 +186,7 @@ fn burst(one_apply: bool) -> String {
             eprintln!("{l}");
         }
     }
-    let (commits, bytes) = store_line(&log);
+    let (commits, bytes) = e2e::pods::store_commits(&log);
     let per_k = |x: u64| x as f64 * 1000.0 / N as f64;
     format!(
         "| {N} pods, {:<20} | {:>7.0} msg/s | {:>5} ms | {:>5} ms | {:>5} ms | {n:>5} | {:>7.1} | {:>8.1} KiB |",

@@ -172,25 +172,6 @@ fn pub_bytes(topic: &str, payload: &[u8]) -> Vec<u8> {
     Packet::Publish(Publish::new(topic, payload, QoS::AtMostOnce, 0)).to_bytes()
 }
 
-/// The commits and bytes edgecore logged when it stopped.
-fn store_line(log: &str) -> (u64, u64) {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("store: ") && l.contains("commits"))
-        .unwrap_or_default();
-    let nums: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let n = nums.len();
-    if n >= 2 {
-        (nums[n - 2], nums[n - 1])
-    } else {
-        (0, 0)
-    }
-}
-
 fn percentile(v: &mut [f64], p: usize) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v.get((v.len() * p / 100).min(v.len().saturating_sub(1)))
@@ -350,7 +331,7 @@ fn edge_only(external: Option<u16>, rate: u32) -> String {
     run.signal(rustix::process::Signal::TERM);
     run.wait_exit(Duration::from_secs(10));
     let log = run.log();
-    let (commits, bytes) = store_line(&log);
+    let (commits, bytes) = e2e::pods::store_commits(&log);
     if let Some(l) = log.lines().find(|l| l.contains("results shed")) {
         eprintln!("{l}");
     }

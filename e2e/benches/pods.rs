@@ -6,13 +6,6 @@ use std::time::{Duration, Instant};
 use e2e::containerd::Containerd;
 use e2e::{proc_status, wait_for, Cloud, Edge};
 
-fn pod(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: bench-edge\n  hostNetwork: true\n  \
-         containers: [{{name: app, image: localhost/busybox:test, command: [sleep, \"3600\"]}}]\n"
-    )
-}
-
 fn running(cloud: &Cloud, names: &[String]) -> bool {
     let list = cloud.admin("GET", "/api/v1/pods", b"").1;
     names.iter().all(|n| {
@@ -43,14 +36,17 @@ fn main() {
     cloud.wait_ready("bench-edge", true, Duration::from_secs(60));
 
     let t = Instant::now();
-    cloud.apply_ok(&pod("single"));
+    cloud.apply_ok(&e2e::pods::sleeping_pod("single", "bench-edge"));
     wait_for("one pod Running", Duration::from_secs(120), || {
         running(&cloud, &["single".to_owned()]).then_some(())
     });
     let one = t.elapsed();
 
     let names: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
-    let manifest: Vec<String> = names.iter().map(|n| pod(n)).collect();
+    let manifest: Vec<String> = names
+        .iter()
+        .map(|n| e2e::pods::sleeping_pod(n, "bench-edge"))
+        .collect();
     let t = Instant::now();
     cloud.apply_ok(&manifest.join("---\n"));
     wait_for("20 pods Running", Duration::from_secs(300), || {

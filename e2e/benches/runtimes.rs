@@ -12,13 +12,6 @@ use e2e::{wait_for, Cloud, Edge};
 
 const N: usize = 10;
 
-fn pod(name: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: bench-edge\n  hostNetwork: true\n  \
-         containers: [{{name: app, image: localhost/busybox:test, command: [sleep, \"3600\"]}}]\n"
-    )
-}
-
 fn running(cloud: &Cloud, names: &[String]) -> bool {
     let list = cloud.admin("GET", "/api/v1/pods", b"").1;
     names.iter().all(|n| {
@@ -83,7 +76,10 @@ struct Row {
 
 fn apply_all(cloud: &Cloud) -> u128 {
     let names: Vec<String> = (0..N).map(|i| format!("p{i}")).collect();
-    let manifest: Vec<String> = names.iter().map(|n| pod(n)).collect();
+    let manifest: Vec<String> = names
+        .iter()
+        .map(|n| e2e::pods::sleeping_pod(n, "bench-edge"))
+        .collect();
     let t = Instant::now();
     cloud.apply_ok(&manifest.join("---\n"));
     wait_for("pods Running", Duration::from_secs(300), || {

@@ -53,3 +53,29 @@ pub fn assert_crash_backoff(cloud: &Cloud, name: &str, restarts: u64, exit: i64,
         "back-off did not grow: {gaps:?}"
     );
 }
+
+/// A pod for `node` that sleeps an hour in the test busybox image, on the host's network.
+pub fn sleeping_pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  \
+         containers: [{{name: app, image: localhost/busybox:test, command: [sleep, \"3600\"]}}]\n"
+    )
+}
+
+/// The store commits and bytes written that edgecore logged when it stopped (`store: …
+/// commits … bytes`), or (0, 0) from an edgecore that does not log them.
+pub fn store_commits(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("store: ") && l.contains("commits"))
+        .unwrap_or_default();
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums.len() {
+        n if n >= 2 => (nums[n - 2], nums[n - 1]),
+        _ => (0, 0),
+    }
+}
