@@ -119,6 +119,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub struct Proc {
     pub child: Child,
     log: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr into `log`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -130,6 +132,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
         let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -144,15 +147,19 @@ impl Proc {
         .flatten()
         {
             let log = log.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     let mut l = log.lock().unwrap();
                     l.push_str(&line);
                     l.push('\n');
                 }
-            });
+            }));
         }
-        Proc { child, log }
+        Proc {
+            child,
+            log,
+            readers,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -179,10 +186,17 @@ impl Proc {
     /// Waits for exit and returns the status code (None if killed by a signal).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = &mut self.child;
-        wait_for("process exit", timeout, || {
+        let code = wait_for("process exit", timeout, || {
             child.try_wait().expect("try_wait")
         })
-        .code()
+        .code();
+        // Its last lines may still be in the pipes: `log` has them once the readers reach
+        // the end. Bounded, since a process it started may hold the pipes open.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        code
     }
 }
 
