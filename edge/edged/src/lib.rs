@@ -518,7 +518,9 @@ impl<'a> Loops<'a> {
         let desired: Rc<Watch<Rc<bus::DesiredPods>>> = Rc::new(Watch::new(Default::default()));
         let link: Rc<Watch<(bool, Option<String>)>> = Rc::new(Watch::new((false, None)));
         let health: Rc<Watch<RuntimeHealth>> = Rc::new(Watch::new(RuntimeHealth::Unknown));
-        let (reply_tx, reply_rx) = smol::channel::unbounded();
+        // Every reply answers one of Edged's requests, which the bus bounds to
+        // `ModuleId::Edged.in_flight()`: a channel that size never refuses one.
+        let (reply_tx, reply_rx) = smol::channel::bounded(ModuleId::Edged.in_flight());
         let inputs = pods::Inputs {
             desired: desired.clone(),
             link: link.clone(),
@@ -551,8 +553,8 @@ impl<'a> Loops<'a> {
 
 impl Loops<'_> {
     /// The node loop and the pod loop side by side: the node loop only reads the mailbox
-    /// and hands the pod loop its inputs through cells and an unbounded (by the reporter's
-    /// in-flight limit) reply channel, never waiting on it, so a runtime call that takes
+    /// and hands the pod loop its inputs through cells and a reply channel bounded by Edged's
+    /// in-flight limit, never waiting on it, so a runtime call that takes
     /// minutes (an image pull) never delays the lease or node status.
     async fn run<R: pods::runtime::Runtime>(
         self,
@@ -611,7 +613,7 @@ async fn node_loop(
                 agent.on_link(link, now, wall, &pressure())
             }
             Wake::Mail(BusMessage::Reply { id, outcome }) if id.0 >= pods::report::FIRST_ID => {
-                // Never blocks: the reporter has at most one request per pod in flight.
+                // Never full: the channel holds as many as Edged may have in flight.
                 let _ = links.replies.try_send((id, outcome));
                 continue;
             }
